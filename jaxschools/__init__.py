@@ -1,0 +1,39 @@
+"""jaxschools: the normal-normal hierarchical model (BDA3 section 5.5, "eight schools") on JAX.
+
+Submodules are imported lazily, so ``import jaxschools`` (and the command line's input
+validation) does not import JAX until a numerical module is first used.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "classical",
+    "config",
+    "data",
+    "diagnostics",
+    "errors",
+    "exact",
+    "experiments",
+    "kernels",
+    "laplace",
+    "models",
+    "posterior",
+    "sampling",
+    "validation",
+)
+
+__all__ = list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
