@@ -12,6 +12,7 @@ _SUBMODULES = (
     "classical",
     "config",
     "data",
+    "datasets",
     "diagnostics",
     "errors",
     "exact",

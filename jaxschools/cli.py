@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from jaxschools import config as config_module
-from jaxschools import validation
+from jaxschools import datasets, validation
 from jaxschools.errors import InputError, JaxschoolsError
 
 __all__ = ["main"]
@@ -70,11 +70,8 @@ def _read_inputs(args):
     if args.out:
         resolved["output"]["dir"] = str(Path(args.out).resolve())
     path = resolved["data"]["path"]
-    if path:
-        table = validation.read_table(path)
-    else:
-        table = None
-    names = table["names"] if table else ("A", "B", "C", "D", "E", "F", "G", "H")
+    table = validation.read_table(path) if path else datasets.EIGHT_SCHOOLS
+    names = table["names"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validation.check_groups(len(names), resolved["model"]["prior"])
@@ -125,7 +122,7 @@ def _run(args) -> int:
         jax.config.update("jax_enable_x64", True)
         from jaxschools import analysis, data, report
 
-        dataset = data.from_table(table) if table else data.eight_schools()
+        dataset = data.from_table(table)
         if progress:
             progress(f"{len(dataset.names)} schools; results will go to {out_dir}")
         result = analysis.analyze(resolved, dataset, progress=progress)

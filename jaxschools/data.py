@@ -17,15 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools import validation
+from jaxschools import datasets, validation
 
 __all__ = ["Schools", "eight_schools", "load", "from_table"]
-
-# BDA3 Table 5.2 (Rubin 1981): estimated coaching effects on SAT-V and their standard errors.
-_EIGHT_SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
-_EIGHT_SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
-_EIGHT_SCHOOLS_NAMES = ("A", "B", "C", "D", "E", "F", "G", "H")
-
 
 @jax.tree_util.register_pytree_node_class
 class Schools:
@@ -100,12 +94,7 @@ def _float_dtype(value):
 
 def eight_schools(dtype=None) -> Schools:
     """The eight schools of BDA3 section 5.5 (Rubin 1981), names A to H."""
-    dtype = dtype or jnp.result_type(float)
-    return Schools(
-        y=jnp.asarray(_EIGHT_SCHOOLS_Y, dtype),
-        sigma=jnp.asarray(_EIGHT_SCHOOLS_SIGMA, dtype),
-        names=_EIGHT_SCHOOLS_NAMES,
-    )
+    return from_table(datasets.EIGHT_SCHOOLS, dtype)
 
 
 def from_table(table: dict, dtype=None) -> Schools:

@@ -1,0 +1,289 @@
+"""Run configuration: the schema, and its resolution from the default TOML, a config file and overrides.
+
+A configuration is data. ``SCHEMA`` says which keys exist and what each accepts; the embedded
+``configs/default.toml`` gives every default and documents every key for users. :func:`load_config`
+layers the default, a config file, ``--set`` items and ``--data`` in that order, checks each layer against
+the schema with one code path, and returns a plain nested dict: the resolved configuration written into
+summary.json. Pure Python (no JAX), so the command line rejects a bad config before JAX is imported.
+
+To add a section (``[sweep]``, ``[simulation]``, ...): add its keys to ``SCHEMA`` and their defaults,
+with a comment each, to ``configs/default.toml`` (or mark them ``optional``). No code changes.
+"""
+
+import difflib
+import importlib.resources
+import json
+import math
+import os
+import pathlib
+import tomllib
+import types
+from typing import Any, Callable, NamedTuple
+
+from jaxschools.errors import InputError, JaxschoolsError
+from jaxschools.validation import read_text
+
+# Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation; a new
+# prior also needs its row in ``jaxschools.validation.MIN_SCHOOLS``.
+PRIORS = ("flat", "half_cauchy", "half_normal")
+PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
+KERNELS = ("rwmh", "hmc", "nuts")
+
+
+class Check(NamedTuple):
+    """A test a (type-correct) value must pass, and the phrase an error uses for what it expects."""
+
+    test: Callable[[Any], bool]
+    expect: str
+
+
+class Spec(NamedTuple):
+    """What one config key accepts.
+
+    ``type`` is ``str``, ``bool``, ``int`` (a bool is not one), ``float`` (an int is converted) or a list
+    of one of them, written ``list[float]``; ``choices`` and ``check`` then apply to each element.
+    ``optional`` keys have no default and resolve to None until set. ``path`` marks a file path: a
+    relative one is made absolute against the directory of the config file that sets it (the current
+    directory for command-line overrides); the empty string stays empty ("use the built-in").
+    """
+
+    type: Any
+    choices: tuple = ()
+    check: Check | None = None
+    optional: bool = False
+    path: bool = False
+
+
+def at_least(bound):
+    """Check: an integer >= ``bound``."""
+    return Check(lambda value: value >= bound, f"an integer >= {bound}")
+
+
+FINITE = Check(math.isfinite, "a finite number")
+POSITIVE = Check(lambda value: math.isfinite(value) and value > 0, "a finite number > 0")
+NON_NEGATIVE = Check(lambda value: math.isfinite(value) and value >= 0, "a finite number >= 0")
+# jax.random.key keeps only the low 32 bits of a larger seed, so 2**32 would silently be seed 0.
+SEED = Check(lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
+# The name becomes the directory runs/<name>, so it must be a single path component.
+RUN_NAME = Check(
+    lambda value: value.isprintable() and value.strip() not in ("", ".", "..") and not set("/\\") & set(value),
+    "a non-empty printable name without / or \\ (it names the directory runs/<name>)",
+)
+
+# Top-level keys map to a Spec, sections (TOML tables) to a dict of them. Sections appear in the
+# resolved configuration in this order.
+SCHEMA = {
+    "name": Spec(str, check=RUN_NAME),
+    "data": {
+        "path": Spec(str, path=True),
+    },
+    "model": {
+        "prior": Spec(str, choices=PRIORS),
+        "parameterization": Spec(str, choices=PARAMETERIZATIONS),
+        "mu_loc": Spec(float, check=FINITE),
+        "mu_scale": Spec(float, check=POSITIVE),
+        "tau_scale": Spec(float, check=POSITIVE),
+    },
+    "laplace": {
+        "max_iterations": Spec(int, check=at_least(1)),
+    },
+    "sampler": {
+        "kernel": Spec(str, choices=KERNELS),
+        "scale": Spec(float, check=POSITIVE),
+        "num_chains": Spec(int, check=at_least(1)),
+        "num_samples": Spec(int, check=at_least(1)),
+        "burn_in": Spec(int, check=at_least(0)),
+        "seed": Spec(int, check=SEED),
+        "init_spread": Spec(float, check=NON_NEGATIVE),
+    },
+    "queries": {
+        # Both derive from the data when absent; see check_queries and default.toml.
+        "school": Spec(str, optional=True),
+        "threshold": Spec(float, check=FINITE, optional=True),
+    },
+    "output": {
+        "dir": Spec(str),
+        "netcdf": Spec(bool),
+        "figures": Spec(bool),
+    },
+}
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean (true or false)", int: "an integer", float: "a number"}
+
+
+def parse_set(item):
+    """Split a ``--set`` item ``section.key=value`` (or a top-level ``key=value``) into ``(section, key, value)``.
+
+    ``section`` is None for a top-level key. The value is read as a TOML value (``1`` an int, ``1.5`` a
+    float, ``true`` a bool, ``"x"`` a string, ``[1, 2]`` an array), and anything that is not one is kept as
+    the bare string, so ``--set sampler.kernel=hmc`` needs no quotes. A missing ``=`` or an empty section
+    or key raises InputError.
+    """
+    dotted, equals, text = item.partition("=")
+    dotted, text = dotted.strip(), text.strip()
+    if not equals or not all(dotted.split(".")):
+        raise InputError(f"--set {item!r}: expected section.key=value, e.g. sampler.scale=1.5")
+    try:
+        document = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        document = {}
+    # A value with a newline in it could smuggle in more keys; only a lone value counts as TOML.
+    value = document["v"] if document.keys() == {"v"} else text
+    section, _, key = dotted.rpartition(".")
+    return section or None, key, value
+
+
+def load_config(path=None, sets=(), data=None):
+    """Resolve the run configuration; return it as a plain nested dict, every schema key present.
+
+    Layers, later winning: the embedded ``configs/default.toml``; the TOML file at ``path`` (a relative
+    ``data.path`` in it is relative to the file's directory); each ``--set`` item of ``sets`` (see
+    :func:`parse_set`; paths relative to the current directory); ``data``, the ``--data FILE`` override
+    (relative to the current directory). Paths are stored absolute. The run's ``name`` is the file's
+    ``name`` key, else the file's stem, else ``"eight_schools"``. Optional keys left unset are None.
+
+    Raises InputError naming the file (or ``--set`` item) and the key for: a config file that is missing,
+    a directory, not UTF-8 or not valid TOML; an unknown section or key (suggesting a close match); a
+    value of the wrong type or outside what the key allows.
+    """
+    config = _skeleton(SCHEMA)
+    cwd = pathlib.Path.cwd()
+    default = importlib.resources.files("jaxschools").joinpath("configs", "default.toml")
+    _merge(config, tomllib.loads(default.read_text(encoding="utf-8")), SCHEMA, "default config", cwd)
+
+    if path is not None:
+        document = _read_toml(path)
+        base = pathlib.Path(path).absolute().parent
+        _merge(config, document, SCHEMA, str(path), base)
+        if "name" not in document:
+            _merge(config, {"name": pathlib.Path(path).stem}, SCHEMA, str(path), base)
+
+    for item in sets:
+        section, key, value = parse_set(item)
+        layer = {key: value}
+        for part in reversed(section.split(".") if section else []):
+            layer = {part: layer}
+        _merge(config, layer, SCHEMA, "--set", cwd)
+
+    if data is not None:
+        _merge(config, {"data": {"path": os.fspath(data)}}, SCHEMA, "--data", cwd)
+
+    unset = [name for name, spec in _leaves(SCHEMA) if not spec.optional and _get(config, name) is None]
+    if unset:
+        raise JaxschoolsError(f"configs/default.toml gives no value for {', '.join(unset)}")
+    return config
+
+
+def output_dir(config):
+    """The run's output directory: ``output.dir`` when set, else ``runs/<name>``."""
+    return pathlib.Path(config["output"]["dir"] or pathlib.Path("runs", config["name"]))
+
+
+def check_queries(config, names):
+    """Check ``queries.school`` (when set) against the data's school ``names``; InputError listing them."""
+    school = config["queries"]["school"]
+    if school is None or school in names:
+        return
+    shown = ", ".join(repr(name) for name in list(names)[:20])
+    if len(names) > 20:
+        shown += f", ... ({len(names)} in all)"
+    near = difflib.get_close_matches(school, list(names), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise InputError(f"queries.school = {school!r} is not a school in the data (its schools: {shown}){hint}")
+
+
+def _read_toml(path):
+    text = read_text(path)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{path}: malformed TOML: {error}") from None
+
+
+def _skeleton(schema):
+    """A config with every key None, in schema order."""
+    return {name: _skeleton(spec) if isinstance(spec, dict) else None for name, spec in schema.items()}
+
+
+def _merge(config, layer, schema, origin, base, prefix=""):
+    """Check ``layer`` (a parsed TOML table) against ``schema`` and write its values into ``config``."""
+    for name, value in layer.items():
+        dotted = prefix + name
+        spec = schema.get(name)
+        if spec is None:
+            raise InputError(f"{origin}: {_unknown(dotted, schema, isinstance(value, dict))}")
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise InputError(f"{origin}: {dotted} is a section ([{dotted}]), not a value; got {_show(value)}")
+            _merge(config[name], value, spec, origin, base, dotted + ".")
+        else:
+            config[name] = _value(spec, value, f"{origin}: {dotted} = {_show(value)}", base)
+
+
+def _value(spec, value, where, base):
+    """``value`` checked against ``spec`` and converted; ``where`` starts any error message."""
+    if not isinstance(spec.type, types.GenericAlias):
+        return _element(spec, spec.type, value, where, _TYPE_NAMES[spec.type], base)
+    element_type = spec.type.__args__[0]
+    expected = f"a list, each element {_TYPE_NAMES[element_type]}"
+    if not isinstance(value, list):
+        raise InputError(f"{where}: expected {expected}")
+    return [_element(spec, element_type, element, where, expected, base) for element in value]
+
+
+def _element(spec, type_, value, where, expected, base):
+    # TOML has typed the value already, so nothing is parsed from strings here.
+    if isinstance(value, bool) != (type_ is bool):
+        # bool subclasses int, and true is not a number of chains.
+        raise InputError(f"{where}: expected {expected}")
+    if type_ is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, type_):
+        raise InputError(f"{where}: expected {expected}")
+    if spec.choices and value not in spec.choices:
+        near = difflib.get_close_matches(value, spec.choices, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise InputError(f"{where}: expected one of {', '.join(repr(c) for c in spec.choices)}{hint}")
+    if spec.check and not spec.check.test(value):
+        raise InputError(f"{where}: expected {spec.check.expect}")
+    if spec.path and value:
+        value = os.path.normpath(pathlib.Path(base, pathlib.Path(value).expanduser()))
+    return value
+
+
+def _unknown(dotted, table, is_section):
+    """The message for a name not in ``table``, with the closest known name when there is one."""
+    prefix = dotted.rpartition(".")[0]
+    name = dotted.rpartition(".")[2]
+    what = "section" if is_section and not prefix else "key"
+    # A key put in the wrong section (sampler.prior) is found by its own name; a typo by similarity.
+    near = [known for known, _ in _leaves(SCHEMA) if known.rpartition(".")[2] == name]
+    similar = difflib.get_close_matches(name, list(table), n=1)
+    near += [f"{prefix}.{known}" if prefix else known for known in similar]
+    hint = f"; did you mean {near[0]}?" if near else ""
+    scope = f"in [{prefix}]" if prefix else "at the top level"
+    return f"unknown {what} {dotted}{hint} (known {scope}: {', '.join(table)})"
+
+
+def _leaves(schema, prefix=""):
+    """Every ``(dotted name, Spec)`` in ``schema``."""
+    for name, spec in schema.items():
+        if isinstance(spec, dict):
+            yield from _leaves(spec, prefix + name + ".")
+        else:
+            yield prefix + name, spec
+
+
+def _get(config, dotted):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def _show(value):
+    """``value`` as the user would write it in TOML."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return json.dumps(value, default=str)

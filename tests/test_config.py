@@ -1,0 +1,323 @@
+"""Tests of jaxschools.config: the schema, --set parsing and the layered resolution of a run's configuration."""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jaxschools import config as config_module
+from jaxschools.config import SCHEMA, check_queries, load_config, output_dir, parse_set
+from jaxschools.errors import InputError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# The seed analysis (flat prior, Laplace, RWMH with scale 2 and the Laplace covariance, 4 chains,
+# 5,000 burn-in + 5,000 kept draws, seed 0), spelled out independently of default.toml.
+SEED_ANALYSIS = {
+    "name": "eight_schools",
+    "data": {"path": ""},
+    "model": {"prior": "flat", "parameterization": "marginal", "mu_loc": 0.0, "mu_scale": 5.0, "tau_scale": 5.0},
+    "laplace": {"max_iterations": 100},
+    "sampler": {
+        "kernel": "rwmh",
+        "scale": 2.0,
+        "num_chains": 4,
+        "num_samples": 5000,
+        "burn_in": 5000,
+        "seed": 0,
+        "init_spread": 2.0,
+    },
+    "queries": {"school": None, "threshold": None},
+    "output": {"dir": "", "netcdf": False, "figures": True},
+}
+
+
+def write(tmp_path, filename, content):
+    path = tmp_path / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def as_toml(config):
+    """A config dict as TOML text; JSON spells these scalar types as TOML does."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in config.items() if not isinstance(value, dict)]
+    for section, table in config.items():
+        if isinstance(table, dict):
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+# --- the default ------------------------------------------------------------------------------------------------
+
+
+def test_default_config_is_the_seed_analysis():
+    config = load_config()
+    assert config == SEED_ANALYSIS
+    assert list(config) == list(SCHEMA)  # sections in schema order
+    assert isinstance(config["sampler"]["scale"], float) and isinstance(config["sampler"]["seed"], int)
+
+
+def test_default_config_round_trips_through_json_and_toml(tmp_path):
+    config = load_config()
+    assert json.loads(json.dumps(config)) == config
+    assert load_config(write(tmp_path, "again.toml", as_toml(config))) == config
+
+
+def test_default_toml_documents_every_key():
+    text = (REPO / "jaxschools" / "configs" / "default.toml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    keys = [index for index, line in enumerate(lines) if line and not line.startswith(("#", "["))]
+    assert keys
+    for index in keys:
+        assert lines[index - 1].startswith("#"), f"default.toml: no comment above {lines[index]!r}"
+
+
+def test_loading_does_not_change_the_result_of_a_later_load():
+    load_config(sets=["sampler.scale=9"])
+    assert load_config() == SEED_ANALYSIS
+
+
+# --- --set ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        ("sampler.num_chains=8", ("sampler", "num_chains", 8)),
+        ("sampler.scale=1.5", ("sampler", "scale", 1.5)),
+        ("sampler.scale=1e-3", ("sampler", "scale", 0.001)),
+        ("sampler.seed=1_000", ("sampler", "seed", 1000)),
+        ("output.netcdf=true", ("output", "netcdf", True)),
+        ("output.figures = false", ("output", "figures", False)),
+        ('model.prior="half_cauchy"', ("model", "prior", "half_cauchy")),
+        ("model.prior='half_normal'", ("model", "prior", "half_normal")),
+        ("sampler.kernel=hmc", ("sampler", "kernel", "hmc")),
+        ("name=my run", (None, "name", "my run")),
+        ("data.path=../data/trials.csv", ("data", "path", "../data/trials.csv")),
+        ("data.path=", ("data", "path", "")),
+        ("sweep.scales=[0.5, 1, 2]", ("sweep", "scales", [0.5, 1, 2])),
+        ("queries.threshold=-inf", ("queries", "threshold", -math.inf)),
+        ("a.b=x=y", ("a", "b", "x=y")),
+        ("name=x\nextra = 1", (None, "name", "x\nextra = 1")),
+    ],
+)
+def test_parse_set(item, expected):
+    assert parse_set(item) == expected
+
+
+@pytest.mark.parametrize("item", ["sampler.scale", "=1.5", "sampler.=1", ".scale=1", "sampler..scale=1", ""])
+def test_parse_set_rejects_malformed_items(item):
+    with pytest.raises(InputError, match="expected section.key=value"):
+        parse_set(item)
+
+
+def test_sets_override_in_order_and_ints_become_floats():
+    config = load_config(sets=["sampler.scale=3", "sampler.num_chains=2", "sampler.scale=1.5", "model.mu_loc=-1"])
+    assert config["sampler"]["scale"] == 1.5 and config["sampler"]["num_chains"] == 2
+    assert config["model"]["mu_loc"] == -1.0 and isinstance(config["model"]["mu_loc"], float)
+    assert isinstance(load_config(sets=["sampler.scale=3"])["sampler"]["scale"], float)
+
+
+def test_optional_keys_take_values():
+    config = load_config(sets=["queries.school=C", "queries.threshold=10"])
+    assert config["queries"] == {"school": "C", "threshold": 10.0}
+
+
+BAD_SETS = {
+    # id: (item, fragments)
+    "unknown-key-typo": ("sampler.scal=1", ["unknown key sampler.scal", "did you mean sampler.scale?"]),
+    "unknown-key-wrong-section": (
+        "sampler.prior=flat",
+        ["unknown key sampler.prior", "did you mean model.prior?"],
+    ),
+    "unknown-top-level-key": ("seed=1", ["unknown key seed", "did you mean sampler.seed?"]),
+    "unknown-section": ("sampling.scale=1", ["unknown section sampling", "did you mean sampler?"]),
+    "unknown-no-suggestion": ("zzz.qqq=1", ["unknown section zzz", "known at the top level: name, data, model"]),
+    "section-as-value": ("sampler=3", ["sampler is a section ([sampler])"]),
+    "bool-is-not-int": ("sampler.num_chains=true", ["sampler.num_chains = true", "expected an integer"]),
+    "float-is-not-int": ("sampler.num_samples=2.5", ["sampler.num_samples = 2.5", "expected an integer"]),
+    "string-is-not-float": ("sampler.scale=big", ['sampler.scale = "big"', "expected a number"]),
+    "bare-decimal-is-a-string": ("sampler.scale=.5", ['sampler.scale = ".5"', "expected a number"]),
+    "bool-is-not-float": ("model.mu_loc=false", ["model.mu_loc = false", "expected a number"]),
+    "number-is-not-string": ("model.prior=1", ["model.prior = 1", "expected a string"]),
+    "string-is-not-bool": ("output.netcdf=yes", ['output.netcdf = "yes"', "expected a boolean"]),
+    "array-is-not-float": ("sampler.scale=[1, 2]", ["sampler.scale = [1, 2]", "expected a number"]),
+    "unknown-prior": ("model.prior=flatt", ['model.prior = "flatt"', "'flat', 'half_cauchy'", "did you mean 'flat'"]),
+    "unknown-parameterization": ("model.parameterization=centred", ["did you mean 'centered'"]),
+    "unknown-kernel": ("sampler.kernel=mala", ['sampler.kernel = "mala"', "one of 'rwmh', 'hmc', 'nuts'"]),
+    "zero-scale": ("sampler.scale=0", ["sampler.scale = 0", "a finite number > 0"]),
+    "negative-scale": ("sampler.scale=-1.5", ["sampler.scale = -1.5", "> 0"]),
+    "infinite-scale": ("sampler.scale=inf", ["sampler.scale = inf", "a finite number > 0"]),
+    "nan-scale": ("sampler.scale=nan", ["sampler.scale = nan", "finite"]),
+    "zero-mu-scale": ("model.mu_scale=0", ["model.mu_scale = 0", "> 0"]),
+    "negative-tau-scale": ("model.tau_scale=-5", ["model.tau_scale = -5", "> 0"]),
+    "infinite-mu-loc": ("model.mu_loc=inf", ["model.mu_loc = inf", "a finite number"]),
+    "zero-chains": ("sampler.num_chains=0", ["sampler.num_chains = 0", "an integer >= 1"]),
+    "zero-samples": ("sampler.num_samples=0", ["sampler.num_samples = 0", "an integer >= 1"]),
+    "negative-burn-in": ("sampler.burn_in=-1", ["sampler.burn_in = -1", "an integer >= 0"]),
+    "negative-seed": ("sampler.seed=-1", ["sampler.seed = -1", "[0, 2**32)"]),
+    "seed-too-large": ("sampler.seed=4294967296", ["[0, 2**32)"]),
+    "zero-iterations": ("laplace.max_iterations=0", ["laplace.max_iterations = 0", "an integer >= 1"]),
+    "negative-spread": ("sampler.init_spread=-0.1", ["sampler.init_spread = -0.1", "a finite number >= 0"]),
+    "nan-threshold": ("queries.threshold=nan", ["queries.threshold = nan", "a finite number"]),
+    "name-with-slash": ("name=a/b", ['name = "a/b"', "without / or"]),
+    "name-dot-dot": ("name=..", ["name = \"..\"", "runs/<name>"]),
+    "name-empty": ("name=", ['name = ""', "non-empty"]),
+    "name-newline": ("name=x\nextra = 1", ["printable"]),
+}
+
+
+@pytest.mark.parametrize("item, fragments", BAD_SETS.values(), ids=BAD_SETS.keys())
+def test_bad_set(item, fragments):
+    with pytest.raises(InputError) as raised:
+        load_config(sets=[item])
+    message = str(raised.value)
+    assert message.startswith("--set: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+# --- config files -----------------------------------------------------------------------------------------------
+
+
+def test_config_file_overrides_defaults_and_sets_override_the_file(tmp_path):
+    path = write(tmp_path, "scales.toml", 'name = "s"\n[sampler]\nscale = 1.0\nnum_chains = 2\n')
+    config = load_config(path, sets=["sampler.scale=0.5"])
+    assert config["name"] == "s"
+    assert config["sampler"]["scale"] == 0.5 and config["sampler"]["num_chains"] == 2
+    assert config["sampler"]["num_samples"] == SEED_ANALYSIS["sampler"]["num_samples"]
+
+
+def test_run_name_is_the_name_key_else_the_file_stem(tmp_path):
+    assert load_config(write(tmp_path, "priors.toml", "[model]\nprior = 'half_cauchy'\n"))["name"] == "priors"
+    assert load_config(write(tmp_path, "p.toml", "name = 'mine'\n"))["name"] == "mine"
+    assert load_config(write(tmp_path, "p.toml", "name = 'mine'\n"), sets=["name=other"])["name"] == "other"
+    assert load_config()["name"] == "eight_schools"
+
+
+def test_relative_data_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "experiments/run.toml", "[data]\npath = '../data/trials.csv'\n")
+    config = load_config(pathlib.Path("experiments/run.toml"))
+    assert config["data"]["path"] == str(tmp_path / "data" / "trials.csv")
+    assert pathlib.Path(config["data"]["path"]).is_absolute()
+    assert load_config(path)["data"] == config["data"]
+
+
+def test_absolute_and_empty_data_paths_are_kept(tmp_path):
+    absolute = tmp_path / "elsewhere" / "x.json"
+    path = write(tmp_path, "a.toml", f"[data]\npath = '{absolute}'\n")
+    assert load_config(path)["data"]["path"] == str(absolute)
+    assert load_config(write(tmp_path, "b.toml", "[data]\npath = ''\n"))["data"]["path"] == ""
+
+
+def test_data_override_and_set_paths_are_relative_to_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "experiments/run.toml", "[data]\npath = 'from_file.csv'\n")
+    assert load_config(path, data="mine.csv")["data"]["path"] == str(tmp_path / "mine.csv")
+    assert load_config(path, data=pathlib.Path("d/mine.csv"))["data"]["path"] == str(tmp_path / "d" / "mine.csv")
+    assert load_config(path, sets=["data.path=set.csv"])["data"]["path"] == str(tmp_path / "set.csv")
+    # --data is applied after --set
+    config = load_config(path, sets=["data.path=set.csv"], data="mine.csv")
+    assert config["data"]["path"] == str(tmp_path / "mine.csv")
+
+
+BAD_FILES = {
+    # id: (content, fragments); None content means: no file at all
+    "missing": (None, ["no such file"]),
+    "not-utf8": (b"name = 'caf\xe9'\n", ["not UTF-8", "byte 0xe9"]),
+    "malformed-toml": ("[sampler]\nscale = \n", ["malformed TOML", "line 2, column 9"]),
+    "unclosed-table": ("[sampler\nscale = 1\n", ["malformed TOML", "line 1"]),
+    "unknown-key": ("[sampler]\nnum_chain = 2\n", ["unknown key sampler.num_chain", "mean sampler.num_chains?"]),
+    "unknown-section": ("[sampling]\nscale = 1.0\n", ["unknown section sampling", "did you mean sampler?"]),
+    "nested-table": ("[model.extra]\nx = 1\n", ["unknown key model.extra"]),
+    "section-as-value": ("model = 'flat'\n", ["model is a section ([model])", '"flat"']),
+    "value-as-table": ("[name]\nx = 1\n", ["name = a table", "expected a string"]),
+    "wrong-type": ("[sampler]\nnum_chains = '4'\n", ['sampler.num_chains = "4"', "expected an integer"]),
+    "bad-value": ("[model]\nprior = 'cauchy'\n", ["model.prior = \"cauchy\"", "did you mean 'half_cauchy'"]),
+}
+
+
+@pytest.mark.parametrize("content, fragments", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_config_file(tmp_path, content, fragments):
+    path = tmp_path / "run.toml"
+    if content is not None:
+        write(tmp_path, "run.toml", content)
+    with pytest.raises(InputError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_config_path_that_is_a_directory(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_empty_config_file_is_the_default_under_its_own_name(tmp_path):
+    assert load_config(write(tmp_path, "empty.toml", "")) == {**SEED_ANALYSIS, "name": "empty"}
+
+
+# --- output directory and queries --------------------------------------------------------------------------------
+
+
+def test_output_dir():
+    assert output_dir(load_config()) == pathlib.Path("runs/eight_schools")
+    assert output_dir(load_config(sets=["name=trial"])) == pathlib.Path("runs/trial")
+    assert output_dir(load_config(sets=["output.dir=out/here"])) == pathlib.Path("out/here")
+
+
+def test_check_queries_accepts_a_known_or_absent_school():
+    check_queries(load_config(), ["A", "B"])
+    check_queries(load_config(sets=["queries.school=B"]), ("A", "B"))
+
+
+def test_check_queries_rejects_an_unknown_school():
+    config = load_config(sets=["queries.school=Bee"])
+    with pytest.raises(InputError) as raised:
+        check_queries(config, ("A", "Be", "C"))
+    message = str(raised.value)
+    assert "queries.school = 'Bee' is not a school in the data" in message
+    assert "'A', 'Be', 'C'" in message and "did you mean 'Be'?" in message
+
+
+def test_check_queries_shortens_a_long_list_of_names():
+    names = [f"s{index}" for index in range(100)]
+    with pytest.raises(InputError, match=r"'s19', \.\.\. \(100 in all\)"):
+        check_queries(load_config(sets=["queries.school=zzz"]), names)
+
+
+# --- the schema as data ---------------------------------------------------------------------------------------
+
+
+def test_a_new_section_needs_only_schema_entries(monkeypatch):
+    scales = config_module.Spec(list[float], check=config_module.POSITIVE, optional=True)
+    schema = {**SCHEMA, "sweep": {"scales": scales}}
+    monkeypatch.setattr(config_module, "SCHEMA", schema)
+    assert load_config()["sweep"] == {"scales": None}
+    assert load_config(sets=["sweep.scales=[0.5, 1, 2]"])["sweep"]["scales"] == [0.5, 1.0, 2.0]
+    with pytest.raises(InputError, match=r"sweep.scales = \[1, -2\]: expected a finite number > 0"):
+        load_config(sets=["sweep.scales=[1, -2]"])
+    with pytest.raises(InputError, match="sweep.scales = 1: expected a list, each element a number"):
+        load_config(sets=["sweep.scales=1"])
+
+
+# --- no JAX before input is checked ------------------------------------------------------------------------------
+
+
+def test_input_layer_does_not_import_jax():
+    code = (
+        "import jaxschools.config, jaxschools.validation, sys; "
+        "assert not any(m == 'jax' or m.startswith('jax.') for m in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
