@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.scipy.special import ndtr
 
 from jaxschools import diagnostics
+from jaxschools._jit import filter_jit
 from jaxschools.data import Schools
 
 __all__ = [
@@ -54,14 +55,17 @@ def conditional_theta(mu, log_tau, data: Schools):
     A masked school (``data.mask`` False) has no data in the likelihood, so its theta given (mu, tau)
     is a new draw from the population, N(mu, tau^2).
     """
-    b = shrinkage(log_tau, data)
+    log_tau = jnp.asarray(log_tau)[..., None]
+    # B_j and 1 - B_j each as their own logistic, so neither loses digits when the other is near 1.
+    b = jax.nn.sigmoid(2.0 * (jnp.log(data.sigma) - log_tau))
+    one_minus_b = jax.nn.sigmoid(2.0 * (log_tau - jnp.log(data.sigma)))
     mu = jnp.asarray(mu)[..., None]
-    theta_hat = jnp.where(data.mask, data.y + b * (mu - data.y), mu)
-    tau2 = jnp.exp(2.0 * jnp.asarray(log_tau))[..., None]
-    variance = jnp.where(data.mask, (1.0 - b) * data.sigma**2, tau2)
+    theta_hat = jnp.where(data.mask, one_minus_b * data.y + b * mu, mu)
+    variance = jnp.where(data.mask, one_minus_b * data.sigma**2, jnp.exp(2.0 * log_tau))
     return theta_hat, variance
 
 
+@filter_jit
 def theta_draws(rng_key, positions, data: Schools):
     """One theta draw per (mu, log tau) draw: ``positions`` (..., 2) -> (..., J).
 
@@ -81,6 +85,7 @@ def _per_variable(fn, draws):
     return values.reshape(draws.shape[2:])
 
 
+@filter_jit
 def summarize_draws(draws):
     """Mean, sd, 2.5%/97.5% quantiles, MCSE of the mean, bulk/tail ESS and R-hat of (chain, draw, ...)."""
     flat = draws.reshape((-1,) + draws.shape[2:])
@@ -102,6 +107,7 @@ def rao_blackwell(values):
     return jnp.mean(flat, axis=0), _per_variable(diagnostics.mcse_mean, values)
 
 
+@filter_jit
 def queries(positions, theta, data: Schools, school: int, threshold, *, p_greater: bool = True):
     r"""The seed's probability questions, Rao-Blackwellised where a closed form given (mu, tau) exists.
 
