@@ -9,7 +9,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "analysis",
     "classical",
+    "cli",
     "config",
     "data",
     "datasets",
@@ -20,7 +22,9 @@ _SUBMODULES = (
     "kernels",
     "laplace",
     "models",
+    "plots",
     "posterior",
+    "report",
     "sampling",
     "validation",
 )

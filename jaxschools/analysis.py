@@ -30,9 +30,7 @@ SCHEMA_VERSION = 1
 
 # A chain accepting less than this share of proposals is flagged as stuck.
 STUCK_ACCEPTANCE = 0.01
-# Convergence thresholds (Vehtari et al. 2021): R-hat below 1.01 and bulk/tail ESS at least 400.
-RHAT_THRESHOLD = 1.01
-ESS_THRESHOLD = 400
+RHAT_THRESHOLD, ESS_THRESHOLD = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
 
 
 class Analysis(NamedTuple):

@@ -55,6 +55,8 @@ from jax import lax, vmap
 from jax.scipy.special import betainc, ndtri
 
 __all__ = [
+    "RHAT_THRESHOLD",
+    "ESS_THRESHOLD",
     "autocorrelation",
     "ess",
     "ess_mean",
@@ -65,6 +67,10 @@ __all__ = [
     "mcse_sd",
     "rhat",
 ]
+
+# Convergence thresholds recommended by Vehtari et al. (2021): R-hat below 1.01, bulk and tail ESS >= 400.
+RHAT_THRESHOLD = 1.01
+ESS_THRESHOLD = 400
 
 # ArviZ declares a chain constant when its range is below float64's resolution.
 _FLAT_RANGE = 1e-15

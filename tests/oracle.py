@@ -111,6 +111,8 @@ class Oracle:
         def fn(l):
             mean, cond_var, b, var_mu = self._theta_given_tau(l)
             var = cond_var[i] + cond_var[j] + (b[i] - b[j]) ** 2 * var_mu
+            if var <= 0.0:  # tau underflowed to 0: theta_i = theta_j = mu (weight there is negligible)
+                return 0.5
             return special.ndtr((mean[i] - mean[j]) / np.sqrt(var))
 
         return self.expect(fn)

@@ -1,0 +1,151 @@
+"""`jaxschools run`, in-process through main(argv), plus one real subprocess run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxschools.cli import main
+
+SMALL = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200", "--quiet"]
+
+CONTRACT_KEYS = {
+    "data": {"names", "y", "sigma"},
+    "separate": {"lower", "upper"},
+    "pooled": {"mean", "var", "chi2", "df", "p_value"},
+    "laplace": {"mode", "cov", "converged", "log_evidence"},
+    "mcmc": {"kernel", "num_chains", "num_samples", "burn_in", "acceptance_rate", "ess", "rhat", "divergences"},
+    "posterior": {"mu", "log_tau", "tau"},
+    "theta": {"mean", "sd", "q025", "q975"},
+    "queries": {"p_exceeds", "p_greater", "p_best"},
+}
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "seed"
+    assert main(["run", "--out", str(out)] + SMALL) == 0
+    return out
+
+
+def test_outputs_exist(default_run):
+    assert (default_run / "summary.json").is_file()
+    assert (default_run / "timings.json").is_file()
+    report = (default_run / "report.html").read_text()
+    assert "<html" in report.lower()
+    pngs = list((default_run / "figures").glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    leftovers = [p for p in default_run.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_summary_has_the_contract_keys(default_run):
+    summary = json.loads((default_run / "summary.json").read_text())
+    assert summary["schema_version"] >= 1
+    for section, keys in CONTRACT_KEYS.items():
+        assert keys <= set(summary[section]), section
+    for name in ("mu", "log_tau", "tau"):
+        assert {"mean", "sd"} <= set(summary["posterior"][name])
+    assert set(summary["mcmc"]["ess"]) == {"mu", "log_tau"} == set(summary["mcmc"]["rhat"])
+    assert len(summary["shrinkage"]) == 8 and len(summary["queries"]["p_best"]) == 8
+    assert {"school", "threshold", "p"} <= set(summary["queries"]["p_exceeds"])
+    assert summary["queries"]["p_exceeds"]["school"] == "A" and summary["queries"]["p_exceeds"]["threshold"] == 28
+    matrix = summary["queries"]["p_greater"]
+    assert len(matrix) == 8 and all(matrix[i][i] is None for i in range(8))
+    assert summary["mcmc"]["divergences"] is None and summary["mcmc"]["kernel"] == "rwmh"
+    assert summary["laplace"]["log_evidence"] is None  # flat prior
+    assert summary["config"]["sampler"]["seed"] == 0 and summary["config"]["sampler"]["num_samples"] == 400
+    assert {"jax", "jaxlib", "platform", "x64"} <= set(summary["provenance"])
+
+
+def test_same_inputs_give_byte_identical_summary(default_run):
+    before = (default_run / "summary.json").read_bytes()
+    assert main(["run", "--out", str(default_run)] + SMALL) == 0
+    assert (default_run / "summary.json").read_bytes() == before
+
+
+def test_rerun_replaces_previous_results_whole(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    assert main(["run", "--out", str(out), "--set", "output.figures=false"] + SMALL) == 0
+    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_other_dataset_on_another_scale(tmp_path, capsys):
+    data = tmp_path / "rr.csv"
+    rows = ["name,y,sigma"] + [f"trial{i},{y},{s}" for i, (y, s) in enumerate(
+        [(-0.21, 0.06), (0.12, 0.1), (0.05, 0.21), (-0.33, 0.3), (0.02, 0.08), (-0.11, 0.12), (0.17, 0.15), (0.31, 0.19)]
+    )]
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "rr"
+    assert main(["run", "--data", str(data), "--out", str(out), "--set", "output.figures=false"] + SMALL) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["names"][0] == "trial0" and summary["laplace"]["converged"]
+    assert summary["queries"]["p_exceeds"]["threshold"] == -0.21
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--set", "sampler.sclae=2"], "sampler.sclae"),
+        (["run", "--set", "sampler.scale=0"], "sampler.scale"),
+        (["run", "--set", "sampler.num_samples=0"], "sampler.num_samples"),
+        (["run", "--set", "sampler.burn_in=-1"], "sampler.burn_in"),
+        (["run", "--set", "sampler.kernel=gibbs"], "sampler.kernel"),
+        (["run", "--set", "model.prior=uniform"], "model.prior"),
+        (["run", "--set", "sampler.num_chains=two"], "sampler.num_chains"),
+        (["run", "--data", "/nonexistent/file.csv"], "file.csv"),
+        (["run", "/nonexistent/config.toml"], "config.toml"),
+        (["run", "--set", "queries.school=Z"], "Z"),
+        (["run", "--bogus"], "bogus"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(tmp_path, capsys, args, fragment):
+    out = tmp_path / "out"
+    assert main(args + ["--out", str(out)] if args[0] == "run" else args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_data_file_rows_are_named(tmp_path, capsys):
+    data = tmp_path / "bad.csv"
+    data.write_text("name,y,sigma\nA,1,2\nB,3,0\nC,4,1\n")
+    out = tmp_path / "out"
+    assert main(["run", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "line 3" in err and "sigma" in err
+    assert not out.exists()
+
+
+def test_too_few_schools_for_the_flat_prior(tmp_path, capsys):
+    data = tmp_path / "two.csv"
+    data.write_text("name,y,sigma\nA,1,2\nB,3,1\n")
+    assert main(["run", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "flat" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_an_input_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "--out", str(blocker / "sub" / "out")] + SMALL) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_real_subprocess_run(tmp_path):
+    """One real process, as a user runs it: the console entry point, default output folder."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxschools", "run", "--set", "sampler.num_samples=300", "--set", "sampler.burn_in=100"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs" / "eight_schools" / "report.html").is_file()
+    assert "[jaxschools]" in proc.stderr  # progress is shown

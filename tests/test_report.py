@@ -1,0 +1,211 @@
+"""Tests of jaxschools.plots and jaxschools.report on small real analyses.
+
+Two analyses are built once for the module: the eight schools (4 chains), and a J = 3 dataset on a
+scale of millions, with a single chain and hostile school names (HTML and matplotlib mathtext).
+"""
+
+import base64
+import copy
+import html
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+
+from jaxschools import config as config_module  # noqa: E402
+from jaxschools import data as data_module  # noqa: E402
+
+MALICIOUS = "<script>alert(1)</script>"
+HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
+FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "p_greater"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SHORT_RUN = ["sampler.num_samples=300", "sampler.burn_in=200"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def x64():
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def _analyze(sets, dataset):
+    try:
+        from jaxschools import analysis
+    except ImportError as error:  # a module the analysis needs (e.g. exact) is not written yet
+        pytest.skip(f"jaxschools.analysis cannot be imported yet: {error}")
+    return analysis.analyze(config_module.load_config(None, sets=sets), dataset)
+
+
+@pytest.fixture(scope="module")
+def eight_analysis(x64):
+    return _analyze(SHORT_RUN, data_module.eight_schools())
+
+
+@pytest.fixture(scope="module")
+def hostile_analysis(x64):
+    dataset = data_module.Schools(y=[1.0e6, 3.0e6, -2.0e6], sigma=[1.0e6, 2.0e6, 1.5e6], names=HOSTILE_NAMES)
+    return _analyze(SHORT_RUN + ["sampler.num_chains=1"], dataset)
+
+
+@pytest.fixture(scope="module")
+def eight_report(eight_analysis, tmp_path_factory):
+    from jaxschools import report
+
+    out = tmp_path_factory.mktemp("eight")
+    path = report.write_outputs(eight_analysis, out)
+    return out, path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def hostile_report(hostile_analysis, tmp_path_factory):
+    from jaxschools import report
+
+    out = tmp_path_factory.mktemp("hostile")
+    path = report.write_outputs(hostile_analysis, out)
+    return out, path.read_text(encoding="utf-8")
+
+
+def check_png(blob: bytes):
+    """A PNG signature, then chunks with valid CRCs, starting with IHDR (positive size) and ending with IEND."""
+    assert blob[:8] == PNG_SIGNATURE
+    offset, kinds = 8, []
+    while offset < len(blob):
+        (length,) = struct.unpack(">I", blob[offset : offset + 4])
+        kind = blob[offset + 4 : offset + 8]
+        body = blob[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", blob[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc, kind
+        kinds.append(kind)
+        offset += 12 + length
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+    width, height = struct.unpack(">II", blob[16:24])
+    assert width > 100 and height > 100
+
+
+def test_every_figure_named_in_the_report_is_a_valid_png(eight_report):
+    out, page = eight_report
+    named = re.findall(r'data-file="figures/([\w.-]+)\.png"', page)
+    assert named == FIGURE_NAMES
+    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(named)
+    for name in named:
+        blob = (out / "figures" / f"{name}.png").read_bytes()
+        check_png(blob)
+        # The embedded copy is the file, byte for byte.
+        assert base64.b64encode(blob).decode("ascii") in page
+
+
+def test_report_is_self_contained(eight_report):
+    _, page = eight_report
+    assert 'src="http' not in page and "src='http" not in page
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert "<script" not in page
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', page))
+
+
+def test_report_has_every_school_and_section(eight_analysis, eight_report):
+    _, page = eight_report
+    for name in eight_analysis.data.names:
+        assert f"<td>{html.escape(name)}</td>" in page
+    sections = ("data", "pooled", "laplace", "mcmc", "posterior", "schools", "query", "exact", "figures", "provenance")
+    for anchor in sections:
+        assert f'id="{anchor}"' in page
+    assert "P(θ<sub>A</sub> &gt; 28 | y)" in page
+    if eight_analysis.summary.get("exact"):
+        assert "Sampler vs exact posterior" in page and "Laplace vs exact posterior" in page
+
+
+def test_school_names_are_escaped(hostile_analysis, hostile_report):
+    out, page = hostile_report
+    assert MALICIOUS not in page
+    assert "<script" not in page
+    for name in HOSTILE_NAMES:
+        assert html.escape(name) in page
+    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(FIGURE_NAMES)
+
+
+def test_single_chain_run_is_flagged(hostile_analysis, hostile_report):
+    _, page = hostile_report
+    assert hostile_analysis.samples.positions.shape[0] == 1
+    assert "R-hat needs two chains or more" in page
+    if hostile_analysis.summary["mcmc"]["flags"]["not_mixed"]:
+        assert 'class="warn"' in page and "only one chain was run" in page
+
+
+def test_figures_false_writes_tables_only(eight_analysis, tmp_path):
+    from jaxschools import report
+
+    path = report.write_outputs(eight_analysis, tmp_path, figures=False)
+    assert path == tmp_path / "report.html"
+    assert not list(tmp_path.rglob("*.png"))
+    page = path.read_text(encoding="utf-8")
+    assert "<img" not in page and "data:image" not in page
+    assert "Figures were not drawn" in page
+
+
+def test_make_figures_three_schools_one_chain(hostile_analysis):
+    from jaxschools import plots
+
+    specs = plots.make_figures(hostile_analysis)
+    assert [spec.name for spec in specs] == FIGURE_NAMES
+    for spec in specs:
+        assert spec.caption
+        axes = spec.figure.get_axes()
+        assert axes and all(ax.get_xlabel() or ax.get_ylabel() for ax in axes)
+        spec.figure.canvas.draw()  # renders: mathtext in names or labels would fail here
+        spec.figure.clear()
+
+
+def test_forest_keeps_the_most_outlying_schools_in_data_order():
+    from jaxschools import plots
+
+    num_schools = 45
+    y = np.zeros(num_schools)
+    sigma = np.ones(num_schools)
+    far = [3, 7, 44, 0, 20]  # five schools far from the pooled mean (0 here): they must all be kept
+    y[far] = [10.0, -12.0, 9.0, 11.0, -10.0]
+    kept = plots.forest_schools(y, sigma, limit=40)
+    assert kept.size == 40 and np.all(np.diff(kept) > 0)
+    assert set(far) <= set(kept.tolist())
+    assert plots.forest_schools(y[:8], sigma[:8]).tolist() == list(range(8))
+    names = [f"s{j}" for j in kept]
+    figure = plots.plot_forest(y[kept], sigma[kept], names, y[kept], y[kept] - 1, y[kept] + 1, 0.0, 0.2)
+    assert len(figure.get_axes()[0].get_yticks()) == 40
+    figure.clear()
+
+
+def test_z_scores_beyond_four_mcse_are_flagged(eight_analysis):
+    from jaxschools import report
+
+    summary = copy.deepcopy(eight_analysis.summary)
+    if not summary.get("exact"):
+        summary["exact"] = {"mu": {"mean": None, "sd": None}}
+    mcse = summary["posterior"]["mu"]["mcse_mean"]
+    summary["exact"]["mu"]["mean"] = summary["posterior"]["mu"]["mean"] - 10 * mcse
+    page = report.render_html(summary)
+    row = re.search(r"<tr><td>mean of μ</td>.*?</tr>", page).group(0)
+    assert '<td class="bad">10.00</td>' in row
+
+
+def test_report_without_exact_reference(eight_analysis):
+    from jaxschools import report
+
+    summary = {key: value for key, value in eight_analysis.summary.items() if key != "exact"}
+    page = report.render_html(summary)
+    assert "No exact reference is available" in page
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(None, "—"), (float("nan"), "—"), (float("inf"), "—"), (1.0e6, "1e+06"), (0.06, "0.06"), (-3.0, "-3"),
+     (28.0, "28"), (5000, "5,000"), (True, "yes"), (-0.0, "0")],
+)
+def test_numbers_are_formatted_for_any_scale(value, text):
+    from jaxschools import report
+
+    assert report.fmt(value) == text
