@@ -38,6 +38,14 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+class InterruptedWithProgress(Exception):
+    """An interrupt after some chunks of a sweep or simulation were stored (a rerun resumes from them)."""
+
+    def __init__(self, store_dir):
+        super().__init__(str(store_dir))
+        self.store_dir = store_dir
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors become InputError (one ``error:`` line, exit 2)."""
 
@@ -76,6 +84,10 @@ def _read_inputs(args):
         warnings.simplefilter("always")
         validation.check_groups(len(names), resolved["model"]["prior"])
     config_module.check_queries(resolved, names)
+    with warnings.catch_warnings(record=True) as more:
+        warnings.simplefilter("always")
+        config_module.check_experiment(resolved, names)
+    caught.extend(w for w in more if str(w.message) not in {str(c.message) for c in caught})
     return resolved, table, [str(w.message) for w in caught]
 
 
@@ -114,18 +126,19 @@ def _run(args) -> int:
     out_dir = config_module.output_dir(resolved).resolve()
     progress = None if args.quiet else (lambda message: _log(f"[jaxschools] {message}"))
     tmp_dir = _prepare_output(out_dir)
+    store_dir = out_dir.parent / f".{out_dir.name}.cells"
     try:
         start = time.perf_counter()
         # float64 before any array exists: the library itself never flips this flag.
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        from jaxschools import analysis, data, report
+        from jaxschools import data, experiments, report
 
         dataset = data.from_table(table)
         if progress:
             progress(f"{len(dataset.names)} schools; results will go to {out_dir}")
-        result = analysis.analyze(resolved, dataset, progress=progress)
+        result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir)
         if progress:
             progress("figures and report")
         report.write_outputs(result, tmp_dir, figures=resolved["output"]["figures"])
@@ -133,9 +146,16 @@ def _run(args) -> int:
         timings = dict(result.timings, wall_s=time.perf_counter() - start)
         _write_json(tmp_dir / "timings.json", timings)
         _publish(tmp_dir, out_dir)
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if store_dir.exists():
+            raise InterruptedWithProgress(store_dir) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+    # The stored chunks of a sweep or simulation are only for resuming an unfinished run.
+    shutil.rmtree(store_dir, ignore_errors=True)
     if progress:
         progress(f"done in {time.perf_counter() - start:.1f} s: {out_dir / 'report.html'}")
     return EXIT_OK
@@ -151,6 +171,10 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except InterruptedWithProgress as exc:
+        print(f"error: interrupted; the finished chunks are kept in {exc.store_dir}: run the same command again "
+              "to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("error: interrupted; no results were written", file=sys.stderr)
         return EXIT_INTERRUPTED

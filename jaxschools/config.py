@@ -21,13 +21,18 @@ import types
 from typing import Any, Callable, NamedTuple
 
 from jaxschools.errors import InputError, JaxschoolsError
-from jaxschools.validation import read_text
+from jaxschools.validation import check_groups, read_text
 
 # Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation; a new
 # prior also needs its row in ``jaxschools.validation.MIN_SCHOOLS``.
 PRIORS = ("flat", "half_cauchy", "half_normal")
 PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
 KERNELS = ("rwmh", "hmc", "nuts")
+# What a [sweep] varies: nothing, a numeric config value, a prior, or the data (see default.toml).
+SWEEP_KINDS = ("none", "config", "prior", "set_y", "shift_y", "scale_sigma", "leave_one_out", "add_school")
+# Numeric keys a "config" sweep can vmap over: they are array leaves of the model or the kernel, so every
+# cell shares one compilation. Any other numeric key would change shapes or static structure.
+SWEEPABLE_KEYS = ("sampler.scale", "sampler.init_spread", "model.mu_loc", "model.mu_scale", "model.tau_scale")
 
 
 class Check(NamedTuple):
@@ -100,6 +105,28 @@ SCHEMA = {
         # Both derive from the data when absent; see check_queries and default.toml.
         "school": Spec(str, optional=True),
         "threshold": Spec(float, check=FINITE, optional=True),
+    },
+    "sweep": {
+        "kind": Spec(str, choices=SWEEP_KINDS),
+        "key": Spec(str),
+        "values": Spec(list[float], check=FINITE),
+        "priors": Spec(list[str], choices=PRIORS),
+        "school": Spec(str, optional=True),
+        "new_sigma": Spec(float, check=POSITIVE, optional=True),
+        "chunk_size": Spec(int, check=at_least(1)),
+    },
+    "simulation": {
+        "num_datasets": Spec(int, check=at_least(0)),
+        "priors": Spec(list[str], choices=PRIORS),
+        "mu": Spec(float, check=FINITE),
+        "tau": Spec(float, check=POSITIVE),
+        "num_chains": Spec(int, check=at_least(1)),
+        "num_samples": Spec(int, check=at_least(1)),
+        "burn_in": Spec(int, check=at_least(0)),
+        "num_ranks": Spec(int, check=at_least(1)),
+        "levels": Spec(list[float], check=Check(lambda v: 0 < v < 1, "a number in (0, 1)")),
+        "band_level": Spec(float, check=Check(lambda v: 0 < v < 1, "a number in (0, 1)")),
+        "batch_size": Spec(int, check=at_least(1)),
     },
     "output": {
         "dir": Spec(str),
@@ -190,6 +217,43 @@ def check_queries(config, names):
     near = difflib.get_close_matches(school, list(names), n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     raise InputError(f"queries.school = {school!r} is not a school in the data (its schools: {shown}){hint}")
+
+
+def check_experiment(config, names):
+    """Check ``[sweep]`` and ``[simulation]`` against each other and the data; InputError naming the key.
+
+    Pure Python, so a sweep that cannot run is refused before JAX is imported: a "config" sweep needs a
+    vmappable key (``SWEEPABLE_KEYS``) and values that key accepts; data sweeps need values (positive ones
+    for scale_sigma) and a school in the data; every cell must keep enough schools for its prior.
+    """
+    sweep = config["sweep"]
+    kind = sweep["kind"]
+    if sweep["school"] is not None and sweep["school"] not in names:
+        raise InputError(f"sweep.school = {sweep['school']!r} is not a school in the data")
+    if kind == "config":
+        if sweep["key"] not in SWEEPABLE_KEYS:
+            raise InputError(
+                f"sweep.key = {_show(sweep['key'])}: expected one of {', '.join(SWEEPABLE_KEYS)} "
+                "(numeric keys that every cell can share one compilation for)"
+            )
+        section, key = sweep["key"].split(".")
+        spec = SCHEMA[section][key]
+        for value in sweep["values"]:
+            _value(spec, value, f"sweep.values: {sweep['key']} = {_show(value)}", ".")
+    if kind in ("config", "set_y", "shift_y", "scale_sigma", "add_school") and not sweep["values"]:
+        raise InputError(f"sweep.values is empty; a {kind!r} sweep needs at least one value")
+    if kind == "scale_sigma":
+        for value in sweep["values"]:
+            _value(Spec(float, check=POSITIVE), value, f"sweep.values = {_show(value)} (a factor on sigma)", ".")
+    if kind == "prior" and not sweep["priors"]:
+        raise InputError("sweep.priors is empty; a 'prior' sweep needs at least one prior")
+    priors = sweep["priors"] if kind == "prior" else [config["model"]["prior"]]
+    num_schools = len(names) - (kind == "leave_one_out") + (kind == "add_school")
+    for prior in priors:
+        check_groups(num_schools, prior)
+    if config["simulation"]["num_datasets"]:
+        for prior in config["simulation"]["priors"]:
+            check_groups(len(names), prior)
 
 
 def _read_toml(path):

@@ -38,6 +38,7 @@ __all__ = [
     "Prior",
     "LogDensity",
     "make_prior",
+    "sample_prior",
     "marginal_loglik",
     "marginal_logdensity",
     "joint_logdensity",
@@ -114,6 +115,24 @@ class Prior:
         if self.kind == "flat":
             return "Prior('flat')"
         return f"Prior({self.kind!r}, mu_loc={self.mu_loc}, mu_scale={self.mu_scale}, tau_scale={self.tau_scale})"
+
+
+def sample_prior(rng_key, prior: Prior, shape=(), dtype=None):
+    """Draws (mu, tau) from a proper prior, each shaped ``shape``.
+
+    mu ~ N(mu_loc, mu_scale^2); tau = tau_scale |C| with C standard Cauchy (half-Cauchy) or standard normal
+    (half-normal). The flat prior is improper: nothing can be drawn from it (ValueError).
+    """
+    if not prior.proper:
+        raise ValueError("the flat prior is improper: nothing can be drawn from it")
+    dtype = dtype or jnp.result_type(float)
+    key_mu, key_tau = jax.random.split(rng_key)
+    mu = prior.mu_loc + prior.mu_scale * jax.random.normal(key_mu, shape, dtype)
+    if prior.kind == "half_cauchy":
+        magnitude = jnp.abs(jax.random.cauchy(key_tau, shape, dtype))
+    else:
+        magnitude = jnp.abs(jax.random.normal(key_tau, shape, dtype))
+    return mu, prior.tau_scale * magnitude
 
 
 def make_prior(prior="flat", *, mu_loc=0.0, mu_scale=5.0, tau_scale=5.0) -> Prior:

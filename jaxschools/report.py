@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from jaxschools import diagnostics, plots
+from jaxschools import diagnostics, experiment_plots, plots
 
 __all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS", "Z_FLAG"]
 
@@ -674,7 +674,8 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
-        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("figures", "figures"),
+        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("sweep", "sweep"),
+        ("simulation", "simulation"), ("figures", "figures"),
         ("provenance", "config"))
 
 
@@ -705,6 +706,8 @@ def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *
         _query_section(s),
         _exact_section(s, sd_mcse or {}),
         _laplace_exact_section(s),
+        _sweep_section(s),
+        _simulation_section(s),
         _figures_section(figures, drawn),
     ))
     nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV)
@@ -732,16 +735,23 @@ def _sd_mcse(analysis) -> dict:
 def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
     """Write ``out_dir/figures/<name>.png`` (when ``figures``) and ``out_dir/report.html``; return the report's path.
 
+    ``analysis``: an :class:`~jaxschools.analysis.Analysis`, or an :class:`~jaxschools.experiments.Result`
+    (whose sweep and simulation figures follow the analysis's own).
     Each figure is rendered once at :data:`DPI` to PNG bytes that go both to its file and, base64-encoded,
     into the page, then released. With ``figures=False`` no figure is drawn and the report has tables only.
     """
+    result = analysis
+    analysis = getattr(result, "analysis", result)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     embedded = []
     if figures:
         figure_dir = out_dir / "figures"
         figure_dir.mkdir(exist_ok=True)
-        for spec in plots.make_figures(analysis):
+        specs = plots.make_figures(analysis)
+        if result is not analysis:
+            specs = specs + experiment_plots.make_figures(result)
+        for spec in specs:
             buffer = io.BytesIO()
             try:
                 spec.figure.savefig(buffer, format="png", dpi=DPI)
@@ -754,3 +764,66 @@ def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------------------------------
+# Experiments: sweeps and simulation studies (present only when the run had them).
+
+
+def _sweep_section(s: dict) -> str:
+    rows = s.get("sweep")
+    if not rows:
+        return ""
+    column = rows[0]["swept"]
+    has_loo = "loo" in rows[0]
+    headers = [column, "acceptance", "ESS mu", "ESS log tau", "R-hat max", "E[mu]", "E[log tau]", "E[tau]",
+               "P(exceeds)", "Laplace"] + (["elpd_loo (exact)"] if has_loo else [])
+    table_rows = []
+    for row in rows:
+        rhat = [v for v in row["rhat"].values() if v is not None]
+        rhat_max = max(rhat) if rhat else None
+        cells = [
+            str(row["value"]), row["acceptance_rate"], row["ess"]["mu"], row["ess"]["log_tau"],
+            _flag_cell(rhat_max, rhat_max is not None and rhat_max >= RHAT_LIMIT),
+            row["posterior"]["mu"]["mean"], row["posterior"]["log_tau"]["mean"], row["posterior"]["tau"]["mean"],
+            row["queries"]["p_exceeds"], "converged" if row["laplace_converged"] else ("not converged", "bad"),
+        ]
+        if has_loo:
+            cells.append(row["loo"]["elpd_loo"])
+        table_rows.append(cells)
+    intro = (f"{len(rows)} cells, varying {column}, each the whole inference (Laplace fit, "
+             f"{_get(s, 'mcmc', 'num_chains')} chains, summaries), vmapped in one compiled computation per chunk "
+             "and with common random numbers, so differences between cells come from what was varied.")
+    return _section("sweep", "Sweep", _p(intro), _table(headers, table_rows))
+
+
+def _simulation_section(s: dict) -> str:
+    studies = s.get("simulation")
+    if not studies:
+        return ""
+    parts = [_p("Each study draws datasets with the data's sigmas and reruns the whole inference on each, vmapped "
+                "in batches. Interval coverage per level (mean over parameters, and whether every parameter's "
+                "coverage lies inside its Bonferroni-corrected binomial band); SBC ranks against simultaneous "
+                "ECDF bands.")]
+    headers = ["prior", "datasets from", "datasets", "Laplace failures", "not mixed"] + [
+        f"coverage {level}" for level in studies[0]["coverage"]] + ["SBC inside bands", "verdict"]
+    table_rows = []
+    for study in studies:
+        cells = [study["prior"], study["draws_from"], study["num_datasets"],
+                 study["failures"]["laplace_not_converged"], study["failures"]["not_mixed"]]
+        for level, cov in study["coverage"].items():
+            mean_share = sum(cov["share"].values()) / len(cov["share"])
+            inside = cov["inside"]
+            bad = inside is not None and not all(inside.values())
+            cells.append(_flag_cell(mean_share, bad))
+        if study["sbc"] is None:
+            cells += ["n/a (improper prior)", "frequentist coverage, need not be nominal"]
+        else:
+            cells += [("yes", "") if study["sbc"]["all_inside"] else ("no", "bad"),
+                      ("calibrated", "") if study["calibrated"] else ("NOT calibrated", "bad")]
+        table_rows.append(cells)
+    parts.append(_table(headers, table_rows))
+    notes = [study["note"] for study in studies if study.get("note")]
+    if notes:
+        parts.append(_p(notes[0], "note"))
+    return _section("simulation", "Simulation study", *parts)
