@@ -189,13 +189,15 @@ def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store:
 
     The last chunk is padded (by repeating the last cell) to ``chunk_size``, so every chunk reuses one
     compilation. Finished chunks are stored and, on a rerun, loaded instead of recomputed. Returns the
-    outputs concatenated along the cell axis (numpy), and the seconds spent per computed cell (NaN when
-    every chunk came from the store).
+    outputs concatenated along the cell axis (numpy) and a timing dict: ``seconds_per_cell`` over the
+    computed chunks after the first (whose time includes compilation; used only when it is the only
+    one, and then ``includes_compile`` is True; NaN when every chunk came from the store),
+    ``chunks_computed`` and ``chunks_loaded``.
     """
     chunk_size = min(chunk_size, num_cells)
     first = jax.tree_util.tree_map(lambda x: x[:chunk_size], inputs)
     treedef = jax.tree_util.tree_structure(jax.eval_shape(fn, first))
-    pieces, computed, seconds = [], 0, 0.0
+    pieces, per_cell, computed_cells, loaded = [], [], 0, 0
     bar = _Progress(label, num_cells, progress)
     for index, start in enumerate(range(0, num_cells, chunk_size)):
         size = min(chunk_size, num_cells - start)
@@ -205,13 +207,23 @@ def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store:
             chunk = jax.tree_util.tree_map(lambda x: x[cells], inputs)
             t0 = time.perf_counter()
             out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:size], fn(chunk))
-            seconds += time.perf_counter() - t0
-            computed += size
+            # A padded chunk costs as much as a full one: charge the time to the chunk, not the cells kept.
+            per_cell.append((time.perf_counter() - t0) / chunk_size)
+            computed_cells += size
             store.save(label, index, out)
+        else:
+            loaded += 1
         pieces.append(out)
-        bar.update(start + size, computed)
+        bar.update(start + size, computed_cells)
     stacked = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *pieces)
-    return stacked, (seconds / computed if computed else float("nan"))
+    warm = per_cell[1:] or per_cell
+    timing = {
+        "seconds_per_cell": float(np.median(warm)) if warm else float("nan"),
+        "includes_compile": len(per_cell) == 1,
+        "chunks_computed": len(per_cell),
+        "chunks_loaded": loaded,
+    }
+    return stacked, timing
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,7 +308,7 @@ def _cell_function(config: dict, school: int, threshold: float):
     return cells
 
 
-def _rows(column, values, out, names, seconds_per_cell, num_draws):
+def _rows(column, values, out, names, num_draws):
     """One JSON-ready row per cell: the swept value and the cell's summaries."""
     rows = []
     for i, value in enumerate(values):
@@ -317,12 +329,13 @@ def _run_sweep(config, data, store, progress, school, threshold):
         return _run_prior_sweep(config, data, store, progress, school, threshold)
     column, values, batch, prior, scale, spread, _ = _sweep_cells(config, data)
     fn = _cell_function(config, school, threshold)
-    out, seconds = run_chunked(fn, (batch, prior, scale, spread), len(values), sweep["chunk_size"],
-                               store=store, label="sweep", progress=progress)
-    rows = _rows(column, values, out, batch.names, seconds, num_draws)
-    timing = {"seconds_per_cell": seconds,
-              "ess_per_second": [{k: r["ess"][k] / seconds for k in ("mu", "log_tau")} if seconds == seconds else None
-                                 for r in rows]}
+    out, timing = run_chunked(fn, (batch, prior, scale, spread), len(values), sweep["chunk_size"],
+                              store=store, label="sweep", progress=progress)
+    rows = _rows(column, values, out, batch.names, num_draws)
+    seconds = timing["seconds_per_cell"]
+    timing["ess_per_second"] = [
+        {k: r["ess"][k] / seconds for k in ("mu", "log_tau")} if seconds == seconds else None for r in rows
+    ]
     return rows, {"kind": sweep["kind"], "column": column, "values": values, "names": batch.names}, timing
 
 
@@ -330,7 +343,7 @@ def _run_prior_sweep(config, data, store, progress, school, threshold):
     """One cell per prior (one compilation each), plus the exact LOO comparison."""
     sampler = config["sampler"]
     num_draws = sampler["num_chains"] * sampler["num_samples"]
-    rows, seconds_all = [], []
+    rows, timings = [], {}
     for index, kind in enumerate(config["sweep"]["priors"]):
         prior = _prior_from(config, kind)
         batch = jax.tree_util.tree_map(lambda x: x[None], data)
@@ -338,14 +351,13 @@ def _run_prior_sweep(config, data, store, progress, school, threshold):
         scale = jnp.asarray([sampler["scale"]], data.y.dtype)
         spread = jnp.asarray([sampler["init_spread"]], data.y.dtype)
         fn = _cell_function(config, school, threshold)
-        out, seconds = run_chunked(fn, (batch, priors, scale, spread), 1, 1, store=store, label=f"prior-{kind}",
-                                   progress=progress)
-        row = _rows("model.prior", [kind], out, data.names, seconds, num_draws)[0]
+        out, timings[kind] = run_chunked(fn, (batch, priors, scale, spread), 1, 1, store=store,
+                                         label=f"prior-{kind}", progress=progress)
+        row = _rows("model.prior", [kind], out, data.names, num_draws)[0]
         row["cell"] = index
         row["loo"] = analysis.to_json(exact_loo(data, prior))
         rows.append(row)
-        seconds_all.append(seconds)
-    timing = {"seconds_per_cell": seconds_all}
+    timing = {"per_prior": timings}
     return rows, {"kind": "prior", "column": "model.prior", "values": list(config["sweep"]["priors"]),
                   "names": data.names}, timing
 
@@ -439,9 +451,8 @@ def _run_simulation(config, data, store, progress):
             one = lambda a, b, c: _calibration_cell(a, b, c, sigma, prior, scale, spread, **static)  # noqa: E731
             return jax.vmap(one)(k, yy, tt)
 
-        out, seconds = run_chunked(batch_fn, (keys, y, truth), num, sim["batch_size"], store=store,
-                                   label=f"simulation-{kind}", progress=progress)
-        timing[kind] = {"seconds_per_dataset": seconds}
+        out, timing[kind] = run_chunked(batch_fn, (keys, y, truth), num, sim["batch_size"], store=store,
+                                        label=f"simulation-{kind}", progress=progress)
         study = _study_summary(kind, prior.proper, out, params, sim, alpha)
         studies.append(study)
         arrays[kind] = {"rank": out["rank"], "below": out["below"]}
