@@ -1,0 +1,43 @@
+"""Shared helpers of the benchmarks: the machine description and a timer (best of several repeats)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+
+
+def machine() -> str:
+    """One line naming the machine, CPU and versions, for the results file."""
+    import jax
+    import jaxlib
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, "
+            f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend {jax.default_backend()}")
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Smallest wall time of ``repeats`` calls of ``fn`` (which must block until its result is ready)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

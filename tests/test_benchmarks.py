@@ -1,0 +1,13 @@
+"""The benchmark runner works at a tiny size (figures come from `python -m benchmarks`, never from tests)."""
+
+import runpy
+import sys
+
+
+def test_benchmarks_smoke(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--smoke"])
+    try:
+        runpy.run_module("benchmarks", run_name="__main__")
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert "loop / vmapped" in capsys.readouterr().out
