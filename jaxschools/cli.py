@@ -10,18 +10,24 @@ Order of work, so that bad input is answered instantly and never leaves anything
 4. move it into place in one rename, so DIR holds either the previous complete results or the
    new complete ones, never a mix.
 
-Bad input exits 2 with one ``error: ...`` line on stderr; an interrupt exits 130. Either way the
-temporary folder is removed and DIR is untouched.
+Bad input exits 2 with one ``error: ...`` line on stderr; an interrupt exits 130 (Ctrl-C, SIGINT) or 143
+(SIGTERM). Either way the temporary folder is removed and DIR is untouched. A signal is raised as an
+exception between Python instructions, except during the steps that must not be cut in two (creating the
+temporary folder, the swap into DIR, removing the temporary folder), which finish first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +42,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 class InterruptedWithProgress(Exception):
@@ -44,6 +51,57 @@ class InterruptedWithProgress(Exception):
     def __init__(self, store_dir):
         super().__init__(str(store_dir))
         self.store_dir = store_dir
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same clean-up runs."""
+
+
+class _Signals:
+    """SIGINT and SIGTERM as exceptions at the next Python instruction, except inside ``held()``.
+
+    A step that must not be cut in two runs ``held()``: a signal that arrives meanwhile is raised when the
+    step is done. (Blocking the signals with ``pthread_sigmask`` would not do: JAX's threads would still
+    take them.)
+    """
+
+    def __init__(self):
+        self.depth = 0
+        self.pending = None
+
+    def handle(self, signum, frame=None):
+        if self.depth:
+            self.pending = self.pending or signum
+        else:
+            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    @contextlib.contextmanager
+    def held(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.pending and not self.depth:
+            signum, self.pending = self.pending, None
+            self.handle(signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Route SIGINT and SIGTERM here for the duration (Python allows handlers in the main thread only)."""
+        self.depth, self.pending = 0, None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {number: signal.signal(number, self.handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+_SIGNALS = _Signals()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,17 +164,52 @@ def _publish(tmp_dir: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.rename(out_dir, old / "previous")
-    os.rename(tmp_dir, out_dir)
+    try:
+        os.rename(tmp_dir, out_dir)
+    except OSError:
+        if old is not None:  # put the previous results back rather than leave DIR empty
+            os.rename(old / "previous", out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _use_compilation_cache(jax) -> None:
+    """Keep compiled XLA programs on disk, so a second run of the same shapes skips compilation.
+
+    ``JAXSCHOOLS_CACHE_DIR`` picks the folder (default ``~/.cache/jaxschools/xla``); an empty value turns
+    the cache off. The cache holds compiled code only, never results: outputs are the same with or without.
+    """
+    folder = os.environ.get("JAXSCHOOLS_CACHE_DIR", str(Path.home() / ".cache" / "jaxschools" / "xla"))
+    if folder:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _json_ready(value):
+    """``value`` with every NaN and infinity as None: JSON has neither (a timing of no work is NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    return value
+
+
 def _write_json(path: Path, value) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, allow_nan=False)
+        json.dump(_json_ready(value), handle, indent=2, allow_nan=False)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _discard(tmp_dir: Path | None) -> None:
+    if tmp_dir is not None:
+        with _SIGNALS.held():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _run(args) -> int:
@@ -125,14 +218,17 @@ def _run(args) -> int:
         _log(f"warning: {message}")
     out_dir = config_module.output_dir(resolved).resolve()
     progress = None if args.quiet else (lambda message: _log(f"[jaxschools] {message}"))
-    tmp_dir = _prepare_output(out_dir)
     store_dir = out_dir.parent / f".{out_dir.name}.cells"
+    tmp_dir = None
     try:
+        with _SIGNALS.held():  # a signal here must not leave the folder behind, created but unnamed
+            tmp_dir = _prepare_output(out_dir)
         start = time.perf_counter()
         # float64 before any array exists: the library itself never flips this flag.
         import jax
 
         jax.config.update("jax_enable_x64", True)
+        _use_compilation_cache(jax)
         from jaxschools import data, experiments, report
 
         dataset = data.from_table(table)
@@ -145,14 +241,17 @@ def _run(args) -> int:
         _write_json(tmp_dir / "summary.json", result.summary)
         timings = dict(result.timings, wall_s=time.perf_counter() - start)
         _write_json(tmp_dir / "timings.json", timings)
-        _publish(tmp_dir, out_dir)
+        with _SIGNALS.held():
+            _publish(tmp_dir, out_dir)
+            # A signal that came during the swap is dropped: the swap completed, so the run is done.
+            _SIGNALS.pending = None
     except KeyboardInterrupt:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _discard(tmp_dir)
         if store_dir.exists():
             raise InterruptedWithProgress(store_dir) from None
         raise
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _discard(tmp_dir)
         raise
     # The stored chunks of a sweep or simulation are only for resuming an unfinished run.
     shutil.rmtree(store_dir, ignore_errors=True)
@@ -164,10 +263,11 @@ def _run(args) -> int:
 def main(argv=None) -> int:
     """Entry point of the ``jaxschools`` console script; returns the exit status."""
     try:
-        args = _parser().parse_args(argv)
-        if args.command is None:
-            raise InputError("missing command; try `jaxschools run`")
-        return _run(args)
+        with _SIGNALS.installed():
+            args = _parser().parse_args(argv)
+            if args.command is None:
+                raise InputError("missing command; try `jaxschools run`")
+            return _run(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -175,9 +275,10 @@ def main(argv=None) -> int:
         print(f"error: interrupted; the finished chunks are kept in {exc.store_dir}: run the same command again "
               "to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("error: interrupted; no results were written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}; no results were written", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except OSError as exc:
         print(f"error: cannot write results: {exc}", file=sys.stderr)
         return EXIT_FAILURE
