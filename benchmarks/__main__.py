@@ -15,9 +15,9 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from benchmarks import common, sweep_vs_loop  # noqa: E402
+from benchmarks import common, datasets, rwmh_throughput, sweep_vs_loop  # noqa: E402
 
-BENCHMARKS = [sweep_vs_loop]
+BENCHMARKS = [rwmh_throughput, sweep_vs_loop, datasets]
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 
 

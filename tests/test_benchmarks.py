@@ -10,4 +10,5 @@ def test_benchmarks_smoke(capsys, monkeypatch):
         runpy.run_module("benchmarks", run_name="__main__")
     except SystemExit as exit_:
         assert exit_.code == 0
-    assert "loop / vmapped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "loop / vmapped" in out and "ours / BlackJAX" in out and "datasets / s" in out
