@@ -33,6 +33,7 @@ __all__ = [
     "rao_blackwell",
     "queries",
     "P_GREATER_MAX_SCHOOLS",
+    "to_inference_data",
 ]
 
 # P(theta_i > theta_j) grows as J^2: past this many schools the matrix is not computed.
@@ -143,3 +144,14 @@ def queries(positions, theta, data: Schools, school: int, threshold, *, p_greate
     best = jax.nn.one_hot(jnp.argmax(theta, axis=-1), num_schools, dtype=theta.dtype)
     out["p_best"] = jnp.mean(best, axis=(0, 1))
     return out
+
+
+def to_inference_data(samples, data: Schools, **kwargs):
+    """ArviZ's container (``InferenceData``, or a ``DataTree`` on ArviZ 1.x) for draws of this model.
+
+    A lazy re-export of :func:`jaxschools.inference_data.to_inference_data` (see it for the groups and
+    arguments), so that ArviZ, an optional extra, is imported only when asked for.
+    """
+    from jaxschools.inference_data import to_inference_data as convert
+
+    return convert(samples, data, **kwargs)

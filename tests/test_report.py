@@ -21,7 +21,7 @@ from jaxschools import data as data_module  # noqa: E402
 
 MALICIOUS = "<script>alert(1)</script>"
 HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
-FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "p_greater"]
+FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "ppc", "p_greater"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHORT_RUN = ["sampler.num_samples=300", "sampler.burn_in=200"]
 
@@ -112,12 +112,14 @@ def test_report_has_every_school_and_section(eight_analysis, eight_report):
     _, page = eight_report
     for name in eight_analysis.data.names:
         assert f"<td>{html.escape(name)}</td>" in page
-    sections = ("data", "pooled", "laplace", "mcmc", "posterior", "schools", "query", "exact", "figures", "provenance")
+    sections = ("data", "pooled", "laplace", "mcmc", "posterior", "schools", "query", "exact", "ppc", "figures",
+                "provenance")
     for anchor in sections:
         assert f'id="{anchor}"' in page
     assert "P(θ<sub>A</sub> &gt; 28 | y)" in page
     if eight_analysis.summary.get("exact"):
         assert "Sampler vs exact posterior" in page and "Laplace vs exact posterior" in page
+    assert "Posterior predictive check" in page and "A new school" in page
 
 
 def test_school_names_are_escaped(hostile_analysis, hostile_report):
