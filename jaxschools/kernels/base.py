@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SamplingAlgorithm", "metropolis_accept"]
+__all__ = ["SamplingAlgorithm", "BlockedSamplingAlgorithm", "metropolis_accept", "accept_given_uniform"]
 
 
 class SamplingAlgorithm(NamedTuple):
@@ -21,6 +21,24 @@ class SamplingAlgorithm(NamedTuple):
 
     init: Callable
     step: Callable
+
+
+class BlockedSamplingAlgorithm(NamedTuple):
+    """A ``SamplingAlgorithm`` whose randomness can also be drawn for many steps at once.
+
+    ``init`` and ``step`` are BlackJAX's protocol (so BlackJAX's loops run it). In addition,
+    ``draw(rng_key, num_steps, state) -> noise`` draws the random numbers of ``num_steps`` transitions in
+    one vectorised call (a pytree with a leading ``num_steps`` axis), and ``apply(noise_t, state) ->
+    (state, info)`` is one transition given its noise; ``step(key, s)`` is ``apply`` of a one-step draw.
+    The driver (:func:`jaxschools.sampling.run`) uses ``draw``/``apply`` where present: drawing the
+    random numbers per block instead of splitting a key inside every step is what makes the random walk
+    run near the speed of evaluating its log-density.
+    """
+
+    init: Callable
+    step: Callable
+    draw: Callable
+    apply: Callable
 
 
 def metropolis_accept(rng_key, log_ratio, current, proposed):
@@ -34,9 +52,15 @@ def metropolis_accept(rng_key, log_ratio, current, proposed):
     (any pytrees of the same structure) and ``acceptance_rate = min(1, exp(log_ratio))`` (0 when
     not finite), the Rao-Blackwellised acceptance that BlackJAX also reports.
     """
+    log_uniform = jnp.log(jax.random.uniform(rng_key, dtype=jnp.result_type(log_ratio)))
+    return accept_given_uniform(log_uniform, log_ratio, current, proposed)
+
+
+def accept_given_uniform(log_uniform, log_ratio, current, proposed):
+    """:func:`metropolis_accept` with its uniform draw given (as ``log u``): for kernels whose randomness is
+    drawn a block of steps at a time. Same returns."""
     log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    log_uniform = jnp.log(jax.random.uniform(rng_key, dtype=jnp.result_type(log_ratio)))
     is_accepted = log_uniform < log_ratio
     state = jax.tree_util.tree_map(lambda new, old: jnp.where(is_accepted, new, old), proposed, current)
     return state, is_accepted, acceptance_rate

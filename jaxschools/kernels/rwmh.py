@@ -15,9 +15,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxschools.kernels.base import SamplingAlgorithm, metropolis_accept
+from jaxschools.kernels.base import BlockedSamplingAlgorithm, accept_given_uniform
 
-__all__ = ["RWMHState", "RWMHInfo", "init", "build_kernel", "rwmh"]
+__all__ = ["RWMHState", "RWMHInfo", "RWMHNoise", "init", "build_kernel", "rwmh"]
 
 
 class RWMHState(NamedTuple):
@@ -40,18 +40,36 @@ def init(position, logdensity_fn: Callable) -> RWMHState:
     return RWMHState(position, logdensity_fn(position))
 
 
-def _step(rng_key, state: RWMHState, logdensity_fn: Callable, scale_tril) -> tuple[RWMHState, RWMHInfo]:
-    key_proposal, key_accept = jax.random.split(rng_key)
-    noise = jax.random.normal(key_proposal, state.position.shape, dtype=state.position.dtype)
-    proposal = state.position + scale_tril @ noise
+class RWMHNoise(NamedTuple):
+    """The randomness of one transition: a standard normal vector and the log of a uniform."""
+
+    normal: jax.Array
+    log_uniform: jax.Array
+
+
+def _draw(rng_key, num_steps: int, state: RWMHState, logdensity_fn: Callable, scale_tril) -> RWMHNoise:
+    key_normal, key_uniform = jax.random.split(rng_key)
+    dtype = state.position.dtype
+    normal = jax.random.normal(key_normal, (num_steps,) + state.position.shape, dtype=dtype)
+    log_uniform = jnp.log(jax.random.uniform(key_uniform, (num_steps,), dtype=dtype))
+    return RWMHNoise(normal, log_uniform)
+
+
+def _apply(noise: RWMHNoise, state: RWMHState, logdensity_fn: Callable, scale_tril) -> tuple[RWMHState, RWMHInfo]:
+    proposal = state.position + scale_tril @ noise.normal
     proposal_logdensity = logdensity_fn(proposal)
-    new_state, is_accepted, acceptance_rate = metropolis_accept(
-        key_accept,
+    new_state, is_accepted, acceptance_rate = accept_given_uniform(
+        noise.log_uniform,
         proposal_logdensity - state.logdensity,
         state,
         RWMHState(proposal, proposal_logdensity),
     )
     return new_state, RWMHInfo(acceptance_rate, is_accepted, proposal)
+
+
+def _step(rng_key, state: RWMHState, logdensity_fn: Callable, scale_tril) -> tuple[RWMHState, RWMHInfo]:
+    noise = _draw(rng_key, 1, state, logdensity_fn, scale_tril)
+    return _apply(jax.tree_util.tree_map(lambda x: x[0], noise), state, logdensity_fn, scale_tril)
 
 
 def build_kernel():
@@ -62,7 +80,7 @@ def build_kernel():
     return _step
 
 
-def rwmh(logdensity_fn: Callable, cov, scale=1.0) -> SamplingAlgorithm:
+def rwmh(logdensity_fn: Callable, cov, scale=1.0) -> BlockedSamplingAlgorithm:
     """Random-walk Metropolis with proposal N(x, scale^2 cov), as a ``SamplingAlgorithm``.
 
     Args:
@@ -71,15 +89,18 @@ def rwmh(logdensity_fn: Callable, cov, scale=1.0) -> SamplingAlgorithm:
         diagonal.
       scale: multiplies the proposal's standard deviations (LearnBayes' ``scale``).
 
-    ``init`` and ``step`` are ``jax.tree_util.Partial`` objects over module-level functions: the
-    log-density and the proposal factor are pytree leaves, so the driver compiles once for every
-    dataset and scale of the same shapes.
+    ``init``, ``step``, ``draw`` and ``apply`` (see :class:`~jaxschools.kernels.base.BlockedSamplingAlgorithm`)
+    are ``jax.tree_util.Partial`` objects over module-level functions: the log-density and the proposal
+    factor are pytree leaves, so the driver compiles once for every dataset and scale of the same shapes.
     """
     cov = jnp.asarray(cov)
     if cov.ndim == 1:
         cov = jnp.diag(cov)
     scale_tril = scale * jnp.linalg.cholesky(cov)
-    return SamplingAlgorithm(
+    bound = dict(logdensity_fn=logdensity_fn, scale_tril=scale_tril)
+    return BlockedSamplingAlgorithm(
         jax.tree_util.Partial(init, logdensity_fn=logdensity_fn),
-        jax.tree_util.Partial(build_kernel(), logdensity_fn=logdensity_fn, scale_tril=scale_tril),
+        jax.tree_util.Partial(build_kernel(), **bound),
+        jax.tree_util.Partial(_draw, **bound),
+        jax.tree_util.Partial(_apply, **bound),
     )
