@@ -9,6 +9,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "adaptation",
     "analysis",
     "classical",
     "cli",
@@ -19,11 +20,13 @@ _SUBMODULES = (
     "errors",
     "exact",
     "experiments",
+    "inference_data",
     "kernels",
     "laplace",
     "models",
     "plots",
     "posterior",
+    "predictive",
     "report",
     "sampling",
     "validation",

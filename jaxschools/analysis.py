@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools import classical, diagnostics, exact, laplace, models, posterior, sampling
+from jaxschools import adaptation, classical, diagnostics, exact, laplace, models, posterior, sampling
+from jaxschools import predictive as predictive_checks
 from jaxschools.data import Schools
-from jaxschools.kernels import rwmh
+from jaxschools.kernels import hmc, nuts, rwmh
 
 __all__ = ["Analysis", "analyze", "SCHEMA_VERSION", "to_json"]
 
@@ -31,10 +32,30 @@ SCHEMA_VERSION = 1
 # A chain accepting less than this share of proposals is flagged as stuck.
 STUCK_ACCEPTANCE = 0.01
 RHAT_THRESHOLD, ESS_THRESHOLD = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
+# Exact draws for P(theta_j is best): this many, or fewer when draws x J would exceed EXACT_NUMBERS.
+EXACT_DRAWS, EXACT_NUMBERS = 10_000, 10_000_000
+
+
+class Chains(NamedTuple):
+    """One sampling stage's draws in the marginal coordinates, whatever target the kernel explored.
+
+    ``samples.positions`` is (chain, draw, 2) = (mu, log tau); the per-draw divergence flags and the
+    adapted parameters stay in ``samples``. ``theta`` is (chain, draw, J) from the chain itself for the
+    joint targets and None for the marginal one (whose theta are drawn afterwards).
+    """
+
+    parameterization: str
+    samples: sampling.Samples
+    theta: Any
 
 
 class Analysis(NamedTuple):
-    """``summary``: JSON-ready dict (summary.json). The rest: arrays for figures and reports."""
+    """``summary``: JSON-ready dict (summary.json). The rest: arrays for figures and reports.
+
+    ``logdensity`` is always the marginal (mu, log tau) density (the contour plot's); ``contrast`` holds
+    the chains of ``model.contrast`` when the config asks for one; ``predictive`` the posterior predictive
+    draws (a new school, replicated data) and their check (:mod:`jaxschools.predictive`).
+    """
 
     summary: dict
     data: Schools
@@ -43,6 +64,8 @@ class Analysis(NamedTuple):
     samples: sampling.Samples
     theta: jax.Array
     timings: dict
+    contrast: Chains | None = None
+    predictive: predictive_checks.Predictive | None = None
 
 
 def to_json(value):
@@ -78,6 +101,138 @@ def _stats(draws) -> dict:
     return {key: summary[key] for key in ("mean", "sd", "q025", "q975", "mcse_mean", "ess_bulk", "ess_tail", "rhat")}
 
 
+KERNEL_NAMES = {"rwmh": "random-walk Metropolis", "hmc": "Hamiltonian Monte Carlo", "nuts": "NUTS"}
+
+
+def _kernel(sampler_cfg: dict, target, cov):
+    """The configured kernel on ``target`` and its warm-up adaptation (None when not adapting).
+
+    ``cov`` seeds the metric: the Laplace covariance on the marginal target, the identity on a joint
+    one (which has no mode to fit). Random-walk Metropolis keeps the full covariance as its proposal,
+    as the seed does; HMC and NUTS use its diagonal unless ``sampler.dense_mass``.
+    """
+    kind, dtype = sampler_cfg["kernel"], cov.dtype
+    adapt = sampler_cfg["adapt"] if sampler_cfg["adapt"] is not None else kind != "rwmh"
+    target_accept = sampler_cfg["target_accept"] or adaptation.DEFAULT_TARGET_ACCEPT[kind]
+    if kind == "rwmh":
+        scale = jnp.asarray(sampler_cfg["scale"], dtype)
+        warmup = adaptation.rwmh_adaptation(cov, scale, target_accept=target_accept) if adapt else None
+        return rwmh(target, cov, scale), warmup
+    metric = cov if sampler_cfg["dense_mass"] else jnp.diag(cov)
+    step_size = jnp.asarray(sampler_cfg["step_size"], dtype)
+    if kind == "hmc":
+        algorithm = hmc(target, step_size, metric, sampler_cfg["num_steps"], sampler_cfg["jitter"])
+    else:
+        algorithm = nuts(target, step_size, metric, sampler_cfg["max_depth"])
+    warmup = adaptation.window_adaptation(step_size, metric, target_accept=target_accept) if adapt else None
+    return algorithm, warmup
+
+
+def sample_chains(config: dict, data: Schools, prior, fit: laplace.LaplaceFit, parameterization: str,
+                  init_key, sample_key) -> Chains:
+    """The sampling stage: the configured kernel on the ``parameterization`` target, from the Laplace fit.
+
+    Chains start at the Laplace mode plus ``init_spread`` Laplace standard deviations (``init_key``).
+    On a joint target, theta is added to each start by a draw from theta | mu, tau, y (BDA3 eq. 5.17;
+    key ``fold_in(init_key, 1)``), as eta = (theta - mu) / tau for the non-centered form, and the joint
+    draws are mapped back to (mu, log tau) and theta = theta (centered) or mu + tau eta (non-centered).
+    Traceable: tests vmap it over datasets.
+    """
+    sampler_cfg = config["sampler"]
+    dtype = data.y.dtype
+    num_chains, num_samples, burn_in = sampler_cfg["num_chains"], sampler_cfg["num_samples"], sampler_cfg["burn_in"]
+    cov = jnp.where(jnp.all(jnp.isfinite(fit.cov)) & fit.converged, fit.cov, jnp.eye(2, dtype=dtype))
+    starts = sampling.overdispersed_positions(init_key, fit.mode, cov, num_chains, sampler_cfg["init_spread"])
+    if parameterization == "marginal":
+        target = models.marginal_logdensity(data, prior)
+    else:
+        target = models.joint_logdensity(data, prior, parameterization)
+        theta = posterior.theta_draws(jax.random.fold_in(init_key, 1), starts[:, None, :], data)[:, 0, :]
+        if parameterization == "noncentered":
+            theta = (theta - starts[:, :1]) * jnp.exp(-starts[:, 1:2])
+        starts = jnp.concatenate([starts, theta], axis=-1)
+        cov = jnp.eye(starts.shape[-1], dtype=dtype)
+    algorithm, warmup = _kernel(sampler_cfg, target, cov)
+    samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
+                           burn_in=burn_in, adaptation=warmup)
+    if parameterization == "marginal":
+        return Chains(parameterization, samples, None)
+    positions = samples.positions
+    mu, log_tau, block = positions[..., :1], positions[..., 1:2], positions[..., 2:]
+    theta = block if parameterization == "centered" else mu + jnp.exp(log_tau) * block
+    return Chains(parameterization, samples._replace(positions=positions[..., :2]), theta)
+
+
+def divergence_summary(chains: Chains, median_log_tau) -> dict:
+    """Divergent transitions of a run: count, rate, and where they fall (``mcmc.divergences`` and kin).
+
+    ``below_median_tau`` is the share of divergent transitions whose draw has log tau below the exact
+    posterior median: about 0.5 if divergences fell anywhere, near 1 when they pile up in the neck of
+    the funnel at small tau (Betancourt & Girolami 2015). Null without divergences or trajectories.
+    """
+    samples = chains.samples
+    if samples.is_divergent is None:
+        return {"divergences": None, "divergence_rate": None, "divergences_below_median_tau": None}
+    flags = np.asarray(samples.is_divergent)
+    count = int(flags.sum())
+    log_tau = np.asarray(samples.positions[..., 1])
+    below = float(np.mean(log_tau[flags] < float(median_log_tau))) if count else None
+    return {"divergences": count, "divergence_rate": count / flags.size, "divergences_below_median_tau": below}
+
+
+def _adapted(samples: sampling.Samples, kind: str) -> dict:
+    """The frozen step size per chain and the mean gradient evaluations per draw (gradient kernels)."""
+    out = {"step_size": None, "num_integration_steps": None}
+    parameters = samples.parameters or {}
+    if "step_size" in parameters:
+        out["step_size"] = parameters["step_size"]
+    if samples.num_integration_steps is not None:
+        out["num_integration_steps"] = jnp.mean(samples.num_integration_steps.astype(float))
+    return out
+
+
+def _contrast_summary(chains: Chains, median_log_tau, kind: str) -> dict:
+    """``mcmc.contrast``: the second parameterization's divergences, mixing and posterior means."""
+    positions = chains.samples.positions
+    mu, log_tau = positions[..., 0], positions[..., 1]
+    return {
+        "parameterization": chains.parameterization,
+        **divergence_summary(chains, median_log_tau),
+        **_adapted(chains.samples, kind),
+        "acceptance_rate": chains.samples.acceptance_rate,
+        "ess": {"mu": diagnostics.ess(mu), "log_tau": diagnostics.ess(log_tau)},
+        "rhat": {"mu": diagnostics.rhat(mu), "log_tau": diagnostics.rhat(log_tau)},
+        "posterior": {"mu": {"mean": jnp.mean(mu)}, "log_tau": {"mean": jnp.mean(log_tau)}},
+    }
+
+
+def _without_nonexistent_moments(reference: dict, prior_kind: str, num_schools: int) -> dict:
+    """Null the exact means and sds of mu, tau and theta where they are infinite.
+
+    p(tau | y) has a power tail (tau^-(J-1) under the flat prior), so E[tau] needs J >= 4 and Var[tau]
+    J >= 5 there (the thresholds of ``validation.MIN_SCHOOLS``); mu and theta inherit the same tail, since
+    their spread given tau grows like tau. Quadrature on a finite range would return large finite numbers
+    for these; summary.json says ``null`` instead. Moments of log tau, quantiles and probabilities exist.
+    """
+    from jaxschools.validation import MIN_SCHOOLS
+
+    _, needed_mean, needed_variance = MIN_SCHOOLS[prior_kind]
+    dropped = [key for key, needed in (("mean", needed_mean), ("sd", needed_variance)) if num_schools < needed]
+    if not dropped:
+        return reference
+    reference = dict(reference)
+    for name in ("mu", "tau", "theta"):
+        block = dict(reference[name])
+        for key in dropped:
+            block[key] = None if name != "theta" else [None] * len(block[key])
+        reference[name] = block
+    reference["nonexistent_moments"] = (
+        f"with the {prior_kind} prior and J = {num_schools}, the posterior {' and '.join(dropped)} of mu, tau and "
+        "theta are infinite (power-law tail of tau)"
+    )
+    return reference
+
+
 def provenance() -> dict:
     """What produced a result: versions, platform and the x64 flag (recorded in every summary)."""
     import jaxlib
@@ -100,9 +255,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
     prior = models.make_prior(
         model_cfg["prior"], mu_loc=model_cfg["mu_loc"], mu_scale=model_cfg["mu_scale"], tau_scale=model_cfg["tau_scale"]
     )
-    if model_cfg["parameterization"] != "marginal" or sampler_cfg["kernel"] != "rwmh":
-        raise NotImplementedError("only the marginal model with the rwmh kernel is available so far")
-    dtype = data.y.dtype
+    parameterization, kind = model_cfg["parameterization"], sampler_cfg["kernel"]
     root = jax.random.key(sampler_cfg["seed"])
     init_key, sample_key, theta_key, exact_key = jax.random.split(root, 4)
 
@@ -112,24 +265,33 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
     timings["laplace_s"] = time.perf_counter() - start
 
     num_chains, num_samples, burn_in = sampler_cfg["num_chains"], sampler_cfg["num_samples"], sampler_cfg["burn_in"]
-    _stage(progress, f"random-walk Metropolis: {num_chains} chains x {burn_in + num_samples} steps")
-    cov = jnp.where(jnp.all(jnp.isfinite(fit.cov)) & bool(fit.converged), fit.cov, jnp.eye(2, dtype=dtype))
-    algorithm = rwmh(logdensity, cov, jnp.asarray(sampler_cfg["scale"], dtype))
-    starts = sampling.overdispersed_positions(init_key, fit.mode, cov, num_chains, sampler_cfg["init_spread"])
+    target_name = "" if parameterization == "marginal" else f" on the {parameterization} joint density"
+    _stage(progress, f"{KERNEL_NAMES[kind]}{target_name}: {num_chains} chains x {burn_in + num_samples} steps")
     t0 = time.perf_counter()
-    samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains, burn_in=burn_in)
+    chains = sample_chains(config, data, prior, fit, parameterization, init_key, sample_key)
+    samples = chains.samples
     samples.positions.block_until_ready()
     timings["sampling_s"] = time.perf_counter() - t0
+    contrast = None
+    if model_cfg["contrast"] is not None:
+        _stage(progress, f"{KERNEL_NAMES[kind]} on the {model_cfg['contrast']} target, for contrast")
+        t0 = time.perf_counter()
+        contrast = sample_chains(config, data, prior, fit, model_cfg["contrast"], init_key, sample_key)
+        contrast.samples.positions.block_until_ready()
+        timings["contrast_sampling_s"] = time.perf_counter() - t0
 
     _stage(progress, "posterior summaries")
     positions = samples.positions
     mu, log_tau = positions[..., 0], positions[..., 1]
-    theta = posterior.theta_draws(theta_key, positions, data)
+    # Joint targets sample theta themselves; the marginal one draws theta | mu, tau, y afterwards.
+    theta = chains.theta if chains.theta is not None else posterior.theta_draws(theta_key, positions, data)
     school, threshold = _default_query(config, data)
     num_schools = data.num_schools
     want_matrix = num_schools <= posterior.P_GREATER_MAX_SCHOOLS
     answers = posterior.queries(positions, theta, data, school, threshold, p_greater=want_matrix)
     theta_stats = posterior.summarize_draws(theta)
+    # A new school and replicated data (BDA3 ch. 6), from a key of their own hung off theta_key.
+    predictive = predictive_checks.posterior_predictive(jax.random.fold_in(theta_key, 1), positions, theta, data)
 
     mu_stats, log_tau_stats, tau_stats = _stats(mu[..., None]), _stats(log_tau[..., None]), _stats(jnp.exp(log_tau)[..., None])
     scalar = lambda stats: {key: value[0] for key, value in stats.items()}  # noqa: E731
@@ -146,8 +308,17 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
 
     _stage(progress, "exact posterior by quadrature")
     t0 = time.perf_counter()
-    reference = exact.summary(data, prior, query_school=school, threshold=threshold, rng_key=exact_key)
+    # P(theta_j is best) by exact simulation costs draws x J: at most ~10^7 numbers, so J = 10,000 takes
+    # 1,000 draws (its Monte Carlo sd, sqrt(p / draws) with p ~ 1/J, is as large as p either way).
+    num_draws = min(EXACT_DRAWS, max(1_000, EXACT_NUMBERS // data.num_schools))
+    reference = exact.summary(data, prior, query_school=school, threshold=threshold, rng_key=exact_key,
+                              num_draws=num_draws)
     timings["exact_s"] = time.perf_counter() - t0
+    reference = _without_nonexistent_moments(reference, prior.kind, int(np.sum(np.asarray(data.mask))))
+    median_log_tau = reference["log_tau"]["q50"]
+    divergence = divergence_summary(chains, median_log_tau)
+    if divergence["divergences"]:
+        flags["divergent_transitions"] = divergence["divergences"]
 
     pooled = classical.pooled(data)
     summary = {
@@ -171,8 +342,13 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
             "ess": {"mu": mu_stats["ess_bulk"], "log_tau": log_tau_stats["ess_bulk"]},
             "ess_tail": {"mu": mu_stats["ess_tail"], "log_tau": log_tau_stats["ess_tail"]},
             "rhat": {"mu": mu_stats["rhat"], "log_tau": log_tau_stats["rhat"]},
-            "divergences": None if samples.divergences is None else jnp.sum(samples.divergences),
+            "divergences": divergence["divergences"],
             "flags": flags,
+            "parameterization": parameterization,
+            "divergence_rate": divergence["divergence_rate"],
+            "divergences_below_median_tau": divergence["divergences_below_median_tau"],
+            **_adapted(samples, kind),
+            "contrast": None if contrast is None else _contrast_summary(contrast, median_log_tau, kind),
         },
         "posterior": {"mu": mu_stats, "log_tau": log_tau_stats, "tau": tau_stats},
         "theta": {
@@ -194,9 +370,10 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
             "p_greater": answers.get("p_greater"),
             "p_best": answers["p_best"],
         },
+        "predictive": predictive_checks.summarize(predictive),
         "exact": reference,
         "config": config,
         "provenance": provenance(),
     }
     timings["total_s"] = time.perf_counter() - start
-    return Analysis(to_json(summary), data, logdensity, fit, samples, theta, timings)
+    return Analysis(to_json(summary), data, logdensity, fit, samples, theta, timings, contrast, predictive)

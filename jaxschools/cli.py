@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -61,19 +62,29 @@ class _Signals:
     """SIGINT and SIGTERM as exceptions at the next Python instruction, except inside ``held()``.
 
     A step that must not be cut in two runs ``held()``: a signal that arrives meanwhile is raised when the
-    step is done. (Blocking the signals with ``pthread_sigmask`` would not do: JAX's threads would still
-    take them.)
+    step is done. Once ``done`` (the results are in place), signals are ignored: nothing is left to stop.
+    (Blocking the signals with ``pthread_sigmask`` would not do: JAX's threads would still take them.)
+
+    A signal stays ``received`` until the run's clean-up ``acknowledge()``s it, and ``check()`` raises it
+    again: the exception a handler raises is lost when the handler happens to run inside a garbage-collector
+    callback (JAX has one; Python would print "Exception ignored" and a traceback, and carry on), so the run
+    checks before each stage and before the swap into DIR, and the lost exception is not printed.
     """
 
     def __init__(self):
-        self.depth = 0
-        self.pending = None
+        self.depth, self.received, self.done = 0, None, False
 
     def handle(self, signum, frame=None):
-        if self.depth:
-            self.pending = self.pending or signum
-        else:
-            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not self.done:
+            self.received = signum
+            self.check()
+
+    def check(self):
+        if self.received and not self.depth and not self.done:
+            raise _Terminated() if self.received == signal.SIGTERM else KeyboardInterrupt()
+
+    def acknowledge(self):
+        self.received = None
 
     @contextlib.contextmanager
     def held(self):
@@ -82,21 +93,27 @@ class _Signals:
             yield
         finally:
             self.depth -= 1
-        if self.pending and not self.depth:
-            signum, self.pending = self.pending, None
-            self.handle(signum)
+        self.check()
 
     @contextlib.contextmanager
     def installed(self):
         """Route SIGINT and SIGTERM here for the duration (Python allows handlers in the main thread only)."""
-        self.depth, self.pending = 0, None
+        self.depth, self.received, self.done = 0, None, False
         if threading.current_thread() is not threading.main_thread():
             yield
             return
         previous = {number: signal.signal(number, self.handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        unraisable = sys.unraisablehook
+
+        def quiet_interrupts(info):
+            if not isinstance(info.exc_value, KeyboardInterrupt):  # an interrupt is raised again by check()
+                unraisable(info)
+
+        sys.unraisablehook = quiet_interrupts
         try:
             yield
         finally:
+            sys.unraisablehook = unraisable
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
@@ -135,6 +152,9 @@ def _read_inputs(args):
     resolved = config_module.load_config(args.config, sets=args.sets, data=args.data)
     if args.out:
         resolved["output"]["dir"] = str(Path(args.out).resolve())
+    # ArviZ is an optional extra: asking for its file without it is bad input, refused before any work.
+    if resolved["output"]["netcdf"] and importlib.util.find_spec("arviz") is None:
+        raise InputError("output.netcdf = true needs ArviZ: pip install 'jaxschools[arviz]'")
     path = resolved["data"]["path"]
     table = validation.read_table(path) if path else datasets.EIGHT_SCHOOLS
     names = table["names"]
@@ -217,7 +237,11 @@ def _run(args) -> int:
     for message in warning_messages:
         _log(f"warning: {message}")
     out_dir = config_module.output_dir(resolved).resolve()
-    progress = None if args.quiet else (lambda message: _log(f"[jaxschools] {message}"))
+    def progress(message):
+        _SIGNALS.check()
+        _log(f"[jaxschools] {message}")
+
+    progress = None if args.quiet else progress
     store_dir = out_dir.parent / f".{out_dir.name}.cells"
     tmp_dir = None
     try:
@@ -238,14 +262,22 @@ def _run(args) -> int:
         if progress:
             progress("figures and report")
         report.write_outputs(result, tmp_dir, figures=resolved["output"]["figures"])
+        if resolved["output"]["netcdf"]:
+            from jaxschools import inference_data
+
+            if progress:
+                progress("ArviZ InferenceData: posterior.nc")
+            inference_data.write_netcdf(getattr(result, "analysis", result), tmp_dir / "posterior.nc")
         _write_json(tmp_dir / "summary.json", result.summary)
         timings = dict(result.timings, wall_s=time.perf_counter() - start)
         _write_json(tmp_dir / "timings.json", timings)
+        _SIGNALS.check()
         with _SIGNALS.held():
             _publish(tmp_dir, out_dir)
-            # A signal that came during the swap is dropped: the swap completed, so the run is done.
-            _SIGNALS.pending = None
+            # The results are in place: a signal that came during the swap, or comes later, is ignored.
+            _SIGNALS.done = True
     except KeyboardInterrupt:
+        _SIGNALS.acknowledge()
         _discard(tmp_dir)
         if store_dir.exists():
             raise InterruptedWithProgress(store_dir) from None

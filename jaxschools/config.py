@@ -67,6 +67,8 @@ def at_least(bound):
 FINITE = Check(math.isfinite, "a finite number")
 POSITIVE = Check(lambda value: math.isfinite(value) and value > 0, "a finite number > 0")
 NON_NEGATIVE = Check(lambda value: math.isfinite(value) and value >= 0, "a finite number >= 0")
+OPEN_UNIT = Check(lambda value: 0 < value < 1, "a number in (0, 1)")
+UNIT = Check(lambda value: 0 <= value <= 1, "a number in [0, 1]")
 # jax.random.key keeps only the low 32 bits of a larger seed, so 2**32 would silently be seed 0.
 SEED = Check(lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
 # The name becomes the directory runs/<name>, so it must be a single path component.
@@ -88,6 +90,7 @@ SCHEMA = {
         "mu_loc": Spec(float, check=FINITE),
         "mu_scale": Spec(float, check=POSITIVE),
         "tau_scale": Spec(float, check=POSITIVE),
+        "contrast": Spec(str, choices=PARAMETERIZATIONS, optional=True),
     },
     "laplace": {
         "max_iterations": Spec(int, check=at_least(1)),
@@ -100,6 +103,14 @@ SCHEMA = {
         "burn_in": Spec(int, check=at_least(0)),
         "seed": Spec(int, check=SEED),
         "init_spread": Spec(float, check=NON_NEGATIVE),
+        # Warm-up adaptation and the gradient kernels (jaxschools.adaptation, kernels.hmc, kernels.nuts).
+        "adapt": Spec(bool, optional=True),
+        "target_accept": Spec(float, check=OPEN_UNIT, optional=True),
+        "step_size": Spec(float, check=POSITIVE),
+        "dense_mass": Spec(bool),
+        "num_steps": Spec(int, check=at_least(1)),
+        "jitter": Spec(float, check=UNIT),
+        "max_depth": Spec(int, check=Check(lambda value: 1 <= value <= 16, "an integer from 1 to 16")),
     },
     "queries": {
         # Both derive from the data when absent; see check_queries and default.toml.

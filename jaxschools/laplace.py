@@ -75,12 +75,30 @@ def default_init(data: Schools) -> jax.Array:
     return jnp.stack([mu, 0.5 * jnp.log(tau2)], axis=-1)
 
 
+def _equilibrate(matrix):
+    """``(D^-1 A D^-1, d)`` with ``D = diag(d)``, ``d_i = sqrt|A_ii|`` (1 where A_ii is 0 or not finite).
+
+    The coordinates carry their own units (mu on the data's scale, log tau on a unit scale), so the
+    curvatures along them differ by the data's scale squared: 1e6 for data scaled by 1e3, more than float32
+    resolves beside its unit-scale partner, and by 1e9 more than float64 does. Eigenvalues, the floor below
+    and the definiteness checks are taken on the scaled matrix (Jacobi scaling; near the mode, where -A is
+    definite, its diagonal is 1 and the rest of its entries are correlations), which makes the fit invariant
+    to the units of each coordinate.
+    """
+    magnitude = jnp.abs(jnp.diagonal(matrix))
+    usable = jnp.isfinite(magnitude) & (magnitude >= jnp.finfo(matrix.dtype).tiny)
+    d = jnp.sqrt(jnp.where(usable, magnitude, 1.0))
+    return matrix / d[:, None] / d[None, :], d
+
+
 def _abs_inverse(hessian):
-    """(|H|)^{-1} with eigenvalues floored relative to the largest, and whether -H is definite."""
-    eigvals, eigvecs = jnp.linalg.eigh(hessian)
+    """(|H|)^{-1} with eigenvalues (of the equilibrated H) floored relative to the largest, and whether -H is
+    definite."""
+    scaled, d = _equilibrate(hessian)
+    eigvals, eigvecs = jnp.linalg.eigh(scaled)
     magnitude = jnp.abs(eigvals)
     floor = jnp.finfo(hessian.dtype).eps * jnp.max(magnitude) + jnp.finfo(hessian.dtype).tiny
-    inverse = (eigvecs / jnp.maximum(magnitude, floor)) @ eigvecs.T
+    inverse = (eigvecs / jnp.maximum(magnitude, floor)) @ eigvecs.T / d[:, None] / d[None, :]
     negative_definite = jnp.all(eigvals < 0)
     return inverse, negative_definite
 
@@ -125,15 +143,16 @@ def _fit(logdensity, init, max_iterations: int, proper: bool):
     carry0 = (init, value0, grad0, jnp.asarray(0), ~jnp.isfinite(value0))
     mode, value, grad, iterations, _ = jax.lax.while_loop(cond, body, carry0)
 
-    neg_hessian = -hessian(mode)
-    eigvals = jnp.linalg.eigvalsh(neg_hessian)
+    scaled, d = _equilibrate(-hessian(mode))
+    eigvals = jnp.linalg.eigvalsh(scaled)
     positive_definite = jnp.all(eigvals > 0)
-    cov = jnp.linalg.inv(neg_hessian)
+    cov = jnp.linalg.inv(scaled) / d[:, None] / d[None, :]
     decrement = grad @ cov @ grad
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & jnp.all(jnp.isfinite(cov))
     converged = finite & positive_definite & (decrement <= _tolerance(value))
     dim = mode.shape[-1]
-    log_evidence = value + 0.5 * dim * math.log(2.0 * math.pi) - 0.5 * jnp.sum(jnp.log(eigvals))
+    log_det = jnp.sum(jnp.log(eigvals)) + 2.0 * jnp.sum(jnp.log(d))  # log det(-H) = log det(D S D)
+    log_evidence = value + 0.5 * dim * math.log(2.0 * math.pi) - 0.5 * log_det
     if not proper:
         log_evidence = jnp.full_like(value, jnp.nan)
     return LaplaceFit(mode, cov, converged, log_evidence, value, decrement, iterations)

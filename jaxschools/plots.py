@@ -31,6 +31,8 @@ __all__ = [
     "plot_shrinkage",
     "plot_forest",
     "plot_p_greater",
+    "plot_ppc",
+    "plot_divergences",
     "forest_schools",
     "HPD_FRACTIONS",
     "MAX_FOREST_SCHOOLS",
@@ -455,6 +457,73 @@ def plot_p_greater(matrix, names) -> Figure:
     return figure
 
 
+def plot_ppc(names, observed, replicated, p_values, new_school=None) -> Figure:
+    """Posterior predictive check (BDA3 section 6.3): one panel per test statistic T, the histogram of
+    T(y_rep) over the draws with T(y) as a vertical line and p = P(T(y_rep) >= T(y) | y) in the title.
+
+    ``names`` (S,), ``observed`` (S,), ``replicated`` (n, S) or (chain, draw, S), ``p_values`` (S,).
+    ``new_school``: optional ``(theta_draws, y_draws, sigma_new)`` for a last panel with the predictive
+    distribution of a new school's effect and of its estimate.
+    """
+    observed, p_values = np.asarray(observed, float), np.asarray(p_values, float)
+    replicated = np.asarray(replicated, float).reshape(-1, observed.size)
+    panels = observed.size + (new_school is not None)
+    columns = min(panels, 3)
+    rows = math.ceil(panels / columns)
+    figure = _figure(3.6 * columns + 0.4, 2.8 * rows + 0.2)
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for ax, name, t_obs, t_rep, p in zip(axes, names, observed, replicated.T, p_values):
+        t_rep = t_rep[np.isfinite(t_rep)]
+        low, high = _histogram(ax, t_rep, _HIERARCHICAL, "T(y_rep)") if t_rep.size else (t_obs - 1, t_obs + 1)
+        ax.axvline(t_obs, color=_DRAWS, linewidth=1.6, label="T(y)")
+        ax.set_xlim(*_span(min(low, t_obs), max(high, t_obs)))
+        ax.set_title(f"T = {name}:  p = {p:.2f}", fontsize=10)
+        ax.set_xlabel(f"{name} of the J estimates")
+        ax.set_yticks([])
+    axes[0].legend(loc="upper right", fontsize=7, framealpha=0.9)
+    if new_school is not None:
+        ax = axes[observed.size]
+        theta_new, y_new, sigma_new = new_school
+        theta_new = np.asarray(theta_new, float).ravel()
+        y_new = np.asarray(y_new, float).ravel()
+        _histogram(ax, y_new[np.isfinite(y_new)], _POOLED, f"new estimate ỹ (σ = {sigma_new:.3g})")
+        _histogram(ax, theta_new[np.isfinite(theta_new)], _HIERARCHICAL, "new effect θ̃")
+        ax.set_title("a new school", fontsize=10)
+        ax.set_xlabel("its effect θ̃ and estimate ỹ")
+        ax.set_yticks([])
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return figure
+
+
+def plot_divergences(panels, school: str = "1") -> Figure:
+    """Where the divergent transitions fall: log tau against theta_1, one panel per run.
+
+    ``panels``: a list of ``(title, log_tau, theta_1, is_divergent)`` with arrays of the same shape
+    (chain, draw). Non-divergent draws are grey (evenly thinned to :data:`MAX_SCATTER_POINTS`), the
+    draws of divergent transitions red, all of them. In the centered eight schools they crowd into the
+    neck of the funnel at small tau (Betancourt & Girolami 2015).
+    """
+    figure = _figure(4.6 * len(panels) + 0.4, 4.2)
+    axes = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
+    for ax, (title, log_tau, theta, divergent) in zip(axes, panels):
+        log_tau, theta = np.asarray(log_tau, float).ravel(), np.asarray(theta, float).ravel()
+        divergent = np.asarray(divergent, bool).ravel()
+        calm = np.flatnonzero(~divergent)
+        calm = calm[_thin_index(calm.size, MAX_SCATTER_POINTS)] if calm.size else calm
+        ax.scatter(theta[calm], log_tau[calm], s=3, color="0.55", alpha=0.35, linewidths=0,
+                   label=f"draws ({calm.size:,} shown)")
+        count = int(divergent.sum())
+        ax.scatter(theta[divergent], log_tau[divergent], s=9, color=_DRAWS, alpha=0.8, linewidths=0,
+                   label=f"divergent ({count:,}, {count / max(divergent.size, 1):.2%})")
+        ax.set_xlabel(f"θ of school {school}")  # plain text: a user's school name is not mathtext
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize=7, framealpha=0.9, markerscale=2)
+    axes[0].set_ylabel(LOG_TAU)
+    return figure
+
+
 # ----------------------------------------------------------------------------- the report's figures
 
 
@@ -505,9 +574,29 @@ def forest_schools(y, sigma, limit: int = MAX_FOREST_SCHOOLS) -> np.ndarray:
     return np.sort(np.argsort(-outlying, kind="stable")[:limit])
 
 
+def _divergence_panels(analysis) -> list:
+    """(title, log tau, theta_1, divergent) for the run and its contrast, when any divergence occurred."""
+    runs = [(analysis.summary.get("mcmc", {}).get("parameterization", ""), analysis.samples, analysis.theta)]
+    contrast = getattr(analysis, "contrast", None)
+    if contrast is not None and contrast.theta is not None:
+        runs.append((contrast.parameterization, contrast.samples, contrast.theta))
+    panels = []
+    for parameterization, samples, theta in runs:
+        flags = getattr(samples, "is_divergent", None)
+        if flags is None:
+            continue
+        title = f"{parameterization} parameterization" if parameterization else "this run"
+        panels.append((title, np.asarray(samples.positions[..., 1]), np.asarray(theta)[..., 0], np.asarray(flags)))
+    if not any(np.any(flags) for *_, flags in panels):
+        return []
+    return panels
+
+
 def make_figures(analysis) -> list[FigureSpec]:
     """The report's figures, in order: contour, trace, autocorrelation, marginals, shrinkage, forest,
-    p_greater (the last only when the matrix exists and J <= :data:`MAX_HEATMAP_SCHOOLS`)."""
+    divergences (only when a run, or its contrast, had divergent transitions), ppc (the posterior predictive
+    check, when the analysis has one), p_greater (only when the matrix exists and J <=
+    :data:`MAX_HEATMAP_SCHOOLS`)."""
     summary, data = analysis.summary, analysis.data
     positions = np.asarray(analysis.samples.positions, float)
     num_chains, num_draws = positions.shape[:2]
@@ -596,6 +685,39 @@ def make_figures(analysis) -> list[FigureSpec]:
         "95% intervals per school: separate analyses y_j ± 1.96 σ_j (grey), complete pooling (orange band), "
         "and the hierarchical posterior of θ_j (blue, 2.5% to 97.5% quantiles, diamond at the mean)." + cap_note,
     ))
+
+    divergence_panels = _divergence_panels(analysis)
+    if divergence_panels:
+        runs = "; ".join(f"{title}: {int(np.sum(flags)):,} of {np.size(flags):,} transitions divergent"
+                         for title, _, _, flags in divergence_panels)
+        specs.append(FigureSpec(
+            "divergences",
+            plot_divergences(divergence_panels, _label(names[0])),
+            f"Where the sampler's trajectories diverged ({runs}): log τ against θ of school {_label(names[0])}, "
+            "every divergent transition's draw in red. Divergences that crowd into one region, such as small τ in "
+            "the neck of the centered parameterization's funnel, mark a region the chains cannot explore with "
+            "their step size, and estimates near it are biased; the non-centered parameterization removes the "
+            "funnel (Betancourt & Girolami 2015).",
+        ))
+
+    predictive = getattr(analysis, "predictive", None)
+    ppc = _section(summary, "predictive", "ppc")
+    if predictive is not None and ppc:
+        from jaxschools.predictive import STATISTICS  # its constants only; the draws are already made
+
+        sigma_new = float(np.asarray(predictive.sigma_new))
+        p_text = ", ".join(f"{name} {ppc[name]['p_value']:.2f}" for name in STATISTICS if name in ppc)
+        specs.append(FigureSpec(
+            "ppc",
+            plot_ppc(STATISTICS, predictive.check.observed, predictive.check.replicated, predictive.check.p_value,
+                     (predictive.new_school.theta, predictive.new_school.y, sigma_new)),
+            "Posterior predictive check (BDA3 section 6.3): for each test statistic T of the J estimates, the "
+            "distribution of T over data replicated from the posterior, y_rep_j ~ N(θ_j, σ_j²), with the observed "
+            f"T(y) in red; p = P(T(y_rep) ≥ T(y) | y) ({p_text}). A p-value near 0 or 1 marks a feature of the "
+            "data the model rarely reproduces. Last panel: the posterior predictive distribution of a new "
+            f"school's effect θ̃ ~ N(μ, τ²) and of its estimate ỹ ~ N(θ̃, σ²) with σ = {sigma_new:.3g}, the median "
+            "standard error.",
+        ))
 
     matrix = _section(summary, "queries", "p_greater")
     if matrix is not None and num_schools <= MAX_HEATMAP_SCHOOLS:

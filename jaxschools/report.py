@@ -5,7 +5,8 @@ complete pooling and its chi-squared test, the Laplace approximation, the Metrop
 their diagnostics (Vehtari et al. 2021), the posterior of (mu, log tau, tau) and of every theta_j,
 the seed's probability question, and two checks against the exact posterior by quadrature: the
 sampler's estimates as z-scores in units of their Monte Carlo standard error, and the Laplace
-mode and curvature next to the exact mean and sd.
+mode and curvature next to the exact mean and sd; then the posterior predictive check (BDA3
+section 6.3) and a new school's predictive distribution.
 
 The page is one file: figures are embedded as base64 PNG data URIs and the CSS is inline, so it
 opens anywhere without a network. All text, school names from user files included, is escaped
@@ -295,6 +296,10 @@ def _warnings(s: dict) -> str:
             because = "; ".join(reasons) or f"R-hat ≥ {RHAT_LIMIT} or ESS < {ESS_LIMIT}"
             messages.append(f"The chains are not shown to have mixed: {because}. Treat the estimates below with "
                             "caution; run longer, or more chains.")
+        elif key == "divergent_transitions":
+            messages.append(f"{fmt(value)} transitions diverged: the step size could not resolve the posterior's "
+                            "curvature somewhere (see the divergence figure), and estimates near there may be biased. "
+                            "Raise sampler.target_accept or reparameterize (model.parameterization = noncentered).")
         elif key == "laplace_not_converged":
             messages.append("The Laplace optimiser did not converge: its mode and covariance are unreliable, and the "
                             "proposal used the identity covariance instead.")
@@ -366,6 +371,31 @@ def _flag_cell(value, bad: bool):
     return (value, "bad") if bad else value
 
 
+def _gradient_facts(mcmc: dict) -> list:
+    """MCMC table rows for the target, the tuned step size, divergences and their contrast run, where present."""
+    rows = []
+    if mcmc.get("parameterization"):
+        rows.append(("target", f"{mcmc['parameterization']} density"))
+    steps = [v for v in mcmc.get("step_size") or [] if _finite(v)]
+    if steps:
+        rows.append(("adapted step size (per chain)", f"{fmt(min(steps), '.3g')} to {fmt(max(steps), '.3g')}"))
+    if _finite(mcmc.get("num_integration_steps")):
+        rows.append(("gradient evaluations per draw", fmt(mcmc["num_integration_steps"], ".3g")))
+    if _finite(mcmc.get("divergence_rate")):
+        below = mcmc.get("divergences_below_median_tau")
+        where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
+        rows.append(("divergence rate", f"{mcmc['divergence_rate']:.3%}{where}"))
+    contrast = mcmc.get("contrast") or {}
+    if contrast:
+        below = contrast.get("divergences_below_median_tau")
+        where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
+        rate = contrast.get("divergence_rate")
+        rate_text = f" ({rate:.3%}{where})" if _finite(rate) else ""
+        rows.append((f"divergences, {contrast.get('parameterization')} density (contrast run)",
+                     f"{fmt(contrast.get('divergences'))}{rate_text}"))
+    return rows
+
+
 def _mcmc_section(s: dict) -> str:
     mcmc = _get(s, "mcmc", default={})
     facts = [
@@ -375,6 +405,7 @@ def _mcmc_section(s: dict) -> str:
         ("burn-in per chain (discarded)", mcmc.get("burn_in")),
         ("divergences", mcmc.get("divergences")),
     ]
+    facts += _gradient_facts(mcmc)
     acceptance = mcmc.get("acceptance_rate") or []
     stuck = set(_get(mcmc, "flags", "stuck_chains", default=[]))
     acceptance_row = [_flag_cell(_fmt_fixed(a), c in stuck) for c, a in enumerate(acceptance)]
@@ -555,6 +586,52 @@ def _laplace_exact_section(s: dict) -> str:
     )
 
 
+# The test statistics of the posterior predictive check, in the order of jaxschools.predictive.STATISTICS
+# (repeated here so that rendering a summary.json needs no JAX).
+_PPC_LABELS = (("max", "largest y_j"), ("min", "smallest y_j"), ("mean", "mean of the y_j"),
+               ("sd", "sd of the y_j"), ("range", "max − min"))
+
+
+def _predictive_section(s: dict) -> str:
+    """The posterior predictive check (BDA3 section 6.3) and a new school's predictive distribution."""
+    predictive = _get(s, "predictive", default={})
+    if not predictive:
+        return ""
+    ppc = predictive.get("ppc") or {}
+    rows = []
+    for key, label in _PPC_LABELS:
+        entry = ppc.get(key)
+        if not entry:
+            continue
+        p = entry.get("p_value")
+        extreme = _finite(p) and min(p, 1 - p) < 0.025
+        rows.append((f"{key}: {label}", entry.get("observed"),
+                     _interval(entry.get("replicated_q025"), entry.get("replicated_q975")),
+                     _flag_cell(_pm(p, entry.get("mcse")), extreme)))
+    new = predictive.get("new_school") or {}
+    new_rows = []
+    for key, label in (("theta", "new school's effect θ̃ ~ N(μ, τ²)"),
+                       ("y", f"its estimate ỹ ~ N(θ̃, σ²), σ = {fmt(new.get('sigma'), '.3g')}")):
+        entry = new.get(key) or {}
+        if entry:
+            new_rows.append((label, _pm(entry.get("mean"), entry.get("mcse_mean")), entry.get("sd"),
+                             _interval(entry.get("q025"), entry.get("q975"))))
+    return _section(
+        "ppc", "Posterior predictive check",
+        _p("Would the model reproduce the data? For each draw, every school is measured again, "
+           "y_rep_j ~ N(θ_j, σ_j²), and a test statistic T of the replicated estimates is set against the "
+           "observed T(y): p = P(T(y_rep) ≥ T(y) | y), with its Monte Carlo standard error (BDA3 section 6.3). "
+           "A p-value near 0 or 1 (red: beyond 0.025 or 0.975) marks a feature the model rarely reproduces; "
+           "a moderate one says only that this T finds no misfit."),
+        _table(("statistic T", "observed T(y)", "95% interval of T(y_rep)", "p ± MCSE"), rows),
+        "<h3>A new school</h3>" if new_rows else "",
+        _p("The posterior predictive distribution of a school not in the data (BDA3 section 5.5), with the "
+           "median standard error of the data; mean ± MCSE, sd and central 95% interval from one draw per "
+           "posterior draw of (μ, τ).") if new_rows else "",
+        _table(("", "mean ± MCSE", "sd", "95% interval"), new_rows) if new_rows else "",
+    )
+
+
 def _figures_section(figures: Sequence[tuple[str, str, bytes]], drawn: bool) -> str:
     if not drawn:
         return _section("figures", "Figures", _p("Figures were not drawn for this run (output.figures = false)."))
@@ -674,8 +751,8 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
-        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("sweep", "sweep"),
-        ("simulation", "simulation"), ("figures", "figures"),
+        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("ppc", "predictive check"),
+        ("sweep", "sweep"), ("simulation", "simulation"), ("figures", "figures"),
         ("provenance", "config"))
 
 
@@ -706,6 +783,7 @@ def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *
         _query_section(s),
         _exact_section(s, sd_mcse or {}),
         _laplace_exact_section(s),
+        _predictive_section(s),
         _sweep_section(s),
         _simulation_section(s),
         _figures_section(figures, drawn),

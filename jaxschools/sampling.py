@@ -2,7 +2,9 @@
 
 :func:`run` takes any BlackJAX-style ``SamplingAlgorithm`` (ours or BlackJAX's), runs ``burn_in``
 discarded steps then ``num_samples`` kept steps in every chain, and returns draws shaped
-``(chain, draw, dim)``. Randomness: chain ``c`` uses ``fold_in(rng_key, c)`` and step ``t`` of that
+``(chain, draw, dim)``. With an ``adaptation`` (:mod:`jaxschools.adaptation`), the burn-in steps also
+tune the kernel's parameters, per chain, and the tuned values are frozen for the kept steps.
+Randomness: chain ``c`` uses ``fold_in(rng_key, c)`` and step ``t`` of that
 chain ``fold_in(chain_key, t)``, so a chain's draws depend neither on how many chains run beside it
 nor on how the steps are chunked, and no (chains x steps) array of keys is ever stored.
 """
@@ -29,12 +31,21 @@ class Samples(NamedTuple):
       (NaN otherwise).
     divergences: (num_chains,) count of divergent kept transitions (``info.is_divergent``), or None
       for kernels without trajectories.
+    is_divergent: (num_chains, num_samples) flag of each kept transition, or None (as divergences).
+    num_integration_steps: (num_chains, num_samples) gradient evaluations of each kept transition
+      (``info.num_integration_steps``), or None for kernels that do not report them.
+    parameters: with an adaptation, the frozen keyword parameters of the kept steps, each with a
+      leading chain axis (e.g. ``{"step_size": (num_chains,), "inverse_mass_matrix": (num_chains, dim)}``);
+      None without.
     """
 
     positions: jax.Array
     acceptance_rate: jax.Array
     logdensity: jax.Array
     divergences: Any
+    is_divergent: Any = None
+    num_integration_steps: Any = None
+    parameters: Any = None
 
 
 def chain_keys(rng_key, num_chains: int):
@@ -74,38 +85,67 @@ def _cached_logdensity(state, dtype):
     return jnp.asarray(value, dtype) if value is not None else jnp.full((), jnp.nan, dtype)
 
 
-def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int):
+def _integration_steps(info):
+    if hasattr(info, "num_integration_steps"):
+        return jnp.asarray(info.num_integration_steps)
+    return None
+
+
+def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation=None):
     state = algorithm.init(position)
     dtype = jnp.result_type(position)
 
-    def advance(state, step_index):
-        return algorithm.step(jax.random.fold_in(rng_key, step_index), state)
+    def advance(state, step_index, parameters):
+        return algorithm.step(jax.random.fold_in(rng_key, step_index), state, **parameters)
 
     def burn(state, step_index):
-        state, _ = advance(state, step_index)
+        state, _ = advance(state, step_index, {})
         return state, None
 
-    def keep(state, step_index):
-        state, info = advance(state, step_index)
-        divergent = _divergence(info)
-        record = (state.position, _acceptance(info).astype(dtype), _cached_logdensity(state, dtype), divergent)
+    def burn_and_adapt(carry, step):
+        # Warm-up: the kernel runs with the current tuning, then the tuning learns from the transition.
+        state, adapt_state = carry
+        step_index, stage = step
+        state, info = advance(state, step_index, adaptation.parameters(adapt_state, False))
+        return (state, adaptation.update(adapt_state, stage, state, info)), None
+
+    def keep(state, step_index, parameters):
+        state, info = advance(state, step_index, parameters)
+        record = (
+            state.position,
+            _acceptance(info).astype(dtype),
+            _cached_logdensity(state, dtype),
+            _divergence(info),
+            _integration_steps(info),
+        )
         return state, record
 
-    state, _ = jax.lax.scan(burn, state, jnp.arange(burn_in))
-    _, (positions, acceptance, logdensity, divergent) = jax.lax.scan(
-        keep, state, jnp.arange(burn_in, burn_in + num_samples)
+    if adaptation is None:
+        state, _ = jax.lax.scan(burn, state, jnp.arange(burn_in))
+        parameters = {}
+    else:
+        # The schedule is static (numpy, from the burn-in length) and scanned alongside the step index.
+        schedule = jax.tree_util.tree_map(jnp.asarray, adaptation.schedule(burn_in))
+        (state, adapt_state), _ = jax.lax.scan(burn_and_adapt, (state, adaptation.init(state)),
+                                               (jnp.arange(burn_in), schedule))
+        parameters = adaptation.parameters(adapt_state, True)  # frozen from here on
+    _, (positions, acceptance, logdensity, divergent, steps) = jax.lax.scan(
+        lambda state, index: keep(state, index, parameters), state, jnp.arange(burn_in, burn_in + num_samples)
     )
     divergences = None if divergent is None else jnp.sum(divergent)
-    return Samples(positions, jnp.mean(acceptance), logdensity, divergences)
+    return Samples(positions, jnp.mean(acceptance), logdensity, divergences, divergent, steps,
+                   parameters if adaptation is not None else None)
 
 
 @filter_jit
-def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int):
+def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None):
     initial_position = jnp.asarray(initial_position)
     if initial_position.ndim == 1:
         initial_position = jnp.broadcast_to(initial_position, (num_chains,) + initial_position.shape)
     keys = chain_keys(rng_key, num_chains)
-    one_chain = lambda key, position: _one_chain(algorithm, key, position, num_samples, burn_in)  # noqa: E731
+    def one_chain(key, position):
+        return _one_chain(algorithm, key, position, num_samples, burn_in, adaptation)
+
     return jax.vmap(one_chain)(keys, initial_position)
 
 
@@ -117,6 +157,7 @@ def run(
     num_samples: int,
     num_chains: int = 4,
     burn_in: int = 0,
+    adaptation=None,
 ) -> Samples:
     """Run ``num_chains`` chains of ``algorithm``: ``burn_in`` discarded steps, then ``num_samples`` kept.
 
@@ -125,6 +166,11 @@ def run(
       algorithm: any object with BlackJAX's ``init(position)`` / ``step(rng_key, state)``.
       initial_position: (dim,) shared by every chain, or (num_chains, dim).
       num_samples: draws kept per chain. num_chains: chains, vmapped. burn_in: extra steps run first.
+      adaptation: optional :class:`jaxschools.adaptation.Adaptation`. Its ``parameters`` are passed to
+        ``algorithm.step`` as keyword arguments (``step_size=``, ``inverse_mass_matrix=``, ``scale_tril=``),
+        updated after every burn-in step inside the scan, each chain on its own draws, and frozen for the
+        kept steps; ``Samples.parameters`` holds the frozen values. The step must accept them: ours do,
+        and so does a BlackJAX ``build_kernel()`` function wrapped in a ``jax.tree_util.Partial``.
 
     Returns :class:`Samples` with positions shaped (num_chains, num_samples, dim).
 
@@ -141,4 +187,4 @@ def run(
         raise ValueError(
             f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}"
         )
-    return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in)
+    return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation)

@@ -1,10 +1,13 @@
 """Markov kernels, each a BlackJAX-style ``SamplingAlgorithm(init, step)``.
 
 One module per algorithm, each exposing its ``State``, ``Info``, ``init``, ``build_kernel`` and a
-constructor; the Metropolis-Hastings accept step lives once in :mod:`jaxschools.kernels.base`.
+constructor; the Metropolis-Hastings accept step lives once in :mod:`jaxschools.kernels.base`, the
+leapfrog integrator and kinetic energy of the gradient kernels in :mod:`jaxschools.kernels.integrators`.
 """
 
 from jaxschools.kernels.base import SamplingAlgorithm, metropolis_accept
+from jaxschools.kernels.hmc import hmc
+from jaxschools.kernels.nuts import nuts
 from jaxschools.kernels.rwmh import rwmh
 
-__all__ = ["SamplingAlgorithm", "metropolis_accept", "rwmh"]
+__all__ = ["SamplingAlgorithm", "metropolis_accept", "rwmh", "hmc", "nuts"]

@@ -45,8 +45,10 @@ def metropolis_accept(rng_key, log_ratio, current, proposed):
     r"""Accept ``proposed`` with probability :math:`\min(1, e^{\log r})`, else keep ``current``.
 
     ``log_ratio`` is the log Metropolis-Hastings ratio (target ratio plus proposal correction).
-    A non-finite ratio (a proposal whose log-density is NaN or -inf, e.g. overflow far in a tail)
-    is always rejected: NaN compares false, and -inf gives probability 0.
+    A NaN ratio (a proposal whose log-density is NaN) and a -inf one (log-density -inf, e.g. overflow far in
+    a tail) are always rejected. Kernels map a proposal log-density of +inf (an overflow or a bug in the
+    density, never a place a chain should jump to and stay in forever) to -inf before calling this; a
+    +inf ratio from a current state of zero density still moves the chain out of it.
 
     Returns ``(state, is_accepted, acceptance_rate)`` where ``state`` is ``proposed`` or ``current``
     (any pytrees of the same structure) and ``acceptance_rate = min(1, exp(log_ratio))`` (0 when

@@ -57,7 +57,9 @@ def _draw(rng_key, num_steps: int, state: RWMHState, logdensity_fn: Callable, sc
 
 def _apply(noise: RWMHNoise, state: RWMHState, logdensity_fn: Callable, scale_tril) -> tuple[RWMHState, RWMHInfo]:
     proposal = state.position + scale_tril @ noise.normal
+    # +inf is never a real density value here: treat it as zero density, so it is rejected.
     proposal_logdensity = logdensity_fn(proposal)
+    proposal_logdensity = jnp.where(proposal_logdensity == jnp.inf, -jnp.inf, proposal_logdensity)
     new_state, is_accepted, acceptance_rate = accept_given_uniform(
         noise.log_uniform,
         proposal_logdensity - state.logdensity,
