@@ -180,25 +180,30 @@ def divergence_summary(chains: Chains, median_log_tau) -> dict:
     return {"divergences": count, "divergence_rate": count / flags.size, "divergences_below_median_tau": below}
 
 
-def _adapted(samples: sampling.Samples, kind: str) -> dict:
-    """The frozen step size per chain and the mean gradient evaluations per draw (gradient kernels)."""
+def _adapted(samples: sampling.Samples, sampler_cfg: dict) -> dict:
+    """The step size per chain (as tuned, or as configured) and the mean gradient evaluations per draw.
+
+    Both null for random-walk Metropolis, which has neither.
+    """
     out = {"step_size": None, "num_integration_steps": None}
     parameters = samples.parameters or {}
     if "step_size" in parameters:
         out["step_size"] = parameters["step_size"]
+    elif sampler_cfg["kernel"] != "rwmh":
+        out["step_size"] = [sampler_cfg["step_size"]] * samples.positions.shape[0]
     if samples.num_integration_steps is not None:
         out["num_integration_steps"] = jnp.mean(samples.num_integration_steps.astype(float))
     return out
 
 
-def _contrast_summary(chains: Chains, median_log_tau, kind: str) -> dict:
+def _contrast_summary(chains: Chains, median_log_tau, sampler_cfg: dict) -> dict:
     """``mcmc.contrast``: the second parameterization's divergences, mixing and posterior means."""
     positions = chains.samples.positions
     mu, log_tau = positions[..., 0], positions[..., 1]
     return {
         "parameterization": chains.parameterization,
         **divergence_summary(chains, median_log_tau),
-        **_adapted(chains.samples, kind),
+        **_adapted(chains.samples, sampler_cfg),
         "acceptance_rate": chains.samples.acceptance_rate,
         "ess": {"mu": diagnostics.ess(mu), "log_tau": diagnostics.ess(log_tau)},
         "rhat": {"mu": diagnostics.rhat(mu), "log_tau": diagnostics.rhat(log_tau)},
@@ -347,8 +352,8 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
             "parameterization": parameterization,
             "divergence_rate": divergence["divergence_rate"],
             "divergences_below_median_tau": divergence["divergences_below_median_tau"],
-            **_adapted(samples, kind),
-            "contrast": None if contrast is None else _contrast_summary(contrast, median_log_tau, kind),
+            **_adapted(samples, sampler_cfg),
+            "contrast": None if contrast is None else _contrast_summary(contrast, median_log_tau, sampler_cfg),
         },
         "posterior": {"mu": mu_stats, "log_tau": log_tau_stats, "tau": tau_stats},
         "theta": {

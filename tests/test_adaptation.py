@@ -20,13 +20,12 @@ def window_bounds(num_steps, **buffers):
 
 
 def test_schedule_is_stans():
-    # 1000 steps, Stan's buffers: 75 fast, slow windows of 25, 50, 100, 200 and 500 (the last stretched), 50 fast.
-    assert window_bounds(1000, final_buffer=50) == (75, [100, 150, 250, 450, 950])
-    schedule = adaptation.window_schedule(1000, final_buffer=50)
+    # 1000 steps: 75 fast, slow windows of 25, 50, 100, 200 and 500 (the last stretched), 50 fast.
+    assert window_bounds(1000) == (75, [100, 150, 250, 450, 950])
+    schedule = adaptation.window_schedule(1000)
     assert schedule["slow"][75:950].all() and not schedule["slow"][:75].any() and not schedule["slow"][950:].any()
-    # The default final interval is a fifth of the warm-up, at least 50: the last window stops at 800.
-    assert window_bounds(1000) == (75, [100, 150, 250, 800])
-    assert window_bounds(200) == (75, [100, 150])
+    # Random-walk Metropolis averages its scale over a final interval of 200.
+    assert window_bounds(1000, final_buffer=200) == (75, [100, 150, 250, 800])
     # Short warm-ups: 15% / 75% / 10%, and no windows at all below 20 steps.
     assert window_bounds(100) == (15, [90])
     assert window_bounds(10) == (None, [])

@@ -58,7 +58,11 @@ def as_toml(config):
 
 def test_default_config_is_the_seed_analysis():
     config = load_config()
-    assert {section: config[section] for section in SEED_ANALYSIS} == SEED_ANALYSIS
+    for section, values in SEED_ANALYSIS.items():  # later issues add keys; the seed's values stay
+        if isinstance(values, dict):
+            assert {key: config[section][key] for key in values} == values, section
+        else:
+            assert config[section] == values
     assert config["sweep"]["kind"] == "none" and config["simulation"]["num_datasets"] == 0  # neither runs
     assert list(config) == list(SCHEMA)  # sections in schema order
     assert isinstance(config["sampler"]["scale"], float) and isinstance(config["sampler"]["seed"], int)

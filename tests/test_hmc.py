@@ -27,7 +27,10 @@ Z = 5.0
 # schools (standard errors 9 to 18 points) and eight log risk ratios (standard errors 0.06 to 0.3).
 DATASETS = {
     "eight schools": ([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]),
-    "log risk ratios": ([-0.21, 0.12, 0.05, -0.33, 0.02, -0.11, 0.17, -0.05], [0.06, 0.10, 0.21, 0.30, 0.08, 0.12, 0.15, 0.25]),
+    "log risk ratios": (
+        [-0.21, 0.12, 0.05, -0.33, 0.02, -0.11, 0.17, -0.05],
+        [0.06, 0.10, 0.21, 0.30, 0.08, 0.12, 0.15, 0.25],
+    ),
 }
 # The marginal target under the seed's flat prior; the joint under the half-Cauchy prior, where the
 # centered form has its funnel.

@@ -109,6 +109,16 @@ def test_blackjax_nuts_runs_in_our_driver_with_our_adaptation():
 
 @pytest.mark.parametrize("parameterization", ["marginal", "noncentered"])
 def test_nuts_matches_the_exact_posterior(parameterization):
-    samples, theta = adapted_chains("nuts", parameterization, num_samples=1000, burn_in=500)
+    samples, theta = adapted_chains("nuts", parameterization, num_samples=1500, burn_in=500)
     check_statistical_layer(samples, theta, parameterization)
     assert np.mean(np.asarray(samples.is_divergent)) < 0.001
+
+
+def test_benchmark_runs_at_smoke_size():
+    """benchmarks/gradient_kernels.py end to end at a tiny size; its figures come only from running it by hand."""
+    pytest.importorskip("blackjax")
+    from benchmarks import gradient_kernels
+
+    text = gradient_kernels.markdown(gradient_kernels.run(smoke=True))
+    assert "jaxschools NUTS / BlackJAX NUTS, median ESS per second" in text
+    assert "| jaxschools RWMH (marginal) |" in text
