@@ -41,3 +41,23 @@ def git_revision() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def numpyro_eight_schools():
+    """NumPyro's eight-schools model (mu ~ N(0, 5), tau ~ HalfCauchy(5), theta non-centered), model(sigma, y).
+
+    The peer every benchmark compares with; NumPyro is an optional benchmark dependency (ImportError without).
+    """
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer.reparam import LocScaleReparam
+
+    def model(sigma, y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+        with numpyro.plate("J", sigma.shape[0]):
+            with numpyro.handlers.reparam(config={"theta": LocScaleReparam(centered=0)}):
+                theta = numpyro.sample("theta", dist.Normal(mu, tau))
+            numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+    return model

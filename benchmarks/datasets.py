@@ -19,7 +19,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from benchmarks.common import numpyro_eight_schools
 
 NUM_DATASETS = 10_000
 LOOP_DATASETS = 100
@@ -79,19 +79,11 @@ def run(smoke: bool = False) -> dict:
 
 def _numpyro(ys, data, num, measured, num_samples, burn_in):
     import numpyro
-    import numpyro.distributions as dist
     from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.reparam import LocScaleReparam
 
     numpyro.set_host_device_count(1)
 
-    def model(sigma, y):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-        with numpyro.plate("J", sigma.shape[0]):
-            with numpyro.handlers.reparam(config={"theta": LocScaleReparam(centered=0)}):
-                theta = numpyro.sample("theta", dist.Normal(mu, tau))
-            numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+    model = numpyro_eight_schools()
 
     mcmc = MCMC(NUTS(model), num_warmup=burn_in, num_samples=num_samples, num_chains=4,
                 chain_method="sequential", progress_bar=False, jit_model_args=True)

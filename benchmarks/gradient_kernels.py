@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import numpyro_eight_schools
+
 jax.config.update("jax_enable_x64", True)
 
 RESULTS = pathlib.Path(__file__).with_name("RESULTS_gradient_kernels.md")
@@ -135,20 +137,11 @@ def _blackjax(sizes):
 
 
 def _numpyro(sizes):
-    import numpyro
-    import numpyro.distributions as dist
     from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.reparam import LocScaleReparam
 
     data, _ = _model()
 
-    def model(sigma, y):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-        with numpyro.plate("J", sigma.shape[0]):
-            with numpyro.handlers.reparam(config={"theta": LocScaleReparam(centered=0)}):
-                theta = numpyro.sample("theta", dist.Normal(mu, tau))
-            numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+    model = numpyro_eight_schools()
 
     mcmc = MCMC(NUTS(model, target_accept_prob=TARGET_ACCEPT), num_warmup=sizes["burn_in"],
                 num_samples=sizes["samples"], num_chains=sizes["chains"], chain_method="vectorized",

@@ -14,8 +14,6 @@ Each figure is the best of 3 timed runs after a compiling run.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np

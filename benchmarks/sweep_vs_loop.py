@@ -13,7 +13,6 @@ Reported: seconds (best of 3, compilation excluded) and the ratio loop / vmapped
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from benchmarks.common import best_time
 

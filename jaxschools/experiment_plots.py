@@ -104,7 +104,6 @@ def _loo(rows):
 
 def _prior_predictive(result):
     import jax
-    import jax.numpy as jnp
 
     from jaxschools import models
 

@@ -27,7 +27,6 @@ curvature the step size cannot resolve, and the region it started from is under-
 
 from __future__ import annotations
 
-import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 
 from jaxschools.kernels.base import SamplingAlgorithm, metropolis_accept
 from jaxschools.kernels.integrators import (
+    check_step_size,
     DIVERGENCE_THRESHOLD,
     IntegratorState,
     kinetic_energy,
@@ -145,8 +145,7 @@ def hmc(
         raise ValueError(f"jitter must be in [0, 1]; got {jitter}")
     if int(num_integration_steps) < 1:
         raise ValueError(f"num_integration_steps must be >= 1; got {num_integration_steps}")
-    if isinstance(step_size, (int, float)) and not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
+    check_step_size(step_size)
     return SamplingAlgorithm(
         jax.tree_util.Partial(init, logdensity_fn=logdensity_fn),
         jax.tree_util.Partial(

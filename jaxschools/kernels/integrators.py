@@ -25,6 +25,7 @@ at the new point is cached, so a trajectory of L steps costs L gradient evaluati
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -38,11 +39,18 @@ __all__ = [
     "leapfrog",
     "integrator_state",
     "DIVERGENCE_THRESHOLD",
+    "check_step_size",
 ]
 
 # An energy error H(end) - H(start) above this many nats is a divergence: the integrator has left the
 # stable region (Betancourt 2017, section 6.2). Stan uses the same 1000.
 DIVERGENCE_THRESHOLD = 1000.0
+
+
+def check_step_size(step_size) -> None:
+    """Refuse a concrete step size that is not a finite number > 0 (traced ones are the caller's)."""
+    if isinstance(step_size, (int, float)) and not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
 
 
 class IntegratorState(NamedTuple):

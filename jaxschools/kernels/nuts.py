@@ -43,7 +43,6 @@ by the first point of the other); that extra check is not made here.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -51,6 +50,7 @@ import jax.numpy as jnp
 
 from jaxschools.kernels.base import SamplingAlgorithm
 from jaxschools.kernels.integrators import (
+    check_step_size,
     DIVERGENCE_THRESHOLD,
     IntegratorState,
     kinetic_energy,
@@ -309,8 +309,7 @@ def nuts(logdensity_fn: Callable, step_size, inverse_mass_matrix, max_depth: int
     """
     if int(max_depth) < 1:
         raise ValueError(f"max_depth must be >= 1; got {max_depth}")
-    if isinstance(step_size, (int, float)) and not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
+    check_step_size(step_size)
     return SamplingAlgorithm(
         jax.tree_util.Partial(init, logdensity_fn=logdensity_fn),
         jax.tree_util.Partial(
