@@ -253,12 +253,17 @@ def _run(args) -> int:
 
         jax.config.update("jax_enable_x64", True)
         _use_compilation_cache(jax)
-        from jaxschools import data, experiments, report
+        from jaxschools import data, experiments, report, sharding
 
         dataset = data.from_table(table)
+        # Sweeps and simulations split their cells over every local device (GPUs, or host devices forced by
+        # XLA_FLAGS); one device runs them unsharded.
+        devices = jax.local_devices()
+        mesh = sharding.mesh(devices) if len(devices) > 1 else None
         if progress:
-            progress(f"{len(dataset.names)} schools; results will go to {out_dir}")
-        result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir)
+            progress(f"{len(dataset.names)} schools; {len(devices)} {devices[0].platform} device(s); "
+                     f"results will go to {out_dir}")
+        result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir, mesh=mesh)
         if progress:
             progress("figures and report")
         report.write_outputs(result, tmp_dir, figures=resolved["output"]["figures"])

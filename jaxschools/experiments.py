@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools import analysis, calibration, diagnostics, exact, laplace, models, posterior, sampling
+from jaxschools import analysis, calibration, diagnostics, exact, laplace, models, posterior, sampling, sharding
 from jaxschools._jit import filter_jit
 from jaxschools.data import Schools
 from jaxschools.kernels import rwmh
@@ -183,7 +183,7 @@ class _Progress:
 
 
 def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store: ChunkStore, label: str,
-                progress: Callable | None = None):
+                progress: Callable | None = None, mesh=None):
     """Apply a jitted, cell-vmapped ``fn`` to ``inputs`` (leaves with leading axis ``num_cells``) by chunks.
 
     The last chunk is padded (by repeating the last cell) to ``chunk_size``, so every chunk reuses one
@@ -192,8 +192,15 @@ def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store:
     computed chunks after the first (whose time includes compilation; used only when it is the only
     one, and then ``includes_compile`` is True; NaN when every chunk came from the store),
     ``chunks_computed`` and ``chunks_loaded``.
+
+    With a ``mesh`` (:func:`jaxschools.sharding.mesh`), each chunk's cells are split over its devices (the chunk
+    size rounded up to a multiple of their number) and ``fn`` runs on all of them at once; every cell's result
+    is what it is without.
     """
     chunk_size = min(chunk_size, num_cells)
+    if mesh is not None and sharding.padded_size(chunk_size, mesh) != chunk_size:
+        chunk_size = sharding.padded_size(chunk_size, mesh)
+        label = f"{label}-by{chunk_size}"  # stored chunks of another size are other cells
     first = jax.tree_util.tree_map(lambda x: x[:chunk_size], inputs)
     treedef = jax.tree_util.tree_structure(jax.eval_shape(fn, first))
     pieces, per_cell, computed_cells, loaded = [], [], 0, 0
@@ -204,6 +211,8 @@ def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store:
         if out is None:
             cells = np.minimum(np.arange(start, start + chunk_size), num_cells - 1)
             chunk = jax.tree_util.tree_map(lambda x: x[cells], inputs)
+            if mesh is not None:
+                chunk = sharding.put_leading(chunk, mesh)
             t0 = time.perf_counter()
             out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:size], fn(chunk))
             # A padded chunk costs as much as a full one: charge the time to the chunk, not the cells kept.
@@ -320,7 +329,7 @@ def _rows(column, values, out, names, num_draws):
     return rows
 
 
-def _run_sweep(config, data, store, progress, school, threshold):
+def _run_sweep(config, data, store, progress, school, threshold, mesh=None):
     sweep = config["sweep"]
     sampler = config["sampler"]
     num_draws = sampler["num_chains"] * sampler["num_samples"]
@@ -329,7 +338,7 @@ def _run_sweep(config, data, store, progress, school, threshold):
     column, values, batch, prior, scale, spread, _ = _sweep_cells(config, data)
     fn = _cell_function(config, school, threshold)
     out, timing = run_chunked(fn, (batch, prior, scale, spread), len(values), sweep["chunk_size"],
-                              store=store, label="sweep", progress=progress)
+                              store=store, label="sweep", progress=progress, mesh=mesh)
     rows = _rows(column, values, out, batch.names, num_draws)
     seconds = timing["seconds_per_cell"]
     timing["ess_per_second"] = [
@@ -424,7 +433,7 @@ def _calibration_cell(rng_key, y, truth, sigma, prior, scale, init_spread, *, nu
             "ess_min": jnp.minimum(mixing["ess"]["mu"], mixing["ess"]["log_tau"])}
 
 
-def _run_simulation(config, data, store, progress):
+def _run_simulation(config, data, store, progress, mesh=None):
     sim, sampler = config["simulation"], config["sampler"]
     num = sim["num_datasets"]
     num_params = 2 + data.num_schools
@@ -451,7 +460,7 @@ def _run_simulation(config, data, store, progress):
             return jax.vmap(one)(k, yy, tt)
 
         out, timing[kind] = run_chunked(batch_fn, (keys, y, truth), num, sim["batch_size"], store=store,
-                                        label=f"simulation-{kind}", progress=progress)
+                                        label=f"simulation-{kind}", progress=progress, mesh=mesh)
         study = _study_summary(kind, prior.proper, out, params, sim, alpha)
         studies.append(study)
         arrays[kind] = {"rank": out["rank"], "below": out["below"]}
@@ -511,11 +520,13 @@ def store_key(config: dict, data: Schools) -> str:
 
 
 def run(config: dict, data: Schools | None = None, *, progress: Callable | None = None,
-        store_dir: Path | None = None) -> Result:
+        store_dir: Path | None = None, mesh=None) -> Result:
     """Run what ``config`` describes (a resolved config: :func:`jaxschools.config.load_config`).
 
     ``data`` defaults to the built-in eight schools when the config names no file. ``store_dir``: where
-    finished chunks of a sweep or simulation are kept for resuming (None keeps nothing). Returns a
+    finished chunks of a sweep or simulation are kept for resuming (None keeps nothing). ``mesh``: a
+    :func:`jaxschools.sharding.mesh` over which the cells of sweeps and simulated datasets are split (same
+    results, to rounding, as without). Returns a
     :class:`Result`; ``result.summary`` is the content of summary.json.
     """
     from jaxschools import data as data_module
@@ -531,13 +542,13 @@ def run(config: dict, data: Schools | None = None, *, progress: Callable | None 
     sweep_arrays = simulation_arrays = None
     if config["sweep"]["kind"] != "none":
         t0 = time.perf_counter()
-        rows, sweep_arrays, timing = _run_sweep(config, data, store, progress, school_index, threshold)
+        rows, sweep_arrays, timing = _run_sweep(config, data, store, progress, school_index, threshold, mesh)
         base.summary["sweep"] = rows
         base.timings["sweep"] = dict(timing, total_s=time.perf_counter() - t0)
         sweep_arrays["timing"] = timing
     if config["simulation"]["num_datasets"]:
         t0 = time.perf_counter()
-        studies, simulation_arrays, timing = _run_simulation(config, data, store, progress)
+        studies, simulation_arrays, timing = _run_simulation(config, data, store, progress, mesh)
         base.summary["simulation"] = analysis.to_json(studies)
         base.timings["simulation"] = dict(timing, total_s=time.perf_counter() - t0)
     return Result(base, sweep_arrays, simulation_arrays)

@@ -4,9 +4,11 @@
 discarded steps then ``num_samples`` kept steps in every chain, and returns draws shaped
 ``(chain, draw, dim)``. With an ``adaptation`` (:mod:`jaxschools.adaptation`), the burn-in steps also
 tune the kernel's parameters, per chain, and the tuned values are frozen for the kept steps.
-Randomness: chain ``c`` uses ``fold_in(rng_key, c)`` and step ``t`` of that
-chain ``fold_in(chain_key, t)``, so a chain's draws depend neither on how many chains run beside it
-nor on how the steps are chunked, and no (chains x steps) array of keys is ever stored.
+Randomness: chain ``c`` uses ``fold_in(rng_key, c)``, split into a burn-in and a kept-phase key; step ``t``
+of a phase uses ``fold_in(phase_key, t)``, or, for a kernel that draws its noise a block of steps at a
+time (:class:`~jaxschools.kernels.base.BlockedSamplingAlgorithm`, e.g. random-walk Metropolis), block
+``b`` of :data:`BLOCK_SIZE` steps uses ``fold_in(phase_key, b)``. So a chain's draws depend on its key
+alone, never on how many chains run beside it, and no (chains x steps) array of keys is ever stored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxschools import sharding
 from jaxschools._jit import filter_jit
 
 __all__ = ["Samples", "run", "chain_keys", "overdispersed_positions"]
@@ -91,46 +94,88 @@ def _integration_steps(info):
     return None
 
 
+# Steps whose random numbers a blocked kernel draws in one call. Fixed, so that a chain's draws depend on
+# its key alone (not on the number of chains or on the machine). 64 steps of 16,384 chains of the eight
+# schools are 25 MB of noise; larger blocks gained nothing measurable on CPU (benchmarks/RESULTS.md).
+BLOCK_SIZE = 64
+
+
+def _is_blocked(algorithm) -> bool:
+    return callable(getattr(algorithm, "draw", None)) and callable(getattr(algorithm, "apply", None))
+
+
+def _record(state, info, dtype):
+    return (
+        state.position,
+        _acceptance(info).astype(dtype),
+        _cached_logdensity(state, dtype),
+        _divergence(info),
+        _integration_steps(info),
+    )
+
+
+def _stepwise(algorithm, phase_key, state, num_steps: int, parameters, record):
+    """``num_steps`` transitions, step ``t`` keyed ``fold_in(phase_key, t)``; ``record(state, info)`` kept per step."""
+
+    def one(state, step_index):
+        state, info = algorithm.step(jax.random.fold_in(phase_key, step_index), state, **parameters)
+        return state, record(state, info)
+
+    return jax.lax.scan(one, state, jnp.arange(num_steps))
+
+
+def _blocked(algorithm, phase_key, state, num_steps: int, parameters, record):
+    """As :func:`_stepwise`, with the noise of ``BLOCK_SIZE`` steps drawn at once, block ``b`` keyed
+    ``fold_in(phase_key, b)``; a last, shorter block takes the remainder."""
+
+    def block(state, block_index, length):
+        noise = algorithm.draw(jax.random.fold_in(phase_key, block_index), length, state, **parameters)
+
+        def one(state, noise_t):
+            state, info = algorithm.apply(noise_t, state, **parameters)
+            return state, record(state, info)
+
+        return jax.lax.scan(one, state, noise)
+
+    num_blocks, remainder = divmod(num_steps, BLOCK_SIZE)
+    pieces = []
+    if num_blocks:
+        state, records = jax.lax.scan(lambda s, b: block(s, b, BLOCK_SIZE), state, jnp.arange(num_blocks))
+        # (blocks, BLOCK_SIZE, ...) -> (steps, ...)
+        pieces.append(jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), records))
+    if remainder:
+        state, records = block(state, num_blocks, remainder)
+        pieces.append(records)
+    if len(pieces) < 2:
+        return state, pieces[0] if pieces else None
+    return state, jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *pieces)
+
+
 def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation=None):
     state = algorithm.init(position)
     dtype = jnp.result_type(position)
-
-    def advance(state, step_index, parameters):
-        return algorithm.step(jax.random.fold_in(rng_key, step_index), state, **parameters)
-
-    def burn(state, step_index):
-        state, _ = advance(state, step_index, {})
-        return state, None
-
-    def burn_and_adapt(carry, step):
-        # Warm-up: the kernel runs with the current tuning, then the tuning learns from the transition.
-        state, adapt_state = carry
-        step_index, stage = step
-        state, info = advance(state, step_index, adaptation.parameters(adapt_state, False))
-        return (state, adaptation.update(adapt_state, stage, state, info)), None
-
-    def keep(state, step_index, parameters):
-        state, info = advance(state, step_index, parameters)
-        record = (
-            state.position,
-            _acceptance(info).astype(dtype),
-            _cached_logdensity(state, dtype),
-            _divergence(info),
-            _integration_steps(info),
-        )
-        return state, record
+    burn_key, keep_key = jax.random.split(rng_key)
+    advance = _blocked if _is_blocked(algorithm) else _stepwise
 
     if adaptation is None:
-        state, _ = jax.lax.scan(burn, state, jnp.arange(burn_in))
+        state, _ = advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: None)
         parameters = {}
     else:
-        # The schedule is static (numpy, from the burn-in length) and scanned alongside the step index.
+        # Warm-up, one step at a time: the kernel runs with the current tuning, then the tuning learns from
+        # the transition. The schedule is static (numpy, from the burn-in length), scanned with the step.
+        def burn_and_adapt(carry, step):
+            state, adapt_state = carry
+            step_index, stage = step
+            state, info = algorithm.step(jax.random.fold_in(burn_key, step_index), state,
+                                         **adaptation.parameters(adapt_state, False))
+            return (state, adaptation.update(adapt_state, stage, state, info)), None
+
         schedule = jax.tree_util.tree_map(jnp.asarray, adaptation.schedule(burn_in))
         (state, adapt_state), _ = jax.lax.scan(burn_and_adapt, (state, adaptation.init(state)),
                                                (jnp.arange(burn_in), schedule))
         parameters = adaptation.parameters(adapt_state, True)  # frozen from here on
-    _, (positions, acceptance, logdensity, divergent, steps) = jax.lax.scan(
-        lambda state, index: keep(state, index, parameters), state, jnp.arange(burn_in, burn_in + num_samples)
+    _, (positions, acceptance, logdensity, divergent, steps) = advance(
+        algorithm, keep_key, state, num_samples, parameters, lambda state, info: _record(state, info, dtype)
     )
     divergences = None if divergent is None else jnp.sum(divergent)
     return Samples(positions, jnp.mean(acceptance), logdensity, divergences, divergent, steps,
@@ -138,15 +183,26 @@ def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, ada
 
 
 @filter_jit
-def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None):
+def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None,
+         mesh=None):
     initial_position = jnp.asarray(initial_position)
     if initial_position.ndim == 1:
         initial_position = jnp.broadcast_to(initial_position, (num_chains,) + initial_position.shape)
-    keys = chain_keys(rng_key, num_chains)
+    # Chain c's key is fold_in(rng_key, c) however the chains are placed, so a sharded run draws what an
+    # unsharded one does; padding chains (to a multiple of the devices) only adds chains at the end.
+    total = num_chains if mesh is None else sharding.padded_size(num_chains, mesh)
+    keys = chain_keys(rng_key, total)
+    initial_position = sharding.pad_leading(initial_position, total)
+    if mesh is not None:
+        keys, initial_position = sharding.constrain_leading((keys, initial_position), mesh)
+
     def one_chain(key, position):
         return _one_chain(algorithm, key, position, num_samples, burn_in, adaptation)
 
-    return jax.vmap(one_chain)(keys, initial_position)
+    samples = jax.vmap(one_chain)(keys, initial_position)
+    if total != num_chains:
+        samples = jax.tree_util.tree_map(lambda x: x[:num_chains], samples)
+    return samples
 
 
 def run(
@@ -158,6 +214,7 @@ def run(
     num_chains: int = 4,
     burn_in: int = 0,
     adaptation=None,
+    mesh=None,
 ) -> Samples:
     """Run ``num_chains`` chains of ``algorithm``: ``burn_in`` discarded steps, then ``num_samples`` kept.
 
@@ -171,6 +228,8 @@ def run(
         updated after every burn-in step inside the scan, each chain on its own draws, and frozen for the
         kept steps; ``Samples.parameters`` holds the frozen values. The step must accept them: ours do,
         and so does a BlackJAX ``build_kernel()`` function wrapped in a ``jax.tree_util.Partial``.
+      mesh: optional one-dimensional ``jax.sharding.Mesh`` (:func:`jaxschools.sharding.mesh`): the chains are
+        split over its devices (padded to a multiple of their number), with the same draws as without.
 
     Returns :class:`Samples` with positions shaped (num_chains, num_samples, dim).
 
@@ -187,4 +246,6 @@ def run(
         raise ValueError(
             f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}"
         )
-    return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation)
+    if mesh is not None:
+        sharding.leading(mesh)  # a clear error for anything but a one-dimensional Mesh
+    return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation, mesh)

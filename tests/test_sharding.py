@@ -1,0 +1,115 @@
+"""Chains and datasets split over devices with jax.sharding give the draws of a single-device run.
+
+The multi-device checks need ``XLA_FLAGS=--xla_force_host_platform_device_count=4``, which must be set before
+JAX starts: they run in one subprocess (``_SCRIPT``), which prints the largest differences it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxschools as js
+from jaxschools import sharding
+
+TOLERANCE = 1e-10  # the issue's bar; identical keys make the runs equal up to XLA's rounding differences
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    import jaxschools as js
+    from jaxschools import adaptation, experiments, sharding
+
+    assert jax.device_count() == 4, jax.devices()
+    mesh = sharding.mesh()
+    data = js.data.eight_schools()
+    logdensity = js.models.marginal_logdensity(data)
+    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
+    key = jax.random.key(11)
+    report = {}
+
+    def compare(name, make, **kwargs):
+        single = make(**kwargs)
+        split = make(mesh=mesh, **kwargs)
+        shards = len(split.positions.sharding.device_set)
+        diff = float(np.max(np.abs(np.asarray(single.positions) - np.asarray(split.positions))))
+        acc = float(np.max(np.abs(np.asarray(single.acceptance_rate) - np.asarray(split.acceptance_rate))))
+        report[name] = {"positions": diff, "acceptance": acc, "shape": list(split.positions.shape),
+                        "devices": shards}
+
+    rwmh = js.kernels.rwmh(logdensity, fit.cov, 2.0)
+    for chains in (8, 6):  # 6: padded to 8 chains, two of them dropped
+        compare(f"rwmh-{chains}", lambda **kw: js.sampling.run(
+            key, rwmh, fit.mode, num_samples=500, num_chains=chains, burn_in=130, **kw))
+    compare("rwmh-adapted", lambda **kw: js.sampling.run(
+        key, rwmh, fit.mode, num_samples=300, num_chains=4, burn_in=400,
+        adaptation=adaptation.rwmh_adaptation(fit.cov), **kw))
+    nuts = js.kernels.nuts(logdensity, jnp.diag(fit.cov), 0.5)
+    compare("nuts-adapted", lambda **kw: js.sampling.run(
+        key, nuts, fit.mode, num_samples=100, num_chains=4, burn_in=150,
+        adaptation=adaptation.window_adaptation(1.0, jnp.diag(fit.cov)), **kw))
+
+    config = js.config.load_config(None, sets=[
+        "simulation.num_datasets=10", "simulation.num_samples=200", "simulation.burn_in=100",
+        "simulation.batch_size=6", "simulation.priors=['half_normal']", "simulation.num_ranks=9",
+    ])
+    single = experiments._run_simulation(config, data, experiments.ChunkStore(None), None)[1]
+    split = experiments._run_simulation(config, data, experiments.ChunkStore(None), None, mesh)[1]
+    below = [a["half_normal"]["below"] for a in (single["arrays"], split["arrays"])]
+    ranks = [a["half_normal"]["rank"] for a in (single["arrays"], split["arrays"])]
+    report["simulation"] = {"below": float(np.max(np.abs(below[0] - below[1]))),
+                            "ranks_equal": bool(np.array_equal(ranks[0], ranks[1])),
+                            "shape": list(below[1].shape)}
+    print("REPORT" + json.dumps(report))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT"))
+    return json.loads(line[len("REPORT"):])
+
+
+@pytest.mark.parametrize("name", ["rwmh-8", "rwmh-6", "rwmh-adapted", "nuts-adapted"])
+def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
+    result = four_devices[name]
+    assert result["devices"] == 4, result  # really split, not replicated on one device
+    assert result["positions"] <= TOLERANCE and result["acceptance"] <= TOLERANCE, result
+
+
+def test_padding_chains_to_the_devices_keeps_the_requested_number(four_devices):
+    assert four_devices["rwmh-6"]["shape"] == [6, 500, 2]
+
+
+def test_sharded_simulation_study_matches_one_device(four_devices):
+    result = four_devices["simulation"]
+    assert result["shape"] == [10, 10]  # 10 datasets; mu, tau and 8 school effects
+    assert result["below"] <= TOLERANCE and result["ranks_equal"], result
+
+
+def test_one_device_mesh_and_bad_meshes():
+    data = js.data.eight_schools()
+    logdensity = js.models.marginal_logdensity(data)
+    algo = js.kernels.rwmh(logdensity, jnp.eye(2), 1.0)
+    key = jax.random.key(0)
+    plain = js.sampling.run(key, algo, jnp.zeros(2), num_samples=70, num_chains=3)
+    meshed = js.sampling.run(key, algo, jnp.zeros(2), num_samples=70, num_chains=3, mesh=sharding.mesh())
+    np.testing.assert_allclose(np.asarray(meshed.positions), np.asarray(plain.positions), rtol=0, atol=TOLERANCE)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        js.sampling.run(key, algo, jnp.zeros(2), num_samples=5, num_chains=3, mesh="gpu")
+    with pytest.raises(ValueError, match="at least one device"):
+        sharding.mesh([])
