@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxschools import sharding
+from jaxschools import sharding, streaming
 from jaxschools._jit import filter_jit
 
 __all__ = ["Samples", "run", "chain_keys", "overdispersed_positions"]
@@ -114,21 +114,13 @@ def _record(state, info, dtype):
     )
 
 
-def _stepwise(algorithm, phase_key, state, num_steps: int, parameters, record):
-    """``num_steps`` transitions, step ``t`` keyed ``fold_in(phase_key, t)``; ``record(state, info)`` kept per step."""
+def _block(algorithm, phase_key, state, block_index, length: int, parameters, record):
+    """Steps ``block_index * BLOCK_SIZE`` to ``+ length`` of a phase; ``record(state, info)`` kept per step.
 
-    def one(state, step_index):
-        state, info = algorithm.step(jax.random.fold_in(phase_key, step_index), state, **parameters)
-        return state, record(state, info)
-
-    return jax.lax.scan(one, state, jnp.arange(num_steps))
-
-
-def _blocked(algorithm, phase_key, state, num_steps: int, parameters, record):
-    """As :func:`_stepwise`, with the noise of ``BLOCK_SIZE`` steps drawn at once, block ``b`` keyed
-    ``fold_in(phase_key, b)``; a last, shorter block takes the remainder."""
-
-    def block(state, block_index, length):
+    A blocked kernel draws the block's noise in one call keyed ``fold_in(phase_key, block_index)``; any other
+    kernel's step ``t`` is keyed ``fold_in(phase_key, t)``.
+    """
+    if _is_blocked(algorithm):
         noise = algorithm.draw(jax.random.fold_in(phase_key, block_index), length, state, **parameters)
 
         def one(state, noise_t):
@@ -137,44 +129,67 @@ def _blocked(algorithm, phase_key, state, num_steps: int, parameters, record):
 
         return jax.lax.scan(one, state, noise)
 
-    num_blocks, remainder = divmod(num_steps, BLOCK_SIZE)
+    def step(state, step_index):
+        state, info = algorithm.step(jax.random.fold_in(phase_key, step_index), state, **parameters)
+        return state, record(state, info)
+
+    return jax.lax.scan(step, state, block_index * BLOCK_SIZE + jnp.arange(length))
+
+
+def _block_lengths(num_steps: int) -> tuple[int, int]:
+    """(full blocks, steps in a last, shorter block) of a phase of ``num_steps``."""
+    return divmod(num_steps, BLOCK_SIZE)
+
+
+def _advance(algorithm, phase_key, state, num_steps: int, parameters, record):
+    """``num_steps`` transitions of a phase, block by block; the records stacked to (num_steps, ...)."""
+    num_blocks, remainder = _block_lengths(num_steps)
     pieces = []
     if num_blocks:
-        state, records = jax.lax.scan(lambda s, b: block(s, b, BLOCK_SIZE), state, jnp.arange(num_blocks))
+        state, records = jax.lax.scan(
+            lambda s, b: _block(algorithm, phase_key, s, b, BLOCK_SIZE, parameters, record), state,
+            jnp.arange(num_blocks))
         # (blocks, BLOCK_SIZE, ...) -> (steps, ...)
         pieces.append(jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), records))
     if remainder:
-        state, records = block(state, num_blocks, remainder)
+        state, records = _block(algorithm, phase_key, state, num_blocks, remainder, parameters, record)
         pieces.append(records)
     if len(pieces) < 2:
         return state, pieces[0] if pieces else None
     return state, jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *pieces)
 
 
-def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation=None):
+def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
+    """Initialise and run the burn-in (tuning with ``adaptation`` if given).
+
+    Returns ``(state, parameters, keep_key)``: the state after burn-in, the frozen keyword parameters of the
+    kept steps (``{}`` without adaptation) and the key of the kept phase.
+    """
     state = algorithm.init(position)
-    dtype = jnp.result_type(position)
     burn_key, keep_key = jax.random.split(rng_key)
-    advance = _blocked if _is_blocked(algorithm) else _stepwise
-
     if adaptation is None:
-        state, _ = advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: None)
-        parameters = {}
-    else:
-        # Warm-up, one step at a time: the kernel runs with the current tuning, then the tuning learns from
-        # the transition. The schedule is static (numpy, from the burn-in length), scanned with the step.
-        def burn_and_adapt(carry, step):
-            state, adapt_state = carry
-            step_index, stage = step
-            state, info = algorithm.step(jax.random.fold_in(burn_key, step_index), state,
-                                         **adaptation.parameters(adapt_state, False))
-            return (state, adaptation.update(adapt_state, stage, state, info)), None
+        state, _ = _advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: None)
+        return state, {}, keep_key
 
-        schedule = jax.tree_util.tree_map(jnp.asarray, adaptation.schedule(burn_in))
-        (state, adapt_state), _ = jax.lax.scan(burn_and_adapt, (state, adaptation.init(state)),
-                                               (jnp.arange(burn_in), schedule))
-        parameters = adaptation.parameters(adapt_state, True)  # frozen from here on
-    _, (positions, acceptance, logdensity, divergent, steps) = advance(
+    # Warm-up, one step at a time: the kernel runs with the current tuning, then the tuning learns from the
+    # transition. The schedule is static (numpy, from the burn-in length), scanned with the step.
+    def burn_and_adapt(carry, step):
+        state, adapt_state = carry
+        step_index, stage = step
+        state, info = algorithm.step(jax.random.fold_in(burn_key, step_index), state,
+                                     **adaptation.parameters(adapt_state, False))
+        return (state, adaptation.update(adapt_state, stage, state, info)), None
+
+    schedule = jax.tree_util.tree_map(jnp.asarray, adaptation.schedule(burn_in))
+    (state, adapt_state), _ = jax.lax.scan(burn_and_adapt, (state, adaptation.init(state)),
+                                           (jnp.arange(burn_in), schedule))
+    return state, adaptation.parameters(adapt_state, True), keep_key  # frozen from here on
+
+
+def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation=None):
+    dtype = jnp.result_type(position)
+    state, parameters, keep_key = _warm_up(algorithm, rng_key, position, burn_in, adaptation)
+    _, (positions, acceptance, logdensity, divergent, steps) = _advance(
         algorithm, keep_key, state, num_samples, parameters, lambda state, info: _record(state, info, dtype)
     )
     divergences = None if divergent is None else jnp.sum(divergent)
@@ -182,27 +197,80 @@ def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, ada
                    parameters if adaptation is not None else None)
 
 
-@filter_jit
-def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None,
-         mesh=None):
+def _chains(rng_key, initial_position, num_chains: int, mesh):
+    """Per-chain keys and starting points, padded to a multiple of the mesh's devices and split over them.
+
+    Chain c's key is fold_in(rng_key, c) however the chains are placed, so a sharded run draws what an
+    unsharded one does; padding only adds chains at the end.
+    """
     initial_position = jnp.asarray(initial_position)
     if initial_position.ndim == 1:
         initial_position = jnp.broadcast_to(initial_position, (num_chains,) + initial_position.shape)
-    # Chain c's key is fold_in(rng_key, c) however the chains are placed, so a sharded run draws what an
-    # unsharded one does; padding chains (to a multiple of the devices) only adds chains at the end.
     total = num_chains if mesh is None else sharding.padded_size(num_chains, mesh)
     keys = chain_keys(rng_key, total)
     initial_position = sharding.pad_leading(initial_position, total)
     if mesh is not None:
         keys, initial_position = sharding.constrain_leading((keys, initial_position), mesh)
+    return keys, initial_position
+
+
+@filter_jit
+def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None,
+         mesh=None):
+    keys, initial_position = _chains(rng_key, initial_position, num_chains, mesh)
 
     def one_chain(key, position):
         return _one_chain(algorithm, key, position, num_samples, burn_in, adaptation)
 
     samples = jax.vmap(one_chain)(keys, initial_position)
-    if total != num_chains:
+    if keys.shape[0] != num_chains:
         samples = jax.tree_util.tree_map(lambda x: x[:num_chains], samples)
     return samples
+
+
+@filter_jit
+def _run_streaming(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int,
+                   adaptation, mesh, stream):
+    """As :func:`_run`, keeping :mod:`jaxschools.streaming` sums instead of draws: the block loop runs over all
+    chains at once (a scan of vmapped blocks), so each block's draws are folded into the sums and dropped."""
+    keys, initial_position = _chains(rng_key, initial_position, num_chains, mesh)
+    total = keys.shape[0]
+    dtype = initial_position.dtype
+    states, parameters, keep_keys = jax.vmap(
+        lambda key, position: _warm_up(algorithm, key, position, burn_in, adaptation))(keys, initial_position)
+
+    def record(state, info):
+        return state.position, _acceptance(info).astype(dtype), _divergence(info)
+
+    probe = jax.eval_shape(lambda: _block(algorithm, keep_keys[0], jax.tree_util.tree_map(lambda x: x[0], states),
+                                          0, 1, jax.tree_util.tree_map(lambda x: x[0], parameters), record))
+    has_divergences = probe[1][2] is not None
+    sums = streaming.init(stream, total, initial_position[0], has_divergences)
+    blocks_per_batch, num_batches = streaming.batch_schedule(num_samples, stream.num_batches, BLOCK_SIZE)
+    batch_length = blocks_per_batch * BLOCK_SIZE
+    chain_weight = (jnp.arange(total) < num_chains).astype(dtype)
+    if mesh is not None:
+        sums = sharding.constrain_leading(sums._replace(histogram=None), mesh)._replace(histogram=sums.histogram)
+
+    def block(carry, block_index, length):
+        states, sums = carry
+        states, (positions, acceptance, divergent) = jax.vmap(
+            lambda key, state, params: _block(algorithm, key, state, block_index, length, params, record)
+        )(keep_keys, states, parameters)
+        in_batch = (block_index < blocks_per_batch * num_batches) & (length == BLOCK_SIZE)
+        closes = in_batch & ((block_index + 1) % max(blocks_per_batch, 1) == 0)
+        sums = streaming.update(sums, stream, positions, acceptance, divergent, first_step=block_index * BLOCK_SIZE,
+                                num_samples=num_samples, batch_length=batch_length, closes_batch=closes,
+                                in_batch=in_batch, chain_weight=chain_weight)
+        return (states, sums), None
+
+    num_blocks, remainder = _block_lengths(num_samples)
+    carry = (states, sums)
+    if num_blocks:
+        carry, _ = jax.lax.scan(lambda c, b: block(c, b, BLOCK_SIZE), carry, jnp.arange(num_blocks))
+    if remainder:
+        carry, _ = block(carry, num_blocks, remainder)
+    return streaming.finalize(carry[1], stream, num_chains, num_samples, batch_length, initial_position[0])
 
 
 def run(
@@ -215,7 +283,8 @@ def run(
     burn_in: int = 0,
     adaptation=None,
     mesh=None,
-) -> Samples:
+    stream=None,
+):
     """Run ``num_chains`` chains of ``algorithm``: ``burn_in`` discarded steps, then ``num_samples`` kept.
 
     Args:
@@ -231,7 +300,13 @@ def run(
       mesh: optional one-dimensional ``jax.sharding.Mesh`` (:func:`jaxschools.sharding.mesh`): the chains are
         split over its devices (padded to a multiple of their number), with the same draws as without.
 
-    Returns :class:`Samples` with positions shaped (num_chains, num_samples, dim).
+      stream: optional :class:`jaxschools.streaming.Stream`: keep running summaries instead of the draws
+        (memory O(num_chains), whatever num_samples) and return a
+        :class:`jaxschools.streaming.StreamingSummary` of exactly the draws the same call without ``stream``
+        returns (moments, batch-means ESS and MCSE, split R-hat, histograms, statistics' means).
+
+    Returns :class:`Samples` with positions shaped (num_chains, num_samples, dim), or, with ``stream``, a
+    :class:`~jaxschools.streaming.StreamingSummary`.
 
     Traceable (callable inside ``jit``/``vmap``, e.g. over datasets); called eagerly it compiles
     once per kind of algorithm and shapes and reuses that code on later calls.
@@ -248,4 +323,11 @@ def run(
         )
     if mesh is not None:
         sharding.leading(mesh)  # a clear error for anything but a one-dimensional Mesh
+    if stream is not None:
+        if not isinstance(stream, streaming.Stream):
+            raise ValueError(f"stream must be a jaxschools.streaming.Stream; got {type(stream).__name__}")
+        if stream.num_batches < 2:
+            raise ValueError(f"stream.num_batches must be at least 2; got {stream.num_batches}")
+        return _run_streaming(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation,
+                              mesh, stream)
     return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation, mesh)

@@ -51,6 +51,13 @@ _SCRIPT = textwrap.dedent(
     for chains in (8, 6):  # 6: padded to 8 chains, two of them dropped
         compare(f"rwmh-{chains}", lambda **kw: js.sampling.run(
             key, rwmh, fit.mode, num_samples=500, num_chains=chains, burn_in=130, **kw))
+    edges = np.stack([np.linspace(-20, 30, 11), np.linspace(-4, 5, 11)])
+    stream = js.streaming.Stream(num_batches=4, histogram_edges=edges)
+    summaries = [js.sampling.run(key, rwmh, fit.mode, num_samples=700, num_chains=6, burn_in=50, stream=stream,
+                                 mesh=m) for m in (None, mesh)]
+    report["streaming"] = {
+        field: float(np.max(np.abs(np.asarray(getattr(summaries[0], field)) - np.asarray(getattr(summaries[1], field)))))
+        for field in ("mean", "variance", "chain_mean", "ess", "rhat", "histogram")}
     compare("rwmh-adapted", lambda **kw: js.sampling.run(
         key, rwmh, fit.mode, num_samples=300, num_chains=4, burn_in=400,
         adaptation=adaptation.rwmh_adaptation(fit.cov), **kw))
@@ -93,6 +100,13 @@ def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
 
 def test_padding_chains_to_the_devices_keeps_the_requested_number(four_devices):
     assert four_devices["rwmh-6"]["shape"] == [6, 500, 2]
+
+
+def test_sharded_streaming_summaries_match_one_device(four_devices):
+    """Six chains padded to eight: the two padding chains must stay out of the pooled summaries too."""
+    result = four_devices["streaming"]
+    assert max(result.values()) <= TOLERANCE * 1e3, result  # ESS ~ 1e3: relative 1e-10
+    assert result["histogram"] == 0.0
 
 
 def test_sharded_simulation_study_matches_one_device(four_devices):
