@@ -8,16 +8,32 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import pathlib
 import sys
 
-import jax
+# One XLA host device per core, set before JAX starts, so the benchmarks can also measure chains and datasets
+# sharded over the cores (jax.sharding). The unsharded figures run on one device as before; on a GPU machine the
+# GPUs are the local devices and this flag only shapes the (unused) host platform.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={os.cpu_count() or 1}").strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from benchmarks import common, datasets, rwmh_throughput, sweep_vs_loop  # noqa: E402
+from benchmarks import (  # noqa: E402
+    common,
+    datasets,
+    float32,
+    learnbayes,
+    rwmh_throughput,
+    streaming_memory,
+    sweep_vs_loop,
+)
 
-BENCHMARKS = [rwmh_throughput, sweep_vs_loop, datasets]
+BENCHMARKS = [rwmh_throughput, learnbayes, float32, sweep_vs_loop, datasets, streaming_memory]
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 
 
@@ -39,6 +55,10 @@ def main(argv=None) -> int:
         f"{common.git_revision()}.",
         "",
         f"Machine: {common.machine()}.",
+        "",
+        f"Command: `python -m benchmarks` (XLA_FLAGS=`{os.environ.get('XLA_FLAGS', '')}`), "
+        f"{len(jax.local_devices())} local device(s). The gradient kernels' benchmark is separate "
+        "(`python -m benchmarks.gradient_kernels`, RESULTS_gradient_kernels.md).",
         "",
     ]
     RESULTS.write_text("\n".join(header + sections))

@@ -23,7 +23,7 @@ from benchmarks.common import numpyro_eight_schools
 
 NUM_DATASETS = 10_000
 LOOP_DATASETS = 100
-NUMPYRO_DATASETS = 10
+NUMPYRO_DATASETS = 100
 BATCH = 1000
 
 
@@ -63,11 +63,20 @@ def run(smoke: bool = False) -> dict:
     for lo in range(0, num, batch):
         jax.block_until_ready(batched(keys[lo:lo + batch], ys[lo:lo + batch]))
     t_vmapped = time.perf_counter() - start
+    t_sharded = None
+    devices = jax.local_devices()
+    if len(devices) > 1 and batch % len(devices) == 0:  # the same batches, split over the devices
+        mesh = js.sharding.mesh(devices)
+        jax.block_until_ready(batched(*js.sharding.put_leading((keys[:batch], ys[:batch]), mesh)))
+        start = time.perf_counter()
+        for lo in range(0, num, batch):
+            jax.block_until_ready(batched(*js.sharding.put_leading((keys[lo:lo + batch], ys[lo:lo + batch]), mesh)))
+        t_sharded = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(loop_num):
         jax.block_until_ready(single(keys[i], ys[i]))
     t_loop = (time.perf_counter() - start) * num / loop_num
-    result = {"datasets": num, "vmapped_s": t_vmapped, "loop_s_extrapolated": t_loop, "loop_measured_on": loop_num,
+    result = {"datasets": num, "vmapped_s": t_vmapped, "sharded_s": t_sharded, "devices": len(devices), "loop_s_extrapolated": t_loop, "loop_measured_on": loop_num,
               "numpyro_s_extrapolated": None}
     if not smoke:  # NumPyro is an optional benchmark dependency, too slow for the smoke run
         try:
@@ -107,6 +116,12 @@ def markdown(result: dict) -> str:
         "| method | seconds | datasets / s | vs vmapped |",
         "|---|---|---|---|",
         f"| jaxschools, vmapped in batches | {result['vmapped_s']:.1f} | {n / result['vmapped_s']:.0f} | 1x |",
+    ]
+    if result.get("sharded_s"):
+        t = result["sharded_s"]
+        lines.append(f"| jaxschools, vmapped in batches, sharded over {result['devices']} devices | {t:.1f} | {n / t:.0f} "
+                     f"| {result['vmapped_s'] / t:.2f}x faster |")
+    lines += [
         f"| jaxschools, Python loop (extrapolated from {result['loop_measured_on']}) | {result['loop_s_extrapolated']:.1f} "
         f"| {n / result['loop_s_extrapolated']:.1f} | {result['loop_s_extrapolated'] / result['vmapped_s']:.1f}x slower |",
     ]

@@ -55,75 +55,122 @@ def _numpy_rwmh(y, sigma, mode, factor, chains, steps, seed=0):
     return out
 
 
+def _blackjax_runner(theirs, mode, chains, steps):
+    @jax.jit
+    def blackjax_scan(key, starts):
+        states = jax.vmap(theirs.init)(starts)
+
+        def one_step(states, step_key):
+            keys = jax.random.split(step_key, chains)
+            states, _ = jax.vmap(theirs.step)(keys, states)
+            return states, states.position
+
+        _, positions = jax.lax.scan(one_step, states, jax.random.split(key, steps))
+        return positions
+
+    return blackjax_scan
+
+
+def _floor_runner(logdensity, mode, factor, points, sharding_=None):
+    @jax.jit
+    def floor(key):
+        key_noise, key_uniform = jax.random.split(key)
+        noise = jax.random.normal(key_noise, (points, 2))
+        uniform = jax.random.uniform(key_uniform, (points,))
+        if sharding_ is not None:  # the same points, split over the devices
+            noise = jax.lax.with_sharding_constraint(noise, sharding_)
+            uniform = jax.lax.with_sharding_constraint(uniform, sharding_)
+        values = jax.vmap(logdensity)(mode + noise @ factor.T)
+        return jnp.sum(values) + jnp.sum(jnp.log(uniform))
+
+    return floor
+
+
 def run(smoke: bool = False) -> dict:
     import blackjax
+
+    from jaxschools import sharding
 
     js, data, logdensity, fit = _setup()
     factor = 2.0 * jnp.linalg.cholesky(fit.cov)
     ours = js.kernels.rwmh(logdensity, fit.cov, 2.0)
     theirs = blackjax.normal_random_walk(logdensity, factor)
     key = jax.random.key(0)
+    devices = jax.local_devices()
+    mesh = sharding.mesh(devices) if len(devices) > 1 else None
     rows = []
     for chains in (64,) if smoke else CHAINS:
         steps = SMOKE_STEPS if smoke else STEPS[chains]
         points = chains * steps
-
-        def run_ours():
-            out = js.sampling.run(key, ours, fit.mode, num_samples=steps, num_chains=chains)
-            jax.block_until_ready(out.positions)
-
-        @jax.jit
-        def blackjax_scan(key):
-            states = jax.vmap(theirs.init)(jnp.broadcast_to(fit.mode, (chains, 2)))
-
-            def one_step(states, step_key):
-                keys = jax.random.split(step_key, chains)
-                states, _ = jax.vmap(theirs.step)(keys, states)
-                return states, states.position
-
-            _, positions = jax.lax.scan(one_step, states, jax.random.split(key, steps))
-            return positions
-
-        @jax.jit
-        def floor(key):
-            key_noise, key_uniform = jax.random.split(key)
-            noise = jax.random.normal(key_noise, (points, 2))
-            uniform = jax.random.uniform(key_uniform, (points,))
-            values = jax.vmap(logdensity)(fit.mode + noise @ factor.T)
-            return jnp.sum(values) + jnp.sum(jnp.log(uniform))
-
-        run_blackjax = lambda: jax.block_until_ready(blackjax_scan(key))  # noqa: E731
-        run_floor = lambda: jax.block_until_ready(floor(key))  # noqa: E731
-        for fn in (run_ours, run_blackjax, run_floor):
-            fn()  # compile
+        starts = jnp.broadcast_to(fit.mode, (chains, 2))
+        blackjax_scan = _blackjax_runner(theirs, fit.mode, chains, steps)
+        runners = {
+            "ours": lambda m=None: js.sampling.run(key, ours, fit.mode, num_samples=steps, num_chains=chains,
+                                                   mesh=m).positions,
+            "blackjax": lambda: blackjax_scan(key, starts),
+            "floor": lambda f=_floor_runner(logdensity, fit.mode, factor, points): f(key),
+        }
+        if mesh is not None and chains % mesh.size == 0:
+            split_starts = sharding.put_leading(starts, mesh)
+            floor_split = _floor_runner(logdensity, fit.mode, factor, points, sharding.leading(mesh))
+            runners.update({
+                "ours_sharded": lambda: runners["ours"](mesh),
+                "blackjax_sharded": lambda: blackjax_scan(key, split_starts),
+                "floor_sharded": lambda: floor_split(key),
+            })
         repeats = 1 if smoke else 3
-        t_ours, t_blackjax, t_floor = (best_time(fn, repeats) for fn in (run_ours, run_blackjax, run_floor))
+        row = {"chains": chains, "steps": steps}
+        for name, fn in runners.items():
+            jax.block_until_ready(fn())  # compile
+            row[name] = points / best_time(lambda: jax.block_until_ready(fn()), repeats)
         numpy_steps = max(1, min(steps, 200 if not smoke else 5))
         t_numpy = best_time(lambda: _numpy_rwmh(np.asarray(data.y), np.asarray(data.sigma), np.asarray(fit.mode),
                                                 np.asarray(factor), chains, numpy_steps), 1)
-        rows.append({
-            "chains": chains, "steps": steps,
-            "ours": points / t_ours, "blackjax": points / t_blackjax, "floor": points / t_floor,
-            "numpy": chains * numpy_steps / t_numpy,
-        })
-    return {"rows": rows}
+        row["numpy"] = chains * numpy_steps / t_numpy
+        rows.append(row)
+    return {"rows": rows, "devices": len(devices), "platform": devices[0].platform}
+
+
+def _best(row, name):
+    return max(row[key] for key in (name, f"{name}_sharded") if key in row)
 
 
 def markdown(result: dict) -> str:
+    devices = result["devices"]
     lines = [
         "## Random-walk Metropolis throughput (eight schools, float64, draws kept)",
         "",
-        "Chain-steps per second (best of 3 after compiling). `ours / BlackJAX` is the speed-up over BlackJAX's "
-        "`normal_random_walk` in a scan of a vmapped step; `ours / floor` the share of the fused "
-        "log-density-plus-random-numbers floor. NumPy: vectorised over chains, a Python loop over steps.",
+        f"Chain-steps per second (best of 3 after compiling), {devices} {result['platform']} device(s). "
+        "jaxschools is the public `sampling.run`; BlackJAX is `normal_random_walk` in a scan of a vmapped step; "
+        "the floor is the log-density and the random numbers for the same points in one fused call; NumPy is "
+        "vectorised over chains with a Python loop over steps. "
+        + (f"*Sharded*: the chains (or the floor's points) split over the {devices} devices with a "
+           "`jax.sharding` mesh (host devices forced by `--xla_force_host_platform_device_count`), given to "
+           "BlackJAX too (its starting states placed on the mesh); the ratios use each method's faster "
+           "configuration, and `1 device` is the ratio without sharding. " if devices > 1 else "")
+        + "",
         "",
-        "| chains | steps | jaxschools | BlackJAX | NumPy | floor | ours / BlackJAX | ours / floor |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    if devices > 1:
+        lines += [
+            "| chains | steps | jaxschools | jaxschools sharded | BlackJAX | BlackJAX sharded | NumPy | floor "
+            "| floor sharded | ours / BlackJAX | (1 device) | ours / floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += ["| chains | steps | jaxschools | BlackJAX | NumPy | floor | ours / BlackJAX | ours / floor |",
+                  "|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
-        lines.append(
-            f"| {row['chains']:,} | {row['steps']:,} | {row['ours']:.3g} | {row['blackjax']:.3g} | {row['numpy']:.3g} "
-            f"| {row['floor']:.3g} | {row['ours'] / row['blackjax']:.2f}x | {row['ours'] / row['floor']:.2f} |"
-        )
+        ours, theirs, floor = _best(row, "ours"), _best(row, "blackjax"), _best(row, "floor")
+        cells = [f"{row['chains']:,}", f"{row['steps']:,}", f"{row['ours']:.3g}"]
+        if devices > 1:
+            cells += [f"{row['ours_sharded']:.3g}" if "ours_sharded" in row else "-", f"{row['blackjax']:.3g}",
+                      f"{row['blackjax_sharded']:.3g}" if "blackjax_sharded" in row else "-", f"{row['numpy']:.3g}",
+                      f"{row['floor']:.3g}", f"{row['floor_sharded']:.3g}" if "floor_sharded" in row else "-",
+                      f"{ours / theirs:.2f}x", f"{row['ours'] / row['blackjax']:.2f}x", f"{ours / floor:.2f}"]
+        else:
+            cells += [f"{row['blackjax']:.3g}", f"{row['numpy']:.3g}", f"{row['floor']:.3g}", f"{ours / theirs:.2f}x",
+                      f"{ours / floor:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)

@@ -29,6 +29,8 @@ _SUBMODULES = (
     "predictive",
     "report",
     "sampling",
+    "sharding",
+    "streaming",
     "validation",
 )
 

@@ -12,3 +12,4 @@ def test_benchmarks_smoke(capsys, monkeypatch):
         assert exit_.code == 0
     out = capsys.readouterr().out
     assert "loop / vmapped" in out and "ours / BlackJAX" in out and "datasets / s" in out
+    assert "float32 against float64" in out and "peak RSS" in out and "LearnBayes" in out
