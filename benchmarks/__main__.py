@@ -40,9 +40,16 @@ RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, nothing written")
+    parser.add_argument("--only", help="comma-separated benchmark names (default: all), e.g. rwmh_throughput,float32")
+    parser.add_argument("--output", type=pathlib.Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
+    names = {module.__name__.rsplit(".", 1)[-1]: module for module in BENCHMARKS}
+    chosen = list(names) if not args.only else args.only.split(",")
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     sections = []
-    for module in BENCHMARKS:
+    for module in (names[name] for name in chosen):
         section = module.markdown(module.run(smoke=args.smoke))
         print(section)
         sections.append(section)
@@ -61,8 +68,8 @@ def main(argv=None) -> int:
         "(`python -m benchmarks.gradient_kernels`, RESULTS_gradient_kernels.md).",
         "",
     ]
-    RESULTS.write_text("\n".join(header + sections))
-    print(f"wrote {RESULTS}", file=sys.stderr)
+    args.output.write_text("\n".join(header + sections))
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

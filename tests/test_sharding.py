@@ -127,3 +127,35 @@ def test_one_device_mesh_and_bad_meshes():
         js.sampling.run(key, algo, jnp.zeros(2), num_samples=5, num_chains=3, mesh="gpu")
     with pytest.raises(ValueError, match="at least one device"):
         sharding.mesh([])
+
+
+def test_the_multi_process_example_matches_one_device(tmp_path):
+    """examples/distributed_chains.py in two processes (jax.distributed, two host devices each) summarises the
+    chains a single device runs: same keys, so the same summaries up to rounding."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the coordinator
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    command = [sys.executable, os.path.join(root, "examples", "distributed_chains.py"), "--coordinator",
+               f"localhost:{port}", "--num-processes", "2", "--chains", "6", "--steps", "1300", "--json"]
+    processes = [subprocess.Popen(command + ["--process-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for i in range(2)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    results = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out, _ in outputs]
+    assert [r["devices"] for r in results] == [4, 4]
+
+    data = js.data.eight_schools()
+    logdensity = js.models.marginal_logdensity(data)
+    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
+    single = js.sampling.run(jax.random.key(0), js.kernels.rwmh(logdensity, fit.cov, 2.0), fit.mode,
+                             num_samples=1300, num_chains=6, burn_in=500, stream=js.streaming.Stream())
+    for result in results:  # six chains padded to eight over four devices in two processes
+        np.testing.assert_allclose(result["mean"], np.asarray(single.mean), rtol=1e-10)
+        np.testing.assert_allclose(result["rhat"], np.asarray(single.rhat), rtol=1e-10)
+        np.testing.assert_allclose(result["ess"], np.asarray(single.ess), rtol=1e-9)
