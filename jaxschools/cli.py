@@ -261,8 +261,9 @@ def _run(args) -> int:
         devices = jax.local_devices()
         mesh = sharding.mesh(devices) if len(devices) > 1 else None
         if progress:
-            progress(f"{len(dataset.names)} schools; {len(devices)} {devices[0].platform} device(s); "
-                     f"results will go to {out_dir}")
+            progress(f"{len(dataset.names)} schools; results will go to {out_dir}")
+            if mesh is not None:
+                progress(f"sweeps and simulations split over {len(devices)} {devices[0].platform} devices")
         result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir, mesh=mesh)
         if progress:
             progress("figures and report")

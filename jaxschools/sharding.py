@@ -8,7 +8,9 @@ https://docs.jax.dev/en/latest/sharded-computation.html). Nothing here starts a 
 
 Because chain ``c`` draws from ``fold_in(key, c)`` (:mod:`jaxschools.sampling`), a sharded run gives the same
 draws as a single-device run with the same key, whatever the number of devices; the leading axis is padded to
-a multiple of the device count (extra chains or datasets, computed and dropped), never reshaped.
+a multiple of the device count (extra chains or datasets, computed and dropped), never reshaped. (Up to
+rounding: XLA may round a batched reduction differently for another per-device batch shape; random-walk
+chains are unaffected, gradient kernels' trajectories amplify it over long runs; docs/distributed.md.)
 
 Several hosts: call ``jax.distributed.initialize()`` first in every process; ``jax.devices()`` then lists the
 devices of all processes and :func:`mesh` spans them (docs/distributed.md, examples/distributed_chains.py).

