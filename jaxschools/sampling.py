@@ -105,35 +105,41 @@ def _is_blocked(algorithm) -> bool:
 
 
 def _record(state, info, dtype):
-    return (
-        state.position,
-        _acceptance(info).astype(dtype),
-        _cached_logdensity(state, dtype),
-        _divergence(info),
-        _integration_steps(info),
-    )
+    """What a kept step keeps: (position, log-density, divergence, gradient evaluations) per step, and its
+    acceptance, which only enters a running sum (its mean is all ``Samples`` reports)."""
+    kept = (state.position, _cached_logdensity(state, dtype), _divergence(info), _integration_steps(info))
+    return kept, _acceptance(info).astype(dtype)
 
 
-def _block(algorithm, phase_key, state, block_index, length: int, parameters, record):
-    """Steps ``block_index * BLOCK_SIZE`` to ``+ length`` of a phase; ``record(state, info)`` kept per step.
+def _add(total, increment):
+    return jax.tree_util.tree_map(jnp.add, total, increment)
 
+
+def _block(algorithm, phase_key, carry, block_index, length: int, parameters, record):
+    """Steps ``block_index * BLOCK_SIZE`` to ``+ length`` of a phase.
+
+    ``carry`` is ``(state, total)``; ``record(state, info) -> (kept, increment)``: ``kept`` is stacked per step,
+    ``increment`` added into ``total`` (a running sum, so that what is only averaged is never stored per step).
     A blocked kernel draws the block's noise in one call keyed ``fold_in(phase_key, block_index)``; any other
     kernel's step ``t`` is keyed ``fold_in(phase_key, t)``.
     """
     if _is_blocked(algorithm):
+        state = carry[0]
         noise = algorithm.draw(jax.random.fold_in(phase_key, block_index), length, state, **parameters)
 
-        def one(state, noise_t):
-            state, info = algorithm.apply(noise_t, state, **parameters)
-            return state, record(state, info)
+        def one(carry, noise_t):
+            state, info = algorithm.apply(noise_t, carry[0], **parameters)
+            kept, increment = record(state, info)
+            return (state, _add(carry[1], increment)), kept
 
-        return jax.lax.scan(one, state, noise)
+        return jax.lax.scan(one, carry, noise)
 
-    def step(state, step_index):
-        state, info = algorithm.step(jax.random.fold_in(phase_key, step_index), state, **parameters)
-        return state, record(state, info)
+    def step(carry, step_index):
+        state, info = algorithm.step(jax.random.fold_in(phase_key, step_index), carry[0], **parameters)
+        kept, increment = record(state, info)
+        return (state, _add(carry[1], increment)), kept
 
-    return jax.lax.scan(step, state, block_index * BLOCK_SIZE + jnp.arange(length))
+    return jax.lax.scan(step, carry, block_index * BLOCK_SIZE + jnp.arange(length))
 
 
 def _block_lengths(num_steps: int) -> tuple[int, int]:
@@ -141,10 +147,13 @@ def _block_lengths(num_steps: int) -> tuple[int, int]:
     return divmod(num_steps, BLOCK_SIZE)
 
 
-def _advance(algorithm, phase_key, state, num_steps: int, parameters, record):
-    """``num_steps`` transitions of a phase, block by block; the records stacked to (num_steps, ...)."""
+def _advance(algorithm, phase_key, state, num_steps: int, parameters, record, total=None):
+    """``num_steps`` transitions of a phase, block by block (:func:`_block`).
+
+    Returns ``((state, total), kept)`` with the kept records stacked to (num_steps, ...)."""
     num_blocks, remainder = _block_lengths(num_steps)
     pieces = []
+    state = (state, total)
     if num_blocks:
         state, records = jax.lax.scan(
             lambda s, b: _block(algorithm, phase_key, s, b, BLOCK_SIZE, parameters, record), state,
@@ -168,7 +177,7 @@ def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
     state = algorithm.init(position)
     burn_key, keep_key = jax.random.split(rng_key)
     if adaptation is None:
-        state, _ = _advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: None)
+        (state, _), _ = _advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: (None, None))
         return state, {}, keep_key
 
     # Warm-up, one step at a time: the kernel runs with the current tuning, then the tuning learns from the
@@ -189,11 +198,11 @@ def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
 def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation=None):
     dtype = jnp.result_type(position)
     state, parameters, keep_key = _warm_up(algorithm, rng_key, position, burn_in, adaptation)
-    _, (positions, acceptance, logdensity, divergent, steps) = _advance(
-        algorithm, keep_key, state, num_samples, parameters, lambda state, info: _record(state, info, dtype)
-    )
+    (_, acceptance), (positions, logdensity, divergent, steps) = _advance(
+        algorithm, keep_key, state, num_samples, parameters, lambda state, info: _record(state, info, dtype),
+        jnp.zeros((), dtype))
     divergences = None if divergent is None else jnp.sum(divergent)
-    return Samples(positions, jnp.mean(acceptance), logdensity, divergences, divergent, steps,
+    return Samples(positions, acceptance / num_samples, logdensity, divergences, divergent, steps,
                    parameters if adaptation is not None else None)
 
 
@@ -240,10 +249,10 @@ def _run_streaming(rng_key, algorithm, initial_position, num_samples: int, num_c
         lambda key, position: _warm_up(algorithm, key, position, burn_in, adaptation))(keys, initial_position)
 
     def record(state, info):
-        return state.position, _acceptance(info).astype(dtype), _divergence(info)
+        return (state.position, _acceptance(info).astype(dtype), _divergence(info)), None
 
-    probe = jax.eval_shape(lambda: _block(algorithm, keep_keys[0], jax.tree_util.tree_map(lambda x: x[0], states),
-                                          0, 1, jax.tree_util.tree_map(lambda x: x[0], parameters), record))
+    first = jax.tree_util.tree_map(lambda x: x[0], (states, parameters))
+    probe = jax.eval_shape(lambda: _block(algorithm, keep_keys[0], (first[0], None), 0, 1, first[1], record))
     has_divergences = probe[1][2] is not None
     sums = streaming.init(stream, total, initial_position[0], has_divergences)
     blocks_per_batch, num_batches = streaming.batch_schedule(num_samples, stream.num_batches, BLOCK_SIZE)
@@ -254,8 +263,8 @@ def _run_streaming(rng_key, algorithm, initial_position, num_samples: int, num_c
 
     def block(carry, block_index, length):
         states, sums = carry
-        states, (positions, acceptance, divergent) = jax.vmap(
-            lambda key, state, params: _block(algorithm, key, state, block_index, length, params, record)
+        (states, _), (positions, acceptance, divergent) = jax.vmap(
+            lambda key, state, params: _block(algorithm, key, (state, None), block_index, length, params, record)
         )(keep_keys, states, parameters)
         in_batch = (block_index < blocks_per_batch * num_batches) & (length == BLOCK_SIZE)
         closes = in_batch & ((block_index + 1) % max(blocks_per_batch, 1) == 0)

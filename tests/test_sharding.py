@@ -48,9 +48,9 @@ _SCRIPT = textwrap.dedent(
                         "devices": shards}
 
     rwmh = js.kernels.rwmh(logdensity, fit.cov, 2.0)
-    for chains in (8, 6):  # 6: padded to 8 chains, two of them dropped
-        compare(f"rwmh-{chains}", lambda **kw: js.sampling.run(
-            key, rwmh, fit.mode, num_samples=500, num_chains=chains, burn_in=130, **kw))
+    # 6 chains: padded to 8 over the 4 devices, two of them dropped.
+    compare("rwmh-6", lambda **kw: js.sampling.run(
+        key, rwmh, fit.mode, num_samples=500, num_chains=6, burn_in=130, **kw))
     edges = np.stack([np.linspace(-20, 30, 11), np.linspace(-4, 5, 11)])
     stream = js.streaming.Stream(num_batches=4, histogram_edges=edges)
     summaries = [js.sampling.run(key, rwmh, fit.mode, num_samples=700, num_chains=6, burn_in=50, stream=stream,
@@ -92,7 +92,7 @@ def four_devices():
     return json.loads(line[len("REPORT"):])
 
 
-@pytest.mark.parametrize("name", ["rwmh-8", "rwmh-6", "rwmh-adapted", "hmc"])
+@pytest.mark.parametrize("name", ["rwmh-6", "rwmh-adapted", "hmc"])
 def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
     result = four_devices[name]
     assert result["devices"] == 4, result  # really split, not replicated on one device
