@@ -10,7 +10,9 @@ import argparse
 import datetime
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 
 # One XLA host device per core, set before JAX starts, so the benchmarks can also measure chains and datasets
 # sharded over the cores (jax.sharding). The unsharded figures run on one device as before; on a GPU machine the
@@ -42,16 +44,24 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, nothing written")
     parser.add_argument("--only", help="comma-separated benchmark names (default: all), e.g. rwmh_throughput,float32")
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    parser.add_argument("--section", type=pathlib.Path, help=argparse.SUPPRESS)  # child: write one section here
     args = parser.parse_args(argv)
     names = {module.__name__.rsplit(".", 1)[-1]: module for module in BENCHMARKS}
     chosen = list(names) if not args.only else args.only.split(",")
     unknown = [name for name in chosen if name not in names]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    if args.section is not None:  # a child of a full run: one benchmark, its section to a file
+        (module,) = (names[name] for name in chosen)
+        args.section.write_text(module.markdown(module.run(smoke=args.smoke)))
+        return 0
     sections = []
-    for module in (names[name] for name in chosen):
-        section = module.markdown(module.run(smoke=args.smoke))
-        print(section)
+    for name in chosen:
+        if args.smoke:  # tiny sizes: in this process, quickly
+            section = names[name].markdown(names[name].run(smoke=True))
+        else:
+            section = _run_in_child(name)
+        print(section, flush=True)
         sections.append(section)
     if args.smoke:
         return 0
@@ -71,6 +81,15 @@ def main(argv=None) -> int:
     args.output.write_text("\n".join(header + sections))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _run_in_child(name: str) -> str:
+    """One benchmark in a fresh process: no compiled code, caches or memory carried over from the others (a
+    long run once exhausted the process's memory mappings), and a timing that only its own work affects."""
+    with tempfile.TemporaryDirectory() as folder:
+        section = pathlib.Path(folder) / "section.md"
+        subprocess.run([sys.executable, "-m", "benchmarks", "--only", name, "--section", str(section)], check=True)
+        return section.read_text()
 
 
 if __name__ == "__main__":
