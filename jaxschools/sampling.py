@@ -9,6 +9,9 @@ of a phase uses ``fold_in(phase_key, t)``, or, for a kernel that draws its noise
 time (:class:`~jaxschools.kernels.base.BlockedSamplingAlgorithm`, e.g. random-walk Metropolis), block
 ``b`` of :data:`BLOCK_SIZE` steps uses ``fold_in(phase_key, b)``. So a chain's draws depend on its key
 alone, never on how many chains run beside it, and no (chains x steps) array of keys is ever stored.
+"Alone" up to rounding: XLA may round a batched operation in the last bit differently for another batch shape
+(on the CPU the random walk's draws are identical; on a GPU, and for gradient kernels, whose trajectories
+amplify such differences, they agree to rounding over short runs and statistically over long ones).
 """
 
 from __future__ import annotations
