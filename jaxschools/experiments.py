@@ -198,9 +198,9 @@ def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store:
     is what it is without.
     """
     chunk_size = min(chunk_size, num_cells)
-    if mesh is not None and sharding.padded_size(chunk_size, mesh) != chunk_size:
-        chunk_size = sharding.padded_size(chunk_size, mesh)
-        label = f"{label}-by{chunk_size}"  # stored chunks of another size are other cells
+    padded = chunk_size if mesh is None else sharding.padded_size(chunk_size, mesh)
+    if padded != chunk_size:
+        chunk_size, label = padded, f"{label}-by{padded}"  # stored chunks of another size are other cells
     first = jax.tree_util.tree_map(lambda x: x[:chunk_size], inputs)
     treedef = jax.tree_util.tree_structure(jax.eval_shape(fn, first))
     pieces, per_cell, computed_cells, loaded = [], [], 0, 0
