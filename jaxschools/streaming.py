@@ -159,8 +159,7 @@ def update(state: StreamState, stream: Stream, positions, acceptance, divergent,
     positions: (chains, L, d); acceptance: (chains, L); divergent: (chains, L) or None. ``first_step``: the
     kept-step index of the block's first draw (halves split at ``num_samples // 2``). ``in_batch``: whether the
     block belongs to a batch (of ``batch_length`` steps); ``closes_batch``: whether it is the last block of its
-    batch. ``chain_weight``:
-    (chains,) 1 for real chains, 0 for padding (left out of the pooled histogram).
+    batch. ``chain_weight``: (chains,) 1 for real chains, 0 for padding (left out of the pooled histogram).
     """
     values = _quantities(positions, stream.statistics)
     steps = first_step + jnp.arange(positions.shape[1])
@@ -224,8 +223,9 @@ def finalize(state: StreamState, stream: Stream, num_chains: int, num_samples: i
 
     # Batch means: sigma^2 = b * Var(batch means) per chain, averaged over chains.
     var_batch_means = batches.m2 / jnp.maximum(batches.count - 1, 1)[:, None]
-    has_batches = batch_length > 0 and stream.num_batches >= 2
-    asymptotic = jnp.mean(batch_length * var_batch_means, axis=0) if has_batches else jnp.full_like(variance, jnp.nan)
+    # batch_length is 0 when there are too few whole blocks for the batches (batch_schedule): no estimate.
+    asymptotic = (jnp.mean(batch_length * var_batch_means, axis=0) if batch_length
+                  else jnp.full_like(variance, jnp.nan))
     ess = total * variance / asymptotic
     mcse = jnp.sqrt(asymptotic / total)
 
