@@ -25,6 +25,17 @@ def machine() -> str:
             f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend {jax.default_backend()}")
 
 
+def eight_schools_fit(dtype=None):
+    """``(jaxschools, data, logdensity, fit)``: the eight schools' marginal posterior and its Laplace fit, the
+    target every random-walk benchmark samples (``dtype``: the data's float type; default JAX's)."""
+    import jaxschools as js
+
+    data = js.data.eight_schools(dtype)
+    logdensity = js.models.marginal_logdensity(data)
+    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
+    return js, data, logdensity, fit
+
+
 def best_time(fn, repeats: int = 3) -> float:
     """Smallest wall time of ``repeats`` calls of ``fn`` (which must block until its result is ready)."""
     times = []

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from benchmarks.common import best_time
+from benchmarks.common import best_time, eight_schools_fit
 
 THROUGHPUT = {1024: 1000, 16384: 200}
 ACCURACY_CHAINS, ACCURACY_DRAWS, BURN_IN = 64, 20_000, 1_000
@@ -26,12 +26,9 @@ THRESHOLD = 28.0
 
 
 def _inference(dtype, smoke):
-    import jaxschools as js
     from jaxschools import diagnostics, posterior
 
-    data = js.data.eight_schools(dtype)
-    logdensity = js.models.marginal_logdensity(data)
-    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
+    js, data, logdensity, fit = eight_schools_fit(dtype)
     algo = js.kernels.rwmh(logdensity, fit.cov, 2.0)
     key = jax.random.key(0)
     speed = {}

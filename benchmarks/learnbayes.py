@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import best_time
+from benchmarks.common import best_time, eight_schools_fit
 
 DRAWS = 200_000  # iterations of the one LearnBayes chain, and draws per jaxschools chain
 CHAINS = (1, 4)  # jaxschools rows
@@ -76,15 +76,6 @@ writeBin(as.double(t(fit$par)), out_path, size = 8, endian = "little")
 cat("RESULT", format(timing[["elapsed"]], digits = 10), format(fit$accept, digits = 10),
     paste(R.version$major, R.version$minor, sep = "."), as.character(utils::packageVersion("LearnBayes")), "\n")
 """
-
-
-def _setup():
-    import jaxschools as js
-
-    data = js.data.eight_schools()
-    logdensity = js.models.marginal_logdensity(data)
-    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
-    return js, data, logdensity, fit
 
 
 def _min_ess(draws: np.ndarray) -> tuple[float, dict]:
@@ -140,7 +131,7 @@ def _learnbayes(data, mode: np.ndarray, cov: np.ndarray, draws: int) -> dict:
 
 
 def run(smoke: bool = False) -> dict:
-    js, data, logdensity, fit = _setup()
+    js, data, logdensity, fit = eight_schools_fit()
     mode, cov = np.asarray(fit.mode), np.asarray(fit.cov)
     draws = SMOKE_DRAWS if smoke else DRAWS
     repeats = 1 if smoke else 3

@@ -18,21 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import best_time
+from benchmarks.common import best_time, eight_schools_fit
 
 CHAINS = (1, 64, 1024, 16384)
 # Steps per chain at each chain count: about the same total work where it stays quick.
 STEPS = {1: 20000, 64: 5000, 1024: 1000, 16384: 200}
 SMOKE_STEPS = 20
-
-
-def _setup():
-    import jaxschools as js
-
-    data = js.data.eight_schools()
-    logdensity = js.models.marginal_logdensity(data)
-    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
-    return js, data, logdensity, fit
 
 
 def _numpy_rwmh(y, sigma, mode, factor, chains, steps, seed=0):
@@ -55,7 +46,7 @@ def _numpy_rwmh(y, sigma, mode, factor, chains, steps, seed=0):
     return out
 
 
-def _blackjax_runner(theirs, mode, chains, steps):
+def _blackjax_runner(theirs, chains, steps):
     @jax.jit
     def blackjax_scan(key, starts):
         states = jax.vmap(theirs.init)(starts)
@@ -91,7 +82,7 @@ def run(smoke: bool = False) -> dict:
 
     from jaxschools import sharding
 
-    js, data, logdensity, fit = _setup()
+    js, data, logdensity, fit = eight_schools_fit()
     factor = 2.0 * jnp.linalg.cholesky(fit.cov)
     ours = js.kernels.rwmh(logdensity, fit.cov, 2.0)
     theirs = blackjax.normal_random_walk(logdensity, factor)
@@ -103,7 +94,7 @@ def run(smoke: bool = False) -> dict:
         steps = SMOKE_STEPS if smoke else STEPS[chains]
         points = chains * steps
         starts = jnp.broadcast_to(fit.mode, (chains, 2))
-        blackjax_scan = _blackjax_runner(theirs, fit.mode, chains, steps)
+        blackjax_scan = _blackjax_runner(theirs, chains, steps)
         runners = {
             "ours": lambda m=None: js.sampling.run(key, ours, fit.mode, num_samples=steps, num_chains=chains,
                                                    mesh=m).positions,

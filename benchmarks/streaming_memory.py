@@ -39,11 +39,9 @@ def _child(chains: int, steps: int) -> dict:
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    import jaxschools as js
+    from benchmarks.common import eight_schools_fit
 
-    data = js.data.eight_schools()
-    logdensity = js.models.marginal_logdensity(data)
-    fit = js.laplace.fit(logdensity, js.laplace.default_init(data))
+    js, data, logdensity, fit = eight_schools_fit()
     sd = np.sqrt(np.diag(np.asarray(fit.cov)))
     edges = np.stack([np.linspace(m - 6 * s, m + 6 * s, 51) for m, s in zip(np.asarray(fit.mode), sd)])
     stream = js.streaming.Stream(num_batches=20, histogram_edges=edges,
