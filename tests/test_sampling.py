@@ -59,7 +59,14 @@ def test_chain_draws_do_not_depend_on_the_number_of_chains():
     algo = js.kernels.rwmh(gaussian_logdensity, COV, 1.0)
     one = js.sampling.run(jax.random.key(7), algo, jnp.zeros(2), num_samples=200, num_chains=1, burn_in=50)
     many = js.sampling.run(jax.random.key(7), algo, jnp.zeros(2), num_samples=200, num_chains=5, burn_in=50)
-    np.testing.assert_array_equal(one.positions[0], many.positions[0])
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(one.positions[0], many.positions[0])
+    else:
+        # A GPU may round a batched operation in the last bit differently for another batch size (the sampling
+        # docstring). The chain is the same when every accept decision is: then the positions differ only by
+        # rounding over 250 steps of O(1) increments (~1e-14), while another key or one flipped decision moves
+        # them by O(0.1).
+        np.testing.assert_allclose(one.positions[0], many.positions[0], rtol=0, atol=1e-10)
 
 
 def test_per_chain_initial_positions_and_bad_shapes():
