@@ -153,22 +153,31 @@ def _block_lengths(num_steps: int) -> tuple[int, int]:
 def _advance(algorithm, phase_key, state, num_steps: int, parameters, record, total=None):
     """``num_steps`` transitions of a phase, block by block (:func:`_block`).
 
-    Returns ``((state, total), kept)`` with the kept records stacked to (num_steps, ...)."""
+    Returns ``((state, total), kept)`` with the kept records stacked to (num_steps, ...). Each block's records
+    are written into a buffer of all ``num_steps`` as the block ends, rather than stacked per block and
+    reshaped: under ``vmap`` the buffer is chain-major, so the (chain, draw, ...) result needs no transpose
+    of the whole run at the end.
+    """
     num_blocks, remainder = _block_lengths(num_steps)
-    pieces = []
-    state = (state, total)
+    carry = (state, total)
+    probe = jax.eval_shape(lambda: _block(algorithm, phase_key, carry, 0, 1, parameters, record)[1])
+    kept = jax.tree_util.tree_map(lambda x: jnp.zeros((num_steps,) + x.shape[1:], x.dtype), probe)
+
+    def write(kept, records, first_step):
+        return jax.tree_util.tree_map(
+            lambda buffer, block: jax.lax.dynamic_update_slice_in_dim(buffer, block, first_step, 0), kept, records)
+
     if num_blocks:
-        state, records = jax.lax.scan(
-            lambda s, b: _block(algorithm, phase_key, s, b, BLOCK_SIZE, parameters, record), state,
-            jnp.arange(num_blocks))
-        # (blocks, BLOCK_SIZE, ...) -> (steps, ...)
-        pieces.append(jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), records))
+        def one_block(carry_and_kept, block_index):
+            carry, kept = carry_and_kept
+            carry, records = _block(algorithm, phase_key, carry, block_index, BLOCK_SIZE, parameters, record)
+            return (carry, write(kept, records, block_index * BLOCK_SIZE)), None
+
+        (carry, kept), _ = jax.lax.scan(one_block, (carry, kept), jnp.arange(num_blocks))
     if remainder:
-        state, records = _block(algorithm, phase_key, state, num_blocks, remainder, parameters, record)
-        pieces.append(records)
-    if len(pieces) < 2:
-        return state, pieces[0] if pieces else None
-    return state, jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *pieces)
+        carry, records = _block(algorithm, phase_key, carry, num_blocks, remainder, parameters, record)
+        kept = write(kept, records, num_blocks * BLOCK_SIZE)
+    return carry, kept
 
 
 def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
