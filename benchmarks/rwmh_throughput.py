@@ -10,9 +10,16 @@ process and on the same proposal N(x, scale^2 cov) (scale 2, the Laplace covaria
   call (no chain dependence, no loop): what no sampler of this target can beat on this machine.
 
 Each figure is the best of 5 timed runs after a compiling run; the runs of all methods are interleaved.
+On a CPU, 1,024 and 16,384 chains are measured again in a child process pinned to one core with one XLA
+device: the equal-hardware comparison, and the floor a single core allows.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +97,8 @@ def _floor_runner(logdensity, mode, factor, points, sharding_=None):
     return floor
 
 
-def run(smoke: bool = False) -> dict:
+def _rows(chain_counts, smoke: bool, with_numpy: bool = True, use_mesh: bool = True) -> list[dict]:
+    """Chain-steps per second of every method at each chain count, in this process (its devices)."""
     import blackjax
 
     from jaxschools import sharding
@@ -101,9 +109,9 @@ def run(smoke: bool = False) -> dict:
     theirs = blackjax.normal_random_walk(logdensity, factor)
     key = jax.random.key(0)
     devices = jax.local_devices()
-    mesh = sharding.mesh(devices) if len(devices) > 1 else None
+    mesh = sharding.mesh(devices) if len(devices) > 1 and use_mesh else None
     rows = []
-    for chains in (64,) if smoke else CHAINS:
+    for chains in chain_counts:
         steps = SMOKE_STEPS if smoke else STEPS[chains]
         points = chains * steps
         starts = jnp.broadcast_to(fit.mode, (chains, 2))
@@ -125,12 +133,38 @@ def run(smoke: bool = False) -> dict:
         row = {"chains": chains, "steps": steps}
         for name, seconds in _interleaved_best_times(runners, 1 if smoke else REPEATS).items():
             row[name] = points / seconds
-        numpy_steps = max(1, min(steps, 200 if not smoke else 5))
-        t_numpy = best_time(lambda: _numpy_rwmh(np.asarray(data.y), np.asarray(data.sigma), np.asarray(fit.mode),
-                                                np.asarray(factor), chains, numpy_steps), 1)
-        row["numpy"] = chains * numpy_steps / t_numpy
+        if with_numpy:
+            numpy_steps = max(1, min(steps, 200 if not smoke else 5))
+            t_numpy = best_time(lambda: _numpy_rwmh(np.asarray(data.y), np.asarray(data.sigma),
+                                                    np.asarray(fit.mode), np.asarray(factor), chains, numpy_steps), 1)
+            row["numpy"] = chains * numpy_steps / t_numpy
         rows.append(row)
-    return {"rows": rows, "devices": len(devices), "platform": devices[0].platform}
+    return rows
+
+
+# Chain counts measured again on one pinned core (CPU only; not in the smoke run).
+ONE_CORE_CHAINS = (1024, 16384)
+
+
+def _one_core_rows(smoke: bool) -> list[dict]:
+    """:func:`_rows` in a child process pinned to one CPU core with one XLA device: every method on exactly the
+    same hardware, with neither XLA's threads over the other cores nor a second device."""
+    chains = (64,) if smoke else ONE_CORE_CHAINS
+    environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    command = [sys.executable, "-m", "benchmarks.rwmh_throughput", "--one-core", ",".join(map(str, chains))]
+    if smoke:
+        command.append("--smoke")
+    output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run(smoke: bool = False) -> dict:
+    devices = jax.local_devices()
+    result = {"rows": _rows((64,) if smoke else CHAINS, smoke), "devices": len(devices),
+              "platform": devices[0].platform, "one_core": None}
+    if devices[0].platform == "cpu" and hasattr(os, "sched_setaffinity"):
+        result["one_core"] = _one_core_rows(smoke)
+    return result
 
 
 def _best(row, name):
@@ -175,4 +209,32 @@ def markdown(result: dict) -> str:
                       f"{ours / floor:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if result.get("one_core"):
+        lines += [
+            "On one core: the same methods again in a child process pinned to one CPU core with one XLA device "
+            "(`os.sched_setaffinity`), so that no method gets a second core, through XLA's threads or a second "
+            "device. The floor here bounds what any sampler of this target could reach on that core.",
+            "",
+            "| chains | steps | jaxschools | BlackJAX | floor | ours / BlackJAX | ours / floor | floor / BlackJAX |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in result["one_core"]:
+            lines.append(f"| {row['chains']:,} | {row['steps']:,} | {row['ours']:.3g} | {row['blackjax']:.3g} | "
+                         f"{row['floor']:.3g} | {row['ours'] / row['blackjax']:.2f}x | {row['ours'] / row['floor']:.2f} | "
+                         f"{row['floor'] / row['blackjax']:.2f}x |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _main_one_core(argv) -> int:
+    """``python -m benchmarks.rwmh_throughput --one-core 1024,16384 [--smoke]``: pin this process to one core,
+    then print the rows as one JSON line (the parent's XLA_FLAGS give it one device)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before XLA starts its threads: they inherit it
+    jax.config.update("jax_enable_x64", True)
+    chains = tuple(int(c) for c in argv[argv.index("--one-core") + 1].split(","))
+    print(json.dumps(_rows(chains, "--smoke" in argv, with_numpy=False, use_mesh=False)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main_one_core(sys.argv))
