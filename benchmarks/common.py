@@ -72,3 +72,42 @@ def numpyro_eight_schools():
             numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
     return model
+
+
+def numpyro_nuts_chain(sigma, y_template, num_warmup: int, num_samples: int, target_accept_prob: float = 0.8):
+    """``chain(key, y) -> (z, num_steps)``: one chain of NumPyro's own NUTS kernel (``numpyro.infer.hmc.hmc``)
+    on :func:`numpyro_eight_schools`, jittable and vmappable, with the data ``y`` an argument so that one
+    compiled function serves every dataset. ``z``: the kept draws on the unconstrained scale (``mu``, ``tau`` as
+    log tau, ``theta_decentered``), each (num_samples, ...); ``num_steps``: leapfrog steps per kept draw.
+
+    Set up as ``MCMC(NUTS(model))`` sets it up: a start uniform in (-2, 2) on the unconstrained scale
+    (``init_to_uniform``), then Stan's windowed warm-up of the step size and a diagonal mass matrix through
+    ``num_warmup`` steps. Calling it in a jitted loop avoids ``MCMC.run``, which in NumPyro 0.21-0.22 re-jits its
+    sampling loop on every call when the progress bar is off (``jax_log_compiles`` shows
+    ``_fori_collect_loop`` compiled per run; pyro-ppl/numpyro#2171).
+    """
+    import jax
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import initialize_model
+
+    # NumPyro wants raw uint32 keys (jax.random.PRNGKey), not typed keys.
+    model_info = initialize_model(jax.random.PRNGKey(0), numpyro_eight_schools(), model_args=(sigma, y_template),
+                                  dynamic_args=True)
+    init_kernel, sample_kernel = hmc(potential_fn_gen=model_info.potential_fn, algo="NUTS")
+    leaves, tree = jax.tree_util.tree_flatten(model_info.param_info.z)
+
+    def chain(key, y):
+        key_init, key_run = jax.random.split(key)
+        starts = [jax.random.uniform(k, leaf.shape, leaf.dtype, minval=-2.0, maxval=2.0)
+                  for k, leaf in zip(jax.random.split(key_init, len(leaves)), leaves)]
+        state = init_kernel(jax.tree_util.tree_unflatten(tree, starts), num_warmup,
+                            target_accept_prob=target_accept_prob, model_args=(sigma, y), rng_key=key_run)
+
+        def step(state, _):
+            state = sample_kernel(state, model_args=(sigma, y))
+            return state, (state.z, state.num_steps)
+
+        _, (z, num_steps) = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
+        return jax.tree_util.tree_map(lambda x: x[num_warmup:], z), num_steps[num_warmup:]
+
+    return chain

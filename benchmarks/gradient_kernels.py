@@ -15,8 +15,10 @@ with target acceptance 0.8 and a diagonal metric, every chain adapting on its ow
   per draw and no gradient);
 * BlackJAX's NUTS on the same non-centered density (the same ``LogDensity`` object), warmed up by its own
   ``window_adaptation``, then its kernel in a ``lax.scan``; warm-up and sampling jitted and vmapped over chains;
-* NumPyro's NUTS on the same model written in NumPyro (``LocScaleReparam(centered=0)``, i.e. non-centered),
-  ``chain_method="vectorized"``. NumPyro is an optional benchmark dependency; it is skipped when missing.
+* NumPyro's NUTS on the same model written in NumPyro (``LocScaleReparam(centered=0)``, i.e. non-centered):
+  its kernel set up as ``MCMC`` sets it up, chains vmapped as ``chain_method="vectorized"``, jitted once
+  (``benchmarks.common.numpyro_nuts_chain``; ``MCMC.run`` itself re-jits on every call in NumPyro 0.21-0.22).
+  NumPyro is an optional benchmark dependency; it is skipped when missing.
 
 Measures, per sampler and seed (the same seeds for all): wall time of warm-up plus sampling with
 compilation excluded (each sampler is run once before timing; seeds are interleaved across samplers so
@@ -40,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import numpyro_eight_schools
+from benchmarks.common import numpyro_nuts_chain
 
 jax.config.update("jax_enable_x64", True)
 
@@ -137,24 +139,22 @@ def _blackjax(sizes):
 
 
 def _numpyro(sizes):
-    from numpyro.infer import MCMC, NUTS
-
+    """NumPyro's NUTS kernel set up as ``MCMC`` would (:func:`benchmarks.common.numpyro_nuts_chain`), the chains
+    vmapped as ``chain_method="vectorized"``, in one jitted function: compiled once like every other sampler
+    here (``MCMC.run`` would re-jit on every seed)."""
     data, _ = _model()
+    chain = numpyro_nuts_chain(data.sigma, data.y, sizes["burn_in"], sizes["samples"], TARGET_ACCEPT)
 
-    model = numpyro_eight_schools()
-
-    mcmc = MCMC(NUTS(model, target_accept_prob=TARGET_ACCEPT), num_warmup=sizes["burn_in"],
-                num_samples=sizes["samples"], num_chains=sizes["chains"], chain_method="vectorized",
-                progress_bar=False, jit_model_args=True)
+    @jax.jit
+    def run(key):
+        z, steps = jax.vmap(lambda k: chain(k, data.y))(jax.random.split(key, sizes["chains"]))
+        # z is on the unconstrained scale: tau's is log tau.
+        positions = jnp.concatenate([z["mu"][..., None], z["tau"][..., None], z["theta_decentered"]], axis=-1)
+        return positions, steps
 
     def sample(seed):
         # NumPyro wants raw uint32 keys (jax.random.PRNGKey), not typed keys.
-        mcmc.run(jax.random.PRNGKey(seed), data.sigma, data.y, extra_fields=("num_steps",))
-        draws = mcmc.get_samples(group_by_chain=True)
-        eta = draws["theta_decentered"]
-        positions = jnp.concatenate([draws["mu"][..., None], jnp.log(draws["tau"])[..., None], eta], axis=-1)
-        steps = mcmc.get_extra_fields(group_by_chain=True)["num_steps"]
-        return jax.block_until_ready((positions, steps))
+        return jax.block_until_ready(run(jax.random.PRNGKey(seed)))
 
     return sample
 

@@ -7,9 +7,12 @@ process and on the same proposal N(x, scale^2 cov) (scale 2, the Laplace covaria
   given ``scale * chol(cov)`` (it multiplies the noise by the matrix it is given);
 * a NumPy implementation vectorised over chains (a Python loop over steps);
 * the floor: the log-density and the random numbers for the same number of points in one fused, vectorised
-  call (no chain dependence, no loop): what no sampler of this target can beat on this machine.
+  call (no chain dependence, no loop): the work every sampler of this target must do. XLA materialises its
+  intermediates over all points, so at many points it is not a strict bound (on one core at 16,384 chains a
+  sampler can come within a few per cent of it).
 
-Each figure is the best of 5 timed runs after a compiling run; the runs of all methods are interleaved.
+Each JAX figure is the best of 5 timed runs after a compiling run, the runs of all methods interleaved; NumPy's
+is one run of at most 200 steps.
 On a CPU, 1,024 and 16,384 chains are measured again in a child process pinned to one core with one XLA
 device: the equal-hardware comparison, and the floor a single core allows.
 """
@@ -18,14 +21,20 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+if __name__ == "__main__" and "--one-core" in sys.argv:
+    # The one-core child: pinned before numpy or XLA start any thread, so that every thread inherits the mask.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
-from benchmarks.common import best_time, eight_schools_fit
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import best_time, eight_schools_fit  # noqa: E402
 
 CHAINS = (1, 64, 1024, 16384)
 # Steps per chain at each chain count: about the same total work where it stays quick.
@@ -36,13 +45,15 @@ REPEATS = 5
 
 def _interleaved_best_times(runners: dict, repeats: int) -> dict:
     """Best wall time of each runner over ``repeats`` rounds, after one compiling call each. Each round times
-    every runner once, so a slow spell of the shared machine costs all of them alike instead of one of them."""
+    every runner once, starting one further along each time, so a slow spell of the shared machine costs all of them
+    alike instead of one of them."""
     for fn in runners.values():
         jax.block_until_ready(fn())  # compile
     best = dict.fromkeys(runners, float("inf"))
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            best[name] = min(best[name], best_time(lambda: jax.block_until_ready(fn()), 1))
+    names = list(runners)
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # a new order each round
+            best[name] = min(best[name], best_time(lambda: jax.block_until_ready(runners[name]()), 1))
     return best
 
 
@@ -142,20 +153,25 @@ def _rows(chain_counts, smoke: bool, with_numpy: bool = True, use_mesh: bool = T
     return rows
 
 
-# Chain counts measured again on one pinned core (CPU only; not in the smoke run).
+# Chain counts measured again on one pinned core (CPU only; the smoke run does 64 chains, to keep the path tested).
 ONE_CORE_CHAINS = (1024, 16384)
 
 
 def _one_core_rows(smoke: bool) -> list[dict]:
     """:func:`_rows` in a child process pinned to one CPU core with one XLA device: every method on exactly the
-    same hardware, with neither XLA's threads over the other cores nor a second device."""
+    same hardware, with neither XLA's threads over the other cores nor a second device. The child keeps this
+    process's other XLA flags."""
     chains = (64,) if smoke else ONE_CORE_CHAINS
-    environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
+    environment = dict(os.environ, XLA_FLAGS=(flags + " --xla_force_host_platform_device_count=1").strip())
     command = [sys.executable, "-m", "benchmarks.rwmh_throughput", "--one-core", ",".join(map(str, chains))]
     if smoke:
         command.append("--smoke")
-    output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    child = subprocess.run(command, env=environment, capture_output=True, text=True,
+                           cwd=pathlib.Path(__file__).resolve().parent.parent)
+    if child.returncode != 0:
+        raise RuntimeError(f"the one-core benchmark child failed ({child.returncode}):\n{child.stderr}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def run(smoke: bool = False) -> dict:
@@ -227,9 +243,9 @@ def markdown(result: dict) -> str:
 
 
 def _main_one_core(argv) -> int:
-    """``python -m benchmarks.rwmh_throughput --one-core 1024,16384 [--smoke]``: pin this process to one core,
-    then print the rows as one JSON line (the parent's XLA_FLAGS give it one device)."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before XLA starts its threads: they inherit it
+    """``python -m benchmarks.rwmh_throughput --one-core 1024,16384 [--smoke]``: print the rows measured in this
+    process, pinned to one core at import (top of the module), as one JSON line; the parent's XLA_FLAGS give
+    it one device."""
     jax.config.update("jax_enable_x64", True)
     chains = tuple(int(c) for c in argv[argv.index("--one-core") + 1].split(","))
     print(json.dumps(_rows(chains, "--smoke" in argv, with_numpy=False, use_mesh=False)))
