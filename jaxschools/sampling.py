@@ -218,8 +218,27 @@ def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, ada
                    parameters if adaptation is not None else None)
 
 
-def _chains(rng_key, initial_position, num_chains: int, mesh):
-    """Per-chain keys and starting points, padded to a multiple of the mesh's devices and split over them.
+# Chains each device runs side by side at most: more run as several groups, one after another, each group a
+# whole run. A group's block of noise and its per-step arrays then stay in a core's cache (1,024 chains x 64
+# steps of the eight schools' noise are 1.5 MB) instead of streaming through memory: on one pinned core,
+# 16,384 chains ran about 20% faster (7.8e6 -> 9.3-9.7e6 chain-steps/s). Draws are unchanged: a chain's depend
+# on its key alone. (On a device whose XLA threads split the large ungrouped fusions over several cores, the
+# ungrouped run can be faster; the benchmarks' one-core and sharded tables are the like-for-like figures.)
+CHAINS_PER_GROUP = 1024
+
+
+def _layout(num_chains: int, mesh, chains_per_group: int) -> tuple[int, int, int]:
+    """(devices, groups per device, chains per group): the fewest groups of at most ``chains_per_group`` chains
+    that hold ``num_chains`` split evenly over the devices; the padding is fewer chains than groups."""
+    devices = 1 if mesh is None else mesh.size
+    per_device = -(-num_chains // devices)
+    groups = -(-per_device // chains_per_group)
+    return devices, groups, -(-per_device // groups)
+
+
+def _chains(rng_key, initial_position, num_chains: int, mesh, total=None):
+    """Per-chain keys and starting points, padded to ``total`` (default: a multiple of the mesh's devices) and
+    split over the devices.
 
     Chain c's key is fold_in(rng_key, c) however the chains are placed, so a sharded run draws what an
     unsharded one does; padding only adds chains at the end.
@@ -227,7 +246,8 @@ def _chains(rng_key, initial_position, num_chains: int, mesh):
     initial_position = jnp.asarray(initial_position)
     if initial_position.ndim == 1:
         initial_position = jnp.broadcast_to(initial_position, (num_chains,) + initial_position.shape)
-    total = num_chains if mesh is None else sharding.padded_size(num_chains, mesh)
+    if total is None:
+        total = num_chains if mesh is None else sharding.padded_size(num_chains, mesh)
     keys = chain_keys(rng_key, total)
     initial_position = sharding.pad_leading(initial_position, total)
     if mesh is not None:
@@ -237,13 +257,28 @@ def _chains(rng_key, initial_position, num_chains: int, mesh):
 
 @filter_jit
 def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None,
-         mesh=None):
-    keys, initial_position = _chains(rng_key, initial_position, num_chains, mesh)
+         mesh=None, chains_per_group: int = CHAINS_PER_GROUP):
+    devices, groups, group_size = _layout(num_chains, mesh, chains_per_group)
+    keys, initial_position = _chains(rng_key, initial_position, num_chains, mesh, devices * groups * group_size)
 
     def one_chain(key, position):
         return _one_chain(algorithm, key, position, num_samples, burn_in, adaptation)
 
-    samples = jax.vmap(one_chain)(keys, initial_position)
+    if groups == 1:
+        samples = jax.vmap(one_chain)(keys, initial_position)
+    else:
+        # (device, group, chain) -> a sequential map over groups, each a (device, chain) batch: every device runs
+        # its own contiguous chains group by group, and the stacked result is back in chain order with no copy
+        # (the group axis moves across a device axis of one local row).
+        def by_group(x):
+            x = x.reshape((devices, groups, group_size) + x.shape[1:]).swapaxes(0, 1)
+            return x if mesh is None else jax.lax.with_sharding_constraint(
+                x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, mesh.axis_names[0])))
+
+        samples = jax.lax.map(lambda group: jax.vmap(jax.vmap(one_chain))(*group),
+                              (by_group(keys), by_group(initial_position)))
+        samples = jax.tree_util.tree_map(
+            lambda x: x.swapaxes(0, 1).reshape((devices * groups * group_size,) + x.shape[3:]), samples)
     if keys.shape[0] != num_chains:
         samples = jax.tree_util.tree_map(lambda x: x[:num_chains], samples)
     return samples
@@ -351,4 +386,5 @@ def run(
             raise ValueError(f"stream.num_batches must be at least 2; got {stream.num_batches}")
         return _run_streaming(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation,
                               mesh, stream)
-    return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation, mesh)
+    return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation, mesh,
+                CHAINS_PER_GROUP)

@@ -69,6 +69,18 @@ def test_chain_draws_do_not_depend_on_the_number_of_chains():
         np.testing.assert_allclose(one.positions[0], many.positions[0], rtol=0, atol=1e-10)
 
 
+def test_chains_run_in_groups_draw_what_they_draw_side_by_side():
+    """Many chains run as sequential groups (sampling.CHAINS_PER_GROUP); here 7 chains in groups of at most 3,
+    padded to 9, against all 7 at once, with per-chain starting points."""
+    algo = js.kernels.rwmh(gaussian_logdensity, COV, 1.0)
+    starts = jnp.arange(14.0).reshape(7, 2) / 7.0
+    together = js.sampling._run(jax.random.key(3), algo, starts, 130, 7, 20, None, None, 10**6)
+    grouped = js.sampling._run(jax.random.key(3), algo, starts, 130, 7, 20, None, None, 3)
+    assert grouped.positions.shape == (7, 130, 2)
+    for field in ("positions", "logdensity", "acceptance_rate"):
+        np.testing.assert_array_equal(getattr(grouped, field), getattr(together, field))
+
+
 def test_per_chain_initial_positions_and_bad_shapes():
     algo = js.kernels.rwmh(gaussian_logdensity, COV, 1.0)
     starts = jnp.array([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])

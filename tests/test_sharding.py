@@ -51,6 +51,10 @@ _SCRIPT = textwrap.dedent(
     # 6 chains: padded to 8 over the 4 devices, two of them dropped.
     compare("rwmh-6", lambda **kw: js.sampling.run(
         key, rwmh, fit.mode, num_samples=500, num_chains=6, burn_in=130, **kw))
+    # 10 chains in groups of at most 2 per device: 3 per device padded to 2 groups of 2, run one group after
+    # another on each of the 4 devices (the layout of runs with more chains per device than CHAINS_PER_GROUP).
+    compare("rwmh-grouped", lambda mesh=None: js.sampling._run(
+        key, rwmh, fit.mode, 300, 10, 40, None, mesh, 2 if mesh is not None else 10 ** 6))
     edges = np.stack([np.linspace(-20, 30, 11), np.linspace(-4, 5, 11)])
     stream = js.streaming.Stream(num_batches=4, histogram_edges=edges)
     summaries = [js.sampling.run(key, rwmh, fit.mode, num_samples=700, num_chains=6, burn_in=50, stream=stream,
@@ -89,7 +93,7 @@ def four_devices():
     return json.loads(line[len("REPORT"):])
 
 
-@pytest.mark.parametrize("name", ["rwmh-6", "hmc"])
+@pytest.mark.parametrize("name", ["rwmh-6", "rwmh-grouped", "hmc"])
 def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
     result = four_devices[name]
     assert result["devices"] == 4, result  # really split, not replicated on one device
@@ -98,6 +102,7 @@ def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
 
 def test_padding_chains_to_the_devices_keeps_the_requested_number(four_devices):
     assert four_devices["rwmh-6"]["shape"] == [6, 500, 2]
+    assert four_devices["rwmh-grouped"]["shape"] == [10, 300, 2]
 
 
 def test_sharded_streaming_summaries_match_one_device(four_devices):
