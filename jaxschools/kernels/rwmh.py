@@ -6,6 +6,11 @@ used in the seed analysis (Albert 2009, section 6.4). The proposal is symmetric,
 Metropolis ratio is the difference of log-densities (Metropolis et al. 1953). With cov the Laplace
 covariance, a scale near 2.4 / sqrt(d) is the classical optimum (Roberts, Gelman & Gilks 1997);
 the seed uses 2 in d = 2 and accepts about a third of proposals.
+
+The normals :math:`z` come from :func:`jaxschools.kernels.noise.symmetric_normal`: 32 random bits each, a
+normal discretised to :math:`2^{24}` equally likely values whose law is exactly symmetric, which is all that
+the Metropolis ratio needs (see that module). The accept test compares :math:`\log u`, with :math:`u` a
+uniform of the position's dtype (52 bits in float64), to the log ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxschools.kernels.base import BlockedSamplingAlgorithm, accept_given_uniform
+from jaxschools.kernels.noise import symmetric_normal
 
 __all__ = ["RWMHState", "RWMHInfo", "RWMHNoise", "init", "build_kernel", "rwmh"]
 
@@ -50,7 +56,7 @@ class RWMHNoise(NamedTuple):
 def _draw(rng_key, num_steps: int, state: RWMHState, logdensity_fn: Callable, scale_tril) -> RWMHNoise:
     key_normal, key_uniform = jax.random.split(rng_key)
     dtype = state.position.dtype
-    normal = jax.random.normal(key_normal, (num_steps,) + state.position.shape, dtype=dtype)
+    normal = symmetric_normal(key_normal, (num_steps,) + state.position.shape, dtype)
     log_uniform = jnp.log(jax.random.uniform(key_uniform, (num_steps,), dtype=dtype))
     return RWMHNoise(normal, log_uniform)
 
