@@ -176,8 +176,8 @@ def markdown(result: dict) -> str:
         t = result["numpyro_s_extrapolated"]
         lines.append(f"| NumPyro `MCMC.run`, Python loop (extrapolated from {result['numpyro_measured_on']}; "
                      f"{100 * result['numpyro_compile_fraction']:.0f}% of it compiling"
-                     + (f": NumPyro {result['numpyro_version']} re-jits per run" if result['numpyro_compile_fraction'] > 0.05
-                        else "") + ") "
+                     + (f": NumPyro {result['numpyro_version']} re-jits per run"
+                        if result['numpyro_compile_fraction'] > 0.05 else "") + ") "
                      f"| {t:.0f} | {n / t:.2f} | {t / result['vmapped_s']:.0f}x slower |")
     if not result.get("numpyro_kernel_s_extrapolated") and not result.get("numpyro_s_extrapolated"):
         lines.append(f"| NumPyro NUTS | {result['numpyro_missing']} | | |")

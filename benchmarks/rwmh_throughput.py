@@ -127,8 +127,9 @@ def _rows(chain_counts, smoke: bool, with_numpy: bool = True, use_mesh: bool = T
     factor = 2.0 * jnp.linalg.cholesky(fit.cov)
     ours = js.kernels.rwmh(logdensity, fit.cov, 2.0)
     theirs = blackjax.normal_random_walk(logdensity, factor)
-    theirs_same_noise = blackjax.additive_step_random_walk(
-        logdensity, lambda key, position: factor @ symmetric_normal(key, position.shape, position.dtype))
+    if same_noise:  # BlackJAX's random walk with our proposal normals: the same random numbers as ours
+        theirs_same_noise = blackjax.additive_step_random_walk(
+            logdensity, lambda rng_key, position: factor @ symmetric_normal(rng_key, position.shape, position.dtype))
     key = jax.random.key(0)
     devices = jax.local_devices()
     mesh = sharding.mesh(devices) if len(devices) > 1 and use_mesh else None
@@ -208,8 +209,8 @@ def markdown(result: dict) -> str:
         f"Chain-steps per second (best of {REPEATS}, interleaved, after compiling), {devices} {result['platform']} device(s). "
         "jaxschools is the public `sampling.run`; BlackJAX is `normal_random_walk` in a scan of a vmapped step "
         "(the same proposal N(x, 2^2 cov), except that our normals take 2^24 values, |z| <= 5.42, from 32 random "
-        "bits each, exactly symmetric (`jaxschools.kernels.noise`), and BlackJAX's 64 bits each); the floor is the log-density and the random numbers our sampler draws for "
-        "the same points in one fused call; NumPy is "
+        "bits each, exactly symmetric (`jaxschools.kernels.noise`), and BlackJAX's 64 bits each); the floor is "
+        "the log-density and the random numbers our sampler draws for the same points in one fused call; NumPy is "
         "vectorised over chains with a Python loop over steps. "
         + (f"*Sharded*: the chains (or the floor's points) split over the {devices} devices with a "
            "`jax.sharding` mesh (host devices forced by `--xla_force_host_platform_device_count`), given to "

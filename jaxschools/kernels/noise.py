@@ -15,14 +15,14 @@ here are drawn for symmetry and speed, not for 53-bit resolution:
 So :math:`z` takes :math:`2^{24}` equally likely, strictly increasing values: the normal quantiles at the cell
 midpoints, :math:`\Phi^{-1}((2k+1)/2^{25})`, to within :math:`10^{-5}` relative (XLA's float32
 :math:`\mathrm{erf}^{-1}`; :math:`5.8 \times 10^{-6}` measured on a CPU), with :math:`|z| \le 5.42`. A
-continuous normal has mass :math:`6 \times 10^{-8}` beyond :math:`|z| = 5.42` (both tails together), which only changes how often a tail proposal is made, never what
-the chain converges to.
+continuous normal has mass :math:`6 \times 10^{-8}` beyond :math:`|z| = 5.42` (both tails together), which only
+changes how often a tail proposal is made, never what the chain converges to.
 
 Why: ``jax.random.normal`` in float64 spends 64 random bits and a float64 inverse error function on every
 number. On one CPU core the two normals of a random-walk step on the eight schools took 32-39 ns of its
 100 or so; drawn here they take 17 ns, and the whole step runs about 1.2 times as fast (benchmarks/RESULTS.md).
-``jax.random.normal``'s own float32 uniform grid is shifted by :math:`2^{-24}` from symmetric, which this construction
-also avoids.
+``jax.random.normal``'s own float32 uniform grid is shifted by :math:`2^{-24}` from symmetric, which this
+construction also avoids.
 """
 
 from __future__ import annotations
