@@ -27,14 +27,13 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
 from pathlib import Path
 
 from jaxschools import config as config_module
-from jaxschools import datasets, validation
+from jaxschools import datasets, output_folder, validation
 from jaxschools.errors import InputError, JaxschoolsError
 
 __all__ = ["main"]
@@ -150,8 +149,8 @@ def _log(message: str) -> None:
 def _read_inputs(args):
     """Resolve the config and read and validate the data: pure Python, before JAX."""
     resolved = config_module.load_config(args.config, sets=args.sets, data=args.data)
-    if args.out:
-        resolved["output"]["dir"] = str(Path(args.out).resolve())
+    if args.out is not None:  # an empty --out is refused, not taken for the default
+        resolved["output"]["dir"] = output_folder.from_argument(args.out)
     # ArviZ is an optional extra: asking for its file without it is bad input, refused before any work.
     if resolved["output"]["netcdf"] and importlib.util.find_spec("arviz") is None:
         raise InputError("output.netcdf = true needs ArviZ: pip install 'jaxschools[arviz]'")
@@ -166,33 +165,22 @@ def _read_inputs(args):
         warnings.simplefilter("always")
         config_module.check_experiment(resolved, names)
     caught.extend(w for w in more if str(w.message) not in {str(c.message) for c in caught})
+    # Last, once the inputs are known good: a folder the run may not replace is refused before any work.
+    output_folder.check(config_module.output_dir(resolved), inputs=(args.config, path))
     return resolved, table, [str(w.message) for w in caught]
 
 
 def _prepare_output(out_dir: Path) -> Path:
-    """A fresh temporary folder beside ``out_dir`` (so the final rename stays on one filesystem)."""
+    """A fresh, locked temporary folder beside ``out_dir`` (so the final rename stays on one filesystem)."""
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        return output_folder.create_temporary(out_dir)
     except OSError as exc:
         raise InputError(f"cannot write results to {out_dir}: {exc.strerror or exc}") from None
 
 
 def _publish(tmp_dir: Path, out_dir: Path) -> None:
     """Swap the complete new results into place; the previous ones are removed only afterwards."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.rename(out_dir, old / "previous")
-    try:
-        os.rename(tmp_dir, out_dir)
-    except OSError:
-        if old is not None:  # put the previous results back rather than leave DIR empty
-            os.rename(old / "previous", out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    output_folder.publish(tmp_dir, out_dir)
 
 
 def _use_compilation_cache(jax) -> None:
@@ -229,14 +217,14 @@ def _write_json(path: Path, value) -> None:
 def _discard(tmp_dir: Path | None) -> None:
     if tmp_dir is not None:
         with _SIGNALS.held():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            output_folder.discard(tmp_dir)
 
 
 def _run(args) -> int:
     resolved, table, warning_messages = _read_inputs(args)
     for message in warning_messages:
         _log(f"warning: {message}")
-    out_dir = config_module.output_dir(resolved).resolve()
+    out_dir = output_folder.absolute(config_module.output_dir(resolved))  # a link is refused, never followed
     def progress(message):
         _SIGNALS.check()
         _log(f"[jaxschools] {message}")

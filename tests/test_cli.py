@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxschools import output_folder
 from jaxschools.cli import main
 
 SMALL = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200", "--quiet"]
@@ -68,9 +69,12 @@ def test_same_inputs_give_byte_identical_summary(default_run):
 
 
 def test_rerun_replaces_previous_results_whole(tmp_path):
+    # An earlier result that holds a file this run does not write: it goes. (A folder with a file no run
+    # wrote is refused instead: tests/test_output_safety.py.)
     out = tmp_path / "r"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    output_folder.write_marker(out)
     assert main(["run", "--out", str(out), "--set", "output.figures=false"] + SMALL) == 0
     assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
