@@ -3,12 +3,21 @@
 Order of work, so that bad input is answered instantly and never leaves anything behind:
 
 1. parse arguments, resolve the config and read the data with the pure-Python layer
-   (:mod:`jaxschools.config`, :mod:`jaxschools.validation`): no JAX import yet;
-2. create a private temporary folder beside DIR (which also proves DIR's parent is writable);
+   (:mod:`jaxschools.config`, :mod:`jaxschools.validation`), and check that DIR is a folder a run may
+   write into (:mod:`jaxschools.output_folder`): no JAX import yet;
+2. create a locked temporary folder beside DIR (which also proves DIR's parent is writable), after
+   removing the temporary folders of dead runs into DIR;
 3. import JAX, switch on float64 before any array exists, run the analysis, write every output
    into the temporary folder;
 4. move it into place in one rename, so DIR holds either the previous complete results or the
    new complete ones, never a mix.
+
+The output-folder rule: a run writes only into a DIR that does not exist, is empty, or holds an earlier
+jaxschools result (its ``.jaxschools-result`` marker lists what the run wrote; a result from before the
+marker is recognised by its names and its ``summary.json``). Anything else (a file, a symbolic link, the
+root, the current folder or one above it, a folder holding the config or data file or anything a run did
+not write) is refused with exit 2 before any work, and nothing is moved or deleted. Parents of DIR that
+a run created are removed again if it publishes nothing; results get the umask's permissions.
 
 Bad input exits 2 with one ``error: ...`` line on stderr; an interrupt exits 130 (Ctrl-C, SIGINT) or 143
 (SIGTERM). Either way the temporary folder is removed and DIR is untouched. A signal is raised as an
