@@ -42,7 +42,7 @@ import warnings
 from pathlib import Path
 
 from jaxschools import config as config_module
-from jaxschools import datasets, output_folder, validation
+from jaxschools import datasets, output_folder, resources, validation
 from jaxschools.errors import InputError, JaxschoolsError
 
 __all__ = ["main"]
@@ -174,6 +174,8 @@ def _read_inputs(args):
         warnings.simplefilter("always")
         config_module.check_experiment(resolved, names)
     caught.extend(w for w in more if str(w.message) not in {str(c.message) for c in caught})
+    # A run that cannot fit in memory is refused now, not killed by the kernel (or XLA) minutes later.
+    resources.check(resolved, len(names))
     # Last, once the inputs are known good: a folder the run may not replace is refused before any work.
     output_folder.check(config_module.output_dir(resolved), inputs=(args.config, path))
     return resolved, table, [str(w.message) for w in caught]

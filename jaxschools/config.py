@@ -59,9 +59,16 @@ class Spec(NamedTuple):
     path: bool = False
 
 
+# The largest count any integer key accepts: counts become int32 indices and shapes in XLA, and a larger
+# number (10^20 chains, 10^12 steps) would fail there with a TypeError or an allocation error instead of here.
+# (The memory a run needs is checked against the machine by jaxschools.resources once the data is read.)
+MAX_COUNT = 2**31 - 1
+
+
 def at_least(bound):
-    """Check: an integer >= ``bound``."""
-    return Check(lambda value: value >= bound, f"an integer >= {bound}")
+    """Check: an integer >= ``bound`` and at most :data:`MAX_COUNT`."""
+    return Check(lambda value: bound <= value <= MAX_COUNT,
+                 f"an integer >= {bound} and <= {MAX_COUNT:,} (2**31 - 1)")
 
 
 FINITE = Check(math.isfinite, "a finite number")
@@ -143,6 +150,10 @@ SCHEMA = {
         "dir": Spec(str),
         "netcdf": Spec(bool),
         "figures": Spec(bool),
+    },
+    "run": {
+        # The memory a run may plan to use (jaxschools.resources); default: a share of this machine's.
+        "max_memory_gb": Spec(float, check=POSITIVE, optional=True),
     },
 }
 

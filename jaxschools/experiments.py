@@ -514,6 +514,7 @@ def store_key(config: dict, data: Schools) -> str:
     """A hash of everything that determines the cells' results (not the output folder)."""
     relevant = copy.deepcopy(config)
     relevant.pop("output", None)
+    relevant.pop("run", None)  # the memory limit decides whether a run starts, not what it computes
     payload = json.dumps({"config": relevant, "y": np.asarray(data.y).tolist(), "sigma": np.asarray(data.sigma).tolist(),
                           "names": list(data.names), "dtype": str(data.y.dtype)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from test_config import BAD_FILES, BAD_SETS
+from test_resources import SMALL_REFUSED
 from test_validation import MALFORMED
 
 from jaxschools import config as config_module
@@ -146,6 +147,9 @@ CASES.update({
     "args:two-configs": Case({"a.toml": "", "b.toml": ""}, ["run", "{dir}/a.toml", "{dir}/b.toml"],
                              ["unrecognized arguments: {dir}/b.toml"]),
 })
+# Sizes the machine cannot hold or XLA cannot index (tests/test_resources.py has them all, the 10^5-school file
+# included, and checks the memory estimate against measured peaks).
+CASES.update({key: Case(*case) for key, case in SMALL_REFUSED.items()})
 
 
 def _snapshot(folder: Path) -> dict:
