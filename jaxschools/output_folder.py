@@ -22,7 +22,8 @@ run for the run's whole life, so the kernel releases the lock when the run dies,
 into the same DIR removes the ones whose lock it can take (their run is dead) and never touches a locked one
 (a live concurrent run). A dead ``.DIR.old-XXXX`` whose run was killed between the two renames, with DIR
 missing, holds the previous results: they are put back as DIR instead of being removed. On a filesystem
-without ``flock`` no lock can be taken, and no temporary folder is ever removed as stale.
+without ``flock`` no lock can be taken, and no temporary folder is ever removed as stale. (A version before
+these locks held none: its temporary folders look dead, so do not run it into the same DIR at the same time.)
 
 Folders and files get the permissions of the process's umask (0755 and 0644 under umask 022).
 """
