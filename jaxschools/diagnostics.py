@@ -19,19 +19,29 @@ reproduced to rounding error as ArviZ 0.23 computes them (``arviz.ess``,
   rank, and ranks r become z = Phi^-1((r - 3/8) / (S + 1/4)) (Blom, 1958);
 * fewer than 4 draws (or fewer than 2 chains, for ``rhat``) gives nan, and so
   does any nan among the draws; ``rhat`` therefore is nan for a single chain;
-* a quantity whose split draws span less than 1e-15 (float64 resolution, used
-  for every dtype, as ArviZ casts to float64) has ESS equal to the number of
-  split draws, so a constant input has ``ess == ess_tail == chain * 2 *
-  (draw // 2)``; its ``rhat`` is nan (0/0 between/within variance). When
-  every split chain is constant but they differ, the within-chain variance
-  is rounding noise and ``rhat`` is huge (~1e16) in both libraries, yet not
-  equal: that one case is not reproduced to rounding error;
+* a quantity derived from the draws (ranks, tail indicators) whose split
+  draws span less than 1e-15 (float64 resolution, used for every dtype, as
+  ArviZ casts to float64) has ESS equal to the number of split draws;
 * ``max``/``min`` of two candidates follow Python's rule (the first one is
   kept unless the second compares strictly greater/smaller), which decides
   which nan/inf wins.
 
-Known differences are at rounding level: the MCSEs of a constant input are
-rounding noise (~1e-17) in both, and ``mcse_quantile`` inverts the beta CDF by
+One deliberate difference: **draws that do not vary within any chain give nan
+for every diagnostic here**, where ArviZ 0.23 (and arviz-stats) report a
+constant input as perfectly mixed (``ess`` equal to the number of draws, MCSEs
+of ~1e-17) and chains constant within but differing between them as ``rhat``
+~1e16 with ``ess`` of a few. The rule: if every split chain c has
+max_c - min_c <= eps * max_c |x| (eps the input dtype's machine epsilon: its
+draws agree to rounding), the within-chain variance W is 0, so R-hat
+sqrt(((n-1)/n W + B/n) / W) and the autocorrelations rho_t = acov_t / W that
+ESS needs are undefined; so are MCSEs, which rest on that ESS. A stuck
+sampler (a step below floating-point resolution) produces exactly such draws,
+and must not be reported as converged. Stan's ``posterior`` R package
+(``should_return_NA``) likewise returns NA for constant input. Chains that
+move, however little, are left to the estimators; whether they moved enough
+is :func:`frozen_chains`' question, relative to the posterior's scale.
+
+Other known differences are at rounding level: ``mcse_quantile`` inverts the beta CDF by
 bisection of ``betainc`` (JAX has no beta quantile), so its order-statistic
 index could differ from SciPy's only if that quantile times the draw count
 lies within ~1e-12 of an integer.
@@ -57,11 +67,14 @@ from jax.scipy.special import betainc, ndtri
 __all__ = [
     "RHAT_THRESHOLD",
     "ESS_THRESHOLD",
+    "FROZEN_RTOL",
     "autocorrelation",
+    "constant_chains",
     "ess",
     "ess_mean",
     "ess_quantile",
     "ess_tail",
+    "frozen_chains",
     "mcse_mean",
     "mcse_quantile",
     "mcse_sd",
@@ -74,6 +87,10 @@ ESS_THRESHOLD = 400
 
 # ArviZ declares a chain constant when its range is below float64's resolution.
 _FLAT_RANGE = 1e-15
+# A chain whose within-chain sd is below this fraction of the posterior's scale has not explored it:
+# a healthy chain's sd is of the order of the posterior sd, and a random walk of n steps of size s (in
+# posterior sds) spreads about s sqrt(n), so this takes steps ~1e-5 sd over 10^4 draws, or rounding.
+FROZEN_RTOL = 1e-3
 _BLOM_OFFSET = 3.0 / 8.0
 # Normal probabilities one standard deviation either side of the mean: the
 # quantile MCSE is half the width of this credible interval of the quantile.
@@ -106,11 +123,19 @@ def _arviz_checks(min_chains):
             if x.shape[0] < min_chains or x.shape[1] < 4:
                 return jnp.full((), jnp.nan, x.dtype)
             out = compiled(x, *args, **kwargs)
-            return jnp.where(jnp.isnan(x).any(), jnp.nan, out).astype(x.dtype)
+            undefined = jnp.isnan(x).any() | jnp.all(_constant_rows(_split(x)))
+            return jnp.where(undefined, jnp.nan, out).astype(x.dtype)
 
         return checked
 
     return wrap
+
+
+def _constant_rows(x):
+    """Whether each row of ``x`` agrees to rounding: max - min <= eps * max |x| (eps of x's dtype)."""
+    top, bottom = x.max(axis=-1), x.min(axis=-1)
+    magnitude = jnp.maximum(jnp.abs(top), jnp.abs(bottom))
+    return top - bottom <= jnp.finfo(x.dtype).eps * magnitude
 
 
 def _unfused(v):
@@ -307,7 +332,9 @@ def mcse_sd(x):
     """
     sq = (x - x.mean()) ** 2
     evar = sq.mean()
-    varvar = ((sq**2).mean() - _unfused(evar * evar)) / ess_mean(sq)
+    # The mean-ESS of sq itself (ArviZ's), without the public wrapper: sq may be constant when x is not
+    # (x taking two values symmetric about its mean), and then ArviZ's flat rule, ESS = size, applies.
+    varvar = ((sq**2).mean() - _unfused(evar * evar)) / _ess(_split(sq))
     return jnp.sqrt(varvar / evar / 4)
 
 
@@ -346,3 +373,49 @@ def mcse_quantile(x, prob):
     low = jnp.floor(jnp.fmax(ppf[0] * size - 1, 0)).astype(int)
     high = jnp.ceil(jnp.fmin(ppf[1] * size - 1, size - 1)).astype(int)
     return (ordered[high] - ordered[low]) / 2
+
+
+def _as_chains(x):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"expected draws shaped (chain, draw), got shape {x.shape}; use jax.vmap for batches")
+    return x
+
+
+def constant_chains(x):
+    """Which chains of ``x`` (chain, draw) did not move: all draws equal to rounding.
+
+    Chain c is constant when max_c - min_c <= eps * max_c |x| with eps the dtype's machine epsilon, the
+    rule under which every diagnostic of this module is nan (see the module docstring). A chain of one
+    draw cannot be judged and is not reported. Returns a boolean array (chain,). Jittable.
+    """
+    x = _as_chains(x)
+    if x.shape[1] < 2:
+        return jnp.zeros(x.shape[0], bool)
+    return _constant_rows(x)
+
+
+def frozen_chains(x, scale, rtol=FROZEN_RTOL):
+    """Which chains of ``x`` (chain, draw) barely moved, relative to the posterior's ``scale``.
+
+    Chain c is frozen when its within-chain standard deviation s_c (ddof 0) satisfies
+    s_c <= rtol * scale, or when it is constant (:func:`constant_chains`, which covers a ``scale``
+    that is nan, inf or not positive). ``scale`` is a posterior standard deviation of the quantity
+    (e.g. the exact posterior's, or the Laplace approximation's); with ``rtol`` = 1e-3 a chain is
+    frozen when it explored less than a thousandth of it. Such chains pass R-hat and ESS when they
+    move only by rounding (a step below floating-point resolution: every draw is accepted and none
+    moves), so they must be caught separately (Vehtari et al. 2021 assume chains that move). A chain
+    of one draw cannot be judged and is not reported. Returns a boolean array (chain,). Jittable.
+    """
+    x = _as_chains(x)
+    if x.shape[1] < 2:
+        return jnp.zeros(x.shape[0], bool)
+    scale = jnp.asarray(scale, x.dtype)
+    usable = jnp.isfinite(scale) & (scale > 0)
+    small = jnp.std(x, axis=1) <= jnp.where(usable, rtol * scale, -jnp.inf)
+    return small | _constant_rows(x)
+
