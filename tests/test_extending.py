@@ -6,7 +6,7 @@ import re
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_hmc import assert_matches_exact
+from test_hmc import assert_matches_exact, oracle
 
 import jaxschools as js
 
@@ -35,6 +35,21 @@ def test_the_page_follows_the_protocol(page):
     # Its own run and BlackJAX's loop both moved.
     assert float(jnp.mean(page["infos"].acceptance_rate)) > 0.3
     assert page["theirs"].positions.shape == (4, 200, 2)
+
+
+def test_the_kernel_runs_in_blackjax_loop_from_a_position(page):
+    """The page's BlackJAX run starts from ``initial_position=`` (BlackJAX calls ``init(position, rng_key)``):
+    one chain, the mean of mu within 5 MCSE (ArviZ, from the draws' ESS) of the quadrature oracle's."""
+    import arviz
+
+    positions = np.asarray(page["states"].position)
+    assert positions.shape == (2000, 2) and np.all(np.isfinite(positions))
+    mu = positions[None, :, 0]
+    ess = float(arviz.ess(mu))
+    assert ess >= 100, f"ESS {ess:.0f} of mu is too small for its MCSE to be trusted"
+    error = float(mu.mean()) - oracle("eight schools", "half_cauchy").mu_mean()
+    mcse = float(arviz.mcse(mu, method="mean"))
+    assert abs(error) < 5 * mcse, f"mean of mu off by {error:.4g} = {error / mcse:.2f} MCSE"
 
 
 def test_the_worked_example_matches_the_exact_posterior(page):

@@ -186,10 +186,11 @@ def test_step_takes_adapted_parameters_as_keywords():
 
 
 def test_our_hmc_runs_in_blackjax_loop():
+    """From ``initial_position=``: BlackJAX then calls ``init(position, rng_key)``."""
     blackjax = pytest.importorskip("blackjax")
     algo = js.kernels.hmc(gaussian, 0.5, jnp.array([4.0, 1.0, 0.25]), num_integration_steps=5, jitter=0.5)
     _, (states, infos) = blackjax.util.run_inference_algorithm(
-        rng_key=jax.random.key(3), inference_algorithm=algo, num_steps=3000, initial_state=algo.init(jnp.ones(3))
+        rng_key=jax.random.key(3), inference_algorithm=algo, num_steps=3000, initial_position=jnp.ones(3)
     )
     x = states.position[500:, 0][None]
     assert float(jnp.mean(infos.acceptance_rate)) > 0.5

@@ -8,7 +8,10 @@ from test_hmc import adapted_chains, assert_mean, check_statistical_layer
 
 import jaxschools as js
 from jaxschools.kernels.base import SamplingAlgorithm
+from jaxschools.kernels.hmc import HMCState
+from jaxschools.kernels.hmc import init as hmc_init
 from jaxschools.kernels.nuts import NUTSState
+from jaxschools.kernels.nuts import init as nuts_init
 
 SCALES = jnp.array([0.1, 0.5, 1.0, 3.0, 10.0])
 
@@ -38,13 +41,14 @@ def test_checkpoint_slots_hold_the_first_leaf_of_every_open_subtree():
 
 @pytest.fixture(scope="module")
 def gaussian_run():
-    """Our NUTS in BlackJAX's own loop (``run_inference_algorithm``), four chains vmapped over keys."""
+    """Our NUTS in BlackJAX's own loop (``run_inference_algorithm`` from ``initial_position=``, which calls
+    ``init(position, rng_key)``), four chains vmapped over keys."""
     blackjax = pytest.importorskip("blackjax")
     algo = js.kernels.nuts(ill_conditioned, 0.08, jnp.ones(5))
 
     def chain(key):
         _, (states, infos) = blackjax.util.run_inference_algorithm(
-            rng_key=key, inference_algorithm=algo, num_steps=1100, initial_state=algo.init(jnp.ones(5))
+            rng_key=key, inference_algorithm=algo, num_steps=1100, initial_position=jnp.ones(5)
         )
         return jax.tree_util.tree_map(lambda x: x[100:], (states, infos))
 
@@ -63,6 +67,7 @@ def test_known_means_and_variances(gaussian_run):
 def test_state_info_and_trajectory_cost(gaussian_run):
     states, infos = gaussian_run
     assert isinstance(states, NUTSState)
+    assert NUTSState is HMCState and nuts_init is hmc_init  # NUTS reuses HMC's state and init, not copies
     assert set(infos._fields) >= {"acceptance_rate", "is_accepted", "is_divergent", "energy", "num_integration_steps"}
     # The cached log-density and gradient are those of the position.
     last = jax.tree_util.tree_map(lambda x: x[:, -1], states)

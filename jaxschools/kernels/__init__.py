@@ -1,8 +1,11 @@
 """Markov kernels, each a BlackJAX-style ``SamplingAlgorithm(init, step)``.
 
 One module per algorithm, each exposing its ``State``, ``Info``, ``init``, ``build_kernel`` and a
-constructor; the Metropolis-Hastings accept step lives once in :mod:`jaxschools.kernels.base`, the
-leapfrog integrator and kinetic energy of the gradient kernels in :mod:`jaxschools.kernels.integrators`.
+constructor (NUTS's state and ``init`` are HMC's, imported from :mod:`jaxschools.kernels.hmc`). The
+Metropolis-Hastings accept step and :class:`~jaxschools.kernels.base.BoundInit` (a module's ``init`` with its
+log-density bound, called ``init(position, rng_key=None)`` as BlackJAX calls it) live once in
+:mod:`jaxschools.kernels.base`, the leapfrog integrator and kinetic energy of the gradient kernels in
+:mod:`jaxschools.kernels.integrators`.
 """
 
 from jaxschools.kernels.base import SamplingAlgorithm, metropolis_accept

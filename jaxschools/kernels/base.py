@@ -1,9 +1,10 @@
 """The kernel protocol shared by every sampler, and the Metropolis-Hastings accept step.
 
-A kernel is BlackJAX's ``SamplingAlgorithm(init, step)``: ``init(position) -> state`` and
+A kernel is BlackJAX's ``SamplingAlgorithm(init, step)``: ``init(position, rng_key=None) -> state`` and
 ``step(rng_key, state) -> (state, info)``, pure functions with NamedTuple states and the key passed
-in, never stored. A BlackJAX algorithm therefore runs in :func:`jaxschools.sampling.run` unchanged,
-and ours runs in BlackJAX's loops.
+in, never stored. A BlackJAX algorithm therefore runs in :func:`jaxschools.sampling.run` unchanged (which
+calls ``init(position)``), and ours runs in BlackJAX's loops (``blackjax.util.run_inference_algorithm``
+calls ``init(position, rng_key)`` when given ``initial_position=``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,49 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SamplingAlgorithm", "BlockedSamplingAlgorithm", "metropolis_accept", "accept_given_uniform"]
+__all__ = [
+    "SamplingAlgorithm", "BlockedSamplingAlgorithm", "BoundInit", "metropolis_accept", "accept_given_uniform"
+]
 
 
 class SamplingAlgorithm(NamedTuple):
-    """``init(position) -> state``; ``step(rng_key, state) -> (state, info)`` (BlackJAX's protocol)."""
+    """``init(position, rng_key=None) -> state``; ``step(rng_key, state) -> (state, info)`` (BlackJAX's protocol)."""
 
     init: Callable
     step: Callable
+
+
+@jax.tree_util.register_pytree_node_class
+class BoundInit:
+    """A kernel module's ``init(position, logdensity_fn)`` with its log-density bound: the ``init`` of a
+    ``SamplingAlgorithm``, called as BlackJAX calls it, ``init(position, rng_key=None) -> state``.
+
+    The key is accepted and unused: these states are a deterministic function of the position (BlackJAX's
+    own HMC, NUTS and random walk ignore it too). ``init`` is fixed in the tree structure and ``logdensity_fn``
+    is its one child, as in a ``jax.tree_util.Partial``: the log-density's data stay traced leaves, so
+    :func:`jaxschools.sampling.run` compiles once for every dataset of the same shapes, provided ``init`` is a
+    module-level function (the same object on every call).
+    """
+
+    __slots__ = ("init", "logdensity_fn", "__weakref__")  # jax.jit(algorithm.init) keeps a weak reference
+
+    def __init__(self, init: Callable, logdensity_fn: Callable):
+        self.init = init
+        self.logdensity_fn = logdensity_fn
+
+    def __call__(self, position, rng_key=None):
+        del rng_key
+        return self.init(position, self.logdensity_fn)
+
+    def __repr__(self):
+        return f"BoundInit({self.init.__module__}.{self.init.__qualname__}, {self.logdensity_fn!r})"
+
+    def tree_flatten(self):
+        return (self.logdensity_fn,), self.init
+
+    @classmethod
+    def tree_unflatten(cls, init, children):
+        return cls(init, *children)
 
 
 class BlockedSamplingAlgorithm(NamedTuple):

@@ -32,7 +32,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxschools.kernels.base import SamplingAlgorithm, metropolis_accept
+from jaxschools.kernels.base import BoundInit, SamplingAlgorithm, metropolis_accept
 from jaxschools.kernels.integrators import (
     check_step_size,
     DIVERGENCE_THRESHOLD,
@@ -46,7 +46,10 @@ __all__ = ["HMCState", "HMCInfo", "init", "build_kernel", "hmc", "trajectory_bou
 
 
 class HMCState(NamedTuple):
-    """position (d,) with its cached log-density and gradient (reused by the next trajectory)."""
+    """position (d,) with its cached log-density and gradient (reused by the next trajectory).
+
+    Also the state of NUTS (:mod:`jaxschools.kernels.nuts`), which imports it and :func:`init` from here.
+    """
 
     position: jax.Array
     logdensity: jax.Array
@@ -70,6 +73,7 @@ class HMCInfo(NamedTuple):
 
 
 def init(position, logdensity_fn: Callable) -> HMCState:
+    """The state at ``position`` (BlackJAX's module-level ``init``; the algorithm's is :class:`BoundInit` of it)."""
     position = jnp.asarray(position)
     logdensity, grad = jax.value_and_grad(logdensity_fn)(position)
     return HMCState(position, logdensity, grad)
@@ -147,7 +151,7 @@ def hmc(
         raise ValueError(f"num_integration_steps must be >= 1; got {num_integration_steps}")
     check_step_size(step_size)
     return SamplingAlgorithm(
-        jax.tree_util.Partial(init, logdensity_fn=logdensity_fn),
+        BoundInit(init, logdensity_fn),
         jax.tree_util.Partial(
             build_kernel(),
             logdensity_fn=logdensity_fn,

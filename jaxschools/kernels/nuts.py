@@ -48,7 +48,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxschools.kernels.base import SamplingAlgorithm
+from jaxschools.kernels.base import BoundInit, SamplingAlgorithm
+from jaxschools.kernels.hmc import HMCState, init
 from jaxschools.kernels.integrators import (
     check_step_size,
     DIVERGENCE_THRESHOLD,
@@ -62,12 +63,9 @@ from jaxschools.kernels.integrators import (
 __all__ = ["NUTSState", "NUTSInfo", "init", "build_kernel", "nuts", "is_turning"]
 
 
-class NUTSState(NamedTuple):
-    """position (d,) with its cached log-density and gradient."""
-
-    position: jax.Array
-    logdensity: jax.Array
-    logdensity_grad: jax.Array
+# A NUTS transition starts from what an HMC one does (the position, its log-density and gradient), so the state
+# and its ``init`` are HMC's; the name is kept for readers of NUTS alone.
+NUTSState = HMCState
 
 
 class NUTSInfo(NamedTuple):
@@ -102,7 +100,7 @@ class _Point(NamedTuple):
 class _Candidate(NamedTuple):
     """A point the transition may move to: the new state and its energy."""
 
-    state: NUTSState
+    state: HMCState
     energy: jax.Array
 
 
@@ -137,12 +135,6 @@ class _Trajectory(NamedTuple):
     is_divergent: jax.Array
 
 
-def init(position, logdensity_fn: Callable) -> NUTSState:
-    position = jnp.asarray(position)
-    logdensity, grad = jax.value_and_grad(logdensity_fn)(position)
-    return NUTSState(position, logdensity, grad)
-
-
 def is_turning(velocity_left, velocity_right, integrated_momentum):
     r"""Generalised no-U-turn criterion: :math:`p^\sharp_- \cdot \rho \le 0` or :math:`p^\sharp_+ \cdot \rho \le 0`.
 
@@ -155,7 +147,7 @@ def _where(condition, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def _step(rng_key, state: NUTSState, logdensity_fn: Callable, step_size, inverse_mass_matrix, max_depth: int = 10):
+def _step(rng_key, state: HMCState, logdensity_fn: Callable, step_size, inverse_mass_matrix, max_depth: int = 10):
     dtype = state.position.dtype
     inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, dtype)
     step_size = jnp.asarray(step_size, dtype)
@@ -182,7 +174,7 @@ def _step(rng_key, state: NUTSState, logdensity_fn: Callable, step_size, inverse
         subtree_log_weight = jnp.logaddexp(tree.log_weight, log_weight)
         log_u = jnp.log(jax.random.uniform(jax.random.fold_in(key_leaf, first_step + tree.leaf), (), dtype))
         take = log_u < log_weight - subtree_log_weight
-        candidate = _Candidate(NUTSState(point.position, point.logdensity, point.logdensity_grad), energy)
+        candidate = _Candidate(HMCState(point.position, point.logdensity, point.logdensity_grad), energy)
         candidate = _where(take, candidate, tree.candidate)
         momentum_sum = tree.momentum_sum + point.momentum
 
@@ -311,7 +303,7 @@ def nuts(logdensity_fn: Callable, step_size, inverse_mass_matrix, max_depth: int
         raise ValueError(f"max_depth must be >= 1; got {max_depth}")
     check_step_size(step_size)
     return SamplingAlgorithm(
-        jax.tree_util.Partial(init, logdensity_fn=logdensity_fn),
+        BoundInit(init, logdensity_fn),
         jax.tree_util.Partial(
             build_kernel(),
             logdensity_fn=logdensity_fn,

@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxschools.kernels.base import BlockedSamplingAlgorithm, accept_given_uniform
+from jaxschools.kernels.base import BlockedSamplingAlgorithm, BoundInit, accept_given_uniform
 from jaxschools.kernels.noise import symmetric_normal
 
 __all__ = ["RWMHState", "RWMHInfo", "RWMHNoise", "init", "build_kernel", "rwmh"]
@@ -97,9 +97,10 @@ def rwmh(logdensity_fn: Callable, cov, scale=1.0) -> BlockedSamplingAlgorithm:
         diagonal.
       scale: multiplies the proposal's standard deviations (LearnBayes' ``scale``).
 
-    ``init``, ``step``, ``draw`` and ``apply`` (see :class:`~jaxschools.kernels.base.BlockedSamplingAlgorithm`)
-    are ``jax.tree_util.Partial`` objects over module-level functions: the log-density and the proposal
-    factor are pytree leaves, so the driver compiles once for every dataset and scale of the same shapes.
+    ``init`` (``init(position, rng_key=None)``, a :class:`~jaxschools.kernels.base.BoundInit`), ``step``, ``draw``
+    and ``apply`` (see :class:`~jaxschools.kernels.base.BlockedSamplingAlgorithm`) are pytrees over module-level
+    functions (``jax.tree_util.Partial`` for the last three): the log-density and the proposal factor are pytree
+    leaves, so the driver compiles once for every dataset and scale of the same shapes.
     """
     cov = jnp.asarray(cov)
     if cov.ndim == 1:
@@ -107,7 +108,7 @@ def rwmh(logdensity_fn: Callable, cov, scale=1.0) -> BlockedSamplingAlgorithm:
     scale_tril = scale * jnp.linalg.cholesky(cov)
     bound = dict(logdensity_fn=logdensity_fn, scale_tril=scale_tril)
     return BlockedSamplingAlgorithm(
-        jax.tree_util.Partial(init, logdensity_fn=logdensity_fn),
+        BoundInit(init, logdensity_fn),
         jax.tree_util.Partial(build_kernel(), **bound),
         jax.tree_util.Partial(_draw, **bound),
         jax.tree_util.Partial(_apply, **bound),
