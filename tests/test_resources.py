@@ -11,7 +11,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -230,21 +229,25 @@ def test_the_default_run_of_the_eight_schools_fits_in_a_few_gigabytes():
 # --------------------------------------------------------------------------------------------------------------
 # The estimate against measured peaks.
 
+# VmHWM, the peak resident memory of this process's own address space (ru_maxrss can carry the peak of the
+# process that forked it across exec).
 MEASURE_CHILD = """
-import resource, sys
+import sys
 from jaxschools.cli import main
 code = main(sys.argv[1:])
-print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]
+print(code, int(peak) * 1024)
 """
 
 # Real runs whose variable terms are a good share of the estimate: theta draws and the exact quadrature (J =
 # 5,000), and the P(theta_i > theta_j) matrix and the sampler's (J = 200).
 MEASURED = {
-    "5000-schools": (5000, ["sampler.num_chains=2", "sampler.num_samples=1000", "sampler.burn_in=100"]),
+    "5000-schools": (5000, ["sampler.num_chains=2", "sampler.num_samples=100", "sampler.burn_in=100"]),
     "200-schools": (200, ["sampler.num_samples=2000", "sampler.burn_in=100"]),
 }
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
 @pytest.mark.parametrize("key", list(MEASURED))
 def test_the_estimate_bounds_the_measured_peak_of_a_real_run(key, tmp_path):
     """Peak resident memory of a whole run (figures off) in its own interpreter: the estimate is an upper bound
