@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools import adaptation, classical, diagnostics, exact, laplace, models, posterior, sampling
+from jaxschools import adaptation, classical, diagnostics, exact, laplace, models, moments, posterior, sampling
 from jaxschools import predictive as predictive_checks
 from jaxschools.data import Schools
 from jaxschools.kernels import hmc, nuts, rwmh
@@ -211,31 +211,53 @@ def _contrast_summary(chains: Chains, median_log_tau, sampler_cfg: dict) -> dict
     }
 
 
-def _without_nonexistent_moments(reference: dict, prior_kind: str, num_schools: int) -> dict:
-    """Null the exact means and sds of mu, tau and theta where they are infinite.
+def _null_nonexistent_moments(summary: dict, prior_kind: str, mask) -> dict:
+    """``summary`` with every mean, sd and MCSE of a mean that does not exist set to NaN (``null`` in JSON).
 
-    p(tau | y) has a power tail (tau^-(J-1) under the flat prior), so E[tau] needs J >= 4 and Var[tau]
-    J >= 5 there (the thresholds of ``validation.MIN_SCHOOLS``); mu and theta inherit the same tail, since
-    their spread given tau grows like tau. Quadrature on a finite range would return large finite numbers
-    for these; summary.json says ``null`` instead. Moments of log tau, quantiles and probabilities exist.
+    Existence is decided per quantity from the prior family and J, the schools in the likelihood
+    (:mod:`jaxschools.moments`): under the flat prior p(tau | y) ~ tau^(1 - J), so mu and tau need J >= 4 for a
+    mean and J >= 5 for an sd; under the half-Cauchy E[tau] needs J >= 1 and sd(tau) J >= 2; theta_j of a
+    school in the likelihood and log tau keep every moment; a new (or left-out) school's theta and y have
+    tau's conditions. The exact values are already NaN there (``exact.summary``); the sampler's estimates of
+    them (means of draws, which never settle) are nulled by the same rule. An MCSE of a mean needs the
+    variance too. The reason is recorded as ``exact.nonexistent_moments``.
     """
-    from jaxschools.validation import MIN_SCHOOLS
+    observed = np.asarray(mask, bool)
+    num_schools = int(observed.sum())
 
-    _, needed_mean, needed_variance = MIN_SCHOOLS[prior_kind]
-    dropped = [key for key, needed in (("mean", needed_mean), ("sd", needed_variance)) if num_schools < needed]
-    if not dropped:
-        return reference
-    reference = dict(reference)
-    for name in ("mu", "tau", "theta"):
-        block = dict(reference[name])
-        for key in dropped:
-            block[key] = None if name != "theta" else [None] * len(block[key])
-        reference[name] = block
-    reference["nonexistent_moments"] = (
-        f"with the {prior_kind} prior and J = {num_schools}, the posterior {' and '.join(dropped)} of mu, tau and "
-        "theta are infinite (power-law tail of tau)"
-    )
-    return reference
+    def allowed(quantity, statistic):
+        return moments.exists(prior_kind, quantity, moments.STATISTICS[statistic], num_schools)
+
+    def theta_allowed(statistic):
+        order = moments.STATISTICS[statistic]
+        return np.where(observed, moments.exists(prior_kind, "theta", order, num_schools),
+                        moments.exists(prior_kind, "theta_out", order, num_schools))
+
+    def null(block, key, ok):
+        if key in block and block[key] is not None:
+            block[key] = np.where(ok, np.asarray(block[key], float), np.nan)
+
+    for name in ("mu", "tau", "log_tau"):
+        block = summary["posterior"][name]
+        null(block, "mean", allowed(name, "mean"))
+        null(block, "sd", allowed(name, "sd"))
+        null(block, "mcse_mean", allowed(name, "mean") & allowed(name, "sd"))
+    theta = summary["theta"]
+    null(theta, "mean", theta_allowed("mean"))
+    null(theta, "sd", theta_allowed("sd"))
+    null(theta, "mean_mcse", theta_allowed("mean") & theta_allowed("sd"))
+    for block in summary["predictive"]["new_school"]["theta"], summary["predictive"]["new_school"]["y"]:
+        null(block, "mean", allowed("theta_out", "mean"))
+        null(block, "sd", allowed("theta_out", "sd"))
+        null(block, "mcse_mean", allowed("theta_out", "mean") & allowed("theta_out", "sd"))
+    contrast = summary["mcmc"].get("contrast")
+    if contrast is not None:
+        for name, block in contrast["posterior"].items():
+            null(block, "mean", allowed(name, "mean"))
+    reasons = moments.messages(prior_kind, num_schools, ("mu", "tau", "log_tau", "theta", "theta_out"))
+    if reasons:
+        summary["exact"] = {**summary["exact"], "nonexistent_moments": "; ".join(reasons)}
+    return summary
 
 
 def provenance() -> dict:
@@ -319,7 +341,6 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
     reference = exact.summary(data, prior, query_school=school, threshold=threshold, rng_key=exact_key,
                               num_draws=num_draws)
     timings["exact_s"] = time.perf_counter() - t0
-    reference = _without_nonexistent_moments(reference, prior.kind, int(np.sum(np.asarray(data.mask))))
     median_log_tau = reference["log_tau"]["q50"]
     divergence = divergence_summary(chains, median_log_tau)
     if divergence["divergences"]:
@@ -380,5 +401,6 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
         "config": config,
         "provenance": provenance(),
     }
+    summary = _null_nonexistent_moments(summary, prior.kind, data.mask)
     timings["total_s"] = time.perf_counter() - start
     return Analysis(to_json(summary), data, logdensity, fit, samples, theta, timings, contrast, predictive)

@@ -76,6 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
+from jaxschools import moments
 from jaxschools._jit import filter_jit
 from jaxschools.data import Schools
 from jaxschools.models import Prior, make_prior
@@ -547,13 +548,54 @@ def summary(
     * ``log_evidence``: log p(y) (NaN for the flat prior); ``quadrature_error``: the estimate of
       :class:`ExactPosterior`.
 
+    **Moments that do not exist are NaN** (:mod:`jaxschools.moments`), decided from the prior family and J,
+    the number of schools in the likelihood (``mask``; a traced count under ``vmap``): p(tau | y) falls like
+    tau^(1 - J) under the flat prior and like p(tau) tau^-J with the normal prior on mu, so
+
+    * flat: the mean of mu and tau needs J >= 4, their sd J >= 5 (J < 3: improper, every mean, sd and the
+      shrinkage NaN);
+    * half_cauchy: the mean of tau needs J >= 1, its sd J >= 2; mu's moments always exist;
+    * half_normal: every moment exists;
+    * theta_j of a school in the likelihood, log tau, the shrinkage: every moment exists when the posterior
+      is proper; theta_j of a masked school (theta_j | mu, tau ~ N(mu, tau^2)) has tau's conditions.
+
+    Otherwise the quadrature would return the (large, finite) moment of its truncated range.
+
     Traceable: ``jax.vmap`` over datasets (and prior scales) works; eager calls compile once per shape.
     """
     post = posterior(data, prior, num_nodes)
+    kind = make_prior(prior).kind
     # The prior is needed again only to draw (p_best); leaving it out otherwise lets all priors share one
     # compiled summary per shape.
     prior = make_prior(prior) if rng_key is not None else None
-    return _summary_jit(_anonymous(data), prior, post, query_school, threshold, rng_key, num_draws)
+    out = _summary_jit(_anonymous(data), prior, post, query_school, threshold, rng_key, num_draws)
+    return _nan_where_no_moment(out, kind, data.mask)
+
+
+def _nan_where_no_moment(out: dict, kind: str, mask) -> dict:
+    """``out`` with NaN for each mean and sd that does not exist (:func:`jaxschools.moments.min_schools`).
+
+    J = sum(mask) may be traced, so this is a select on values, never a Python branch on J.
+    """
+    num_schools = jnp.sum(jnp.asarray(mask, jnp.int32))
+    out = dict(out)
+
+    def keep(value, allowed):
+        return jnp.where(allowed, value, jnp.nan)
+
+    for name in ("mu", "tau", "log_tau", "theta"):
+        block = dict(out[name])
+        for statistic, order in moments.STATISTICS.items():
+            if name == "theta":
+                # A masked school's theta_j | mu, tau ~ N(mu, tau^2) has tau's conditions, not theta's.
+                needs = jnp.where(mask, moments.min_schools(kind, "theta", order),
+                                  moments.min_schools(kind, "theta_out", order))
+            else:
+                needs = moments.min_schools(kind, name, order)
+            block[statistic] = keep(block[statistic], num_schools >= needs)
+        out[name] = block
+    out["shrinkage"] = keep(out["shrinkage"], num_schools >= moments.min_schools(kind, "shrinkage", 1))
+    return out
 
 
 @filter_jit

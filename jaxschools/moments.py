@@ -24,13 +24,13 @@ Near tau = 0 the density is finite in every case, so only the upper tail matters
 tau^k p(tau | y) is integrable at infinity, i.e. iff the tail exponent a (p ~ tau^-a) exceeds k + 1. Hence,
 for integer J:
 
-==============  ===============  ===========  ================  ==================
-family          tail of p(tau|y)  proper        E[tau], E[|mu|]    E[tau^2], E[mu^2]
-==============  ===============  ===========  ================  ==================
-flat            tau^(1 - J)      J >= 3       J >= 4            J >= 5
-half_cauchy     tau^-(J + 2)     always       J >= 1 (tau)      J >= 2 (tau)
-half_normal     Gaussian         always       always            always
-==============  ===============  ===========  ================  ==================
+============  =====================  =========  ===================  ===================
+family        p(tau | y), tau large  proper     E[tau], E[|mu|]      E[tau^2], E[mu^2]
+============  =====================  =========  ===================  ===================
+flat          ~ tau^(1 - J)          J >= 3     J >= 4               J >= 5
+half_cauchy   ~ tau^-(J + 2)         always     J >= 1 (mu: always)  J >= 2 (mu: always)
+half_normal   Gaussian tail          always     always               always
+============  =====================  =========  ===================  ===================
 
 (In general E[tau^k] needs J >= k + 3 under the flat prior and J >= k under the half-Cauchy.)
 

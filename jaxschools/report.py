@@ -549,6 +549,9 @@ def _exact_section(s: dict, sd_mcse: dict) -> str:
     ]
     num_schools = len(_get(s, "data", "names", default=[]))
     note = _capped(num_schools)[1]
+    missing = _get(s, "exact", "nonexistent_moments")
+    if missing:  # jaxschools.moments: these are null, exact and sampled alike
+        note += _p(f"Left blank because they do not exist (p(τ | y) has a power tail): {missing}.", "note")
     return _section(
         "exact", "Sampler vs exact posterior",
         _p("The exact posterior by one-dimensional quadrature over log τ (μ and θ integrated in closed form) "

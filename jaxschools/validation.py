@@ -17,21 +17,21 @@ import warnings
 import numpy as np
 
 from jaxschools.errors import InputError
+from jaxschools.moments import messages as moment_messages
+from jaxschools.moments import min_schools
 
 COLUMNS = ("name", "y", "sigma")
 NUMBER_COLUMNS = ("y", "sigma")
 
 # The fewest schools each prior needs, for: (the analysis to run at all, tau's posterior mean to exist,
-# tau's posterior variance to exist). For large tau the marginal posterior p(tau | y) behaves like
-# p(tau) * tau^(1 - J) (BDA3 eq. 5.21: V_mu^(1/2) ~ tau, prod (sigma_j^2 + tau^2)^(-1/2) ~ tau^(-J)), so
-# with the flat prior it is normalisable only for J >= 3, has a mean for J >= 4 and a variance for J >= 5;
-# the half-Cauchy's tau^(-2) tail buys two more; the half-normal's Gaussian tail makes every moment finite.
-# The proper priors still need J >= 2: the pooled chi-squared homogeneity test has J - 1 degrees of freedom.
+# tau's posterior variance to exist). The moment thresholds come from ``jaxschools.moments`` (p(tau | y) ~
+# tau^(1 - J) under the flat prior, p(tau) tau^-J with the normal prior on mu: flat 4 and 5, half-Cauchy 1 and
+# 2, half-normal none); the flat prior's posterior is proper only for J >= 3, and the proper priors still
+# need J >= 2 here because the pooled chi-squared homogeneity test has J - 1 degrees of freedom.
 # Keep the keys equal to ``jaxschools.config.PRIORS`` (a test checks it).
 MIN_SCHOOLS = {
-    "flat": (3, 4, 5),
-    "half_cauchy": (2, 2, 3),
-    "half_normal": (2, 2, 2),
+    prior: (max(min_schools(prior, "tau", 0), 2), min_schools(prior, "tau", 1), min_schools(prior, "tau", 2))
+    for prior in ("flat", "half_cauchy", "half_normal")
 }
 
 
@@ -306,13 +306,15 @@ def check_groups(num_schools, prior):
 
     The flat prior p(mu, tau) ∝ 1 gives a proper posterior only for J >= 3 (BDA3 section 5.4), the proper
     priors need J >= 2 (the pooled chi-squared test has J - 1 degrees of freedom); fewer raises InputError.
-    When the posterior is proper but tau's posterior mean or variance is infinite (flat: J < 4, J < 5;
-    half_cauchy: variance for J < 3), a UserWarning says which, since their Monte Carlo estimates never settle.
+    When the posterior is proper but a mean or sd does not exist (:mod:`jaxschools.moments`: flat, those of
+    mu and tau for J < 4 and J < 5; a new school's theta likewise; the half-Cauchy's and half-normal's all
+    exist for J >= 2), one UserWarning per condition names them, since their Monte Carlo estimates never
+    settle and summary.json reports them as null.
     """
     if prior not in MIN_SCHOOLS:
         known = ", ".join(repr(name) for name in MIN_SCHOOLS)
         raise InputError(f"unknown prior {prior!r}; expected one of {known}")
-    needed, needed_mean, needed_variance = MIN_SCHOOLS[prior]
+    needed = MIN_SCHOOLS[prior][0]
     if num_schools < needed:
         why = (
             "the posterior is improper (p(tau | y) is not integrable)"
@@ -323,16 +325,9 @@ def check_groups(num_schools, prior):
             f"the {prior} prior needs at least {needed} schools, got J={num_schools}: {why}"
             + ("; use a proper prior such as half_cauchy" if prior == "flat" else "")
         )
-    missing = [
-        f"{moment} (needs J >= {least})"
-        for moment, least in (("mean", needed_mean), ("variance", needed_variance))
-        if num_schools < least
-    ]
-    if missing:
+    for message in moment_messages(prior, num_schools, ("mu", "tau", "log_tau", "theta", "theta_out")):
         warnings.warn(
-            f"with the {prior} prior and J={num_schools} schools, tau's posterior "
-            f"{' and '.join(missing)} {'do' if len(missing) > 1 else 'does'} not exist: "
-            "estimates from draws will not settle",
+            f"{message}: estimates from draws will not settle, and summary.json reports them as null",
             UserWarning,
             stacklevel=2,
         )

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxschools import analysis, config, exact, laplace, report, sampling
+from jaxschools import analysis, config, exact, laplace, moments, report, sampling
 from jaxschools.data import Schools
 from jaxschools.kernels import rwmh
 from jaxschools.kernels.base import metropolis_accept
@@ -49,15 +49,20 @@ def _all_finite(*values):
 
 def _check_finite(summary):
     """The numbers a reader uses: every one of them a finite number (None is allowed only where the contract
-    says a value does not exist: the improper prior's evidence, the diagonal of p_greater)."""
+    says a value does not exist: the improper prior's evidence, the diagonal of p_greater, and the means and
+    sds that do not exist for this prior and J, ``jaxschools.moments``: those are None, sampled and exact)."""
     post, theta, queries = summary["posterior"], summary["theta"], summary["queries"]
+    kind, num_schools = summary["config"]["model"]["prior"], len(summary["data"]["names"])
+    moment = {(name, key): moments.exists(kind, name, moments.STATISTICS[key], num_schools)
+              for name in ("mu", "log_tau", "tau") for key in ("mean", "sd")}
     _all_finite(summary["laplace"]["mode"], summary["laplace"]["cov"], summary["mcmc"]["acceptance_rate"],
-                *(post[name][key] for name in ("mu", "log_tau", "tau") for key in ("mean", "sd")),
+                *(post[name][key] for (name, key), exists in moment.items() if exists),
                 *(theta[key] for key in ("mean", "sd", "q025", "q975")), summary["shrinkage"],
                 queries["p_exceeds"]["p"], queries["p_best"], summary["mcmc"]["ess"]["mu"],
-                summary["mcmc"]["ess"]["log_tau"])
-    if "nonexistent_moments" not in summary["exact"]:  # else null: the contract's "value does not exist"
-        _all_finite(summary["exact"]["mu"]["mean"], summary["exact"]["theta"]["mean"])
+                summary["mcmc"]["ess"]["log_tau"], summary["exact"]["theta"]["mean"])
+    for (name, key), exists in moment.items():
+        assert (post[name][key] is not None) == exists and (summary["exact"][name][key] is not None) == exists
+    assert ("nonexistent_moments" in summary["exact"]) == (not all(moment.values()))
     matrix = queries["p_greater"]
     if matrix is not None:
         off_diagonal = [row[j] for i, row in enumerate(matrix) for j in range(len(row)) if i != j]
