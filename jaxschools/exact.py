@@ -60,8 +60,9 @@ units of their sd): a pessimistic estimate for the n-node result, whose own erro
 converges geometrically). Against scipy's adaptive quadrature the default rule agrees to ~1e-12.
 
 The flat prior gives a proper posterior only with J >= 3 schools in the likelihood (BDA3 section 5.4); with
-fewer, the tail is not integrable and the results here are those of the truncated range (the CLI refuses
-such data before this module runs). Cost: O(num_nodes x J) time and memory (the per-node moments of theta).
+fewer, the tail is not integrable and the results here are those of the truncated range, with every mean
+and sd NaN in :func:`summary` (the CLI refuses such data before this module runs). Cost: O(num_nodes x J)
+time and memory (the per-node moments of theta).
 
 References: Gelman et al., *Bayesian Data Analysis*, 3rd ed. (BDA3), section 5.4, eqs. 5.17-5.21.
 """

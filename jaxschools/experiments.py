@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools import analysis, calibration, diagnostics, exact, laplace, models, posterior, sampling, sharding
+from jaxschools import moments
 from jaxschools._jit import filter_jit
 from jaxschools.data import Schools
 from jaxschools.kernels import rwmh
@@ -105,17 +106,26 @@ def _sweep_cell(rng_key, data, prior, scale, init_spread, school, threshold, *, 
     theta = posterior.theta_draws(theta_key, positions, data)
     answers = posterior.queries(positions, theta, data, school, threshold, p_greater=False)
     flat_theta = theta.reshape((-1, theta.shape[-1]))
+    # Means that do not exist for this prior and J (jaxschools.moments) are NaN, not a mean of draws that
+    # never settles: J counts the cell's schools in the likelihood (traced), a masked school has tau's rule.
+    num_schools = jnp.sum(data.mask.astype(jnp.int32))
+
+    def mean_if(quantity, value):
+        return jnp.where(moments.exists(prior, quantity, 1, num_schools), value, jnp.nan)
+
+    theta_has_mean = jnp.where(data.mask, moments.exists(prior, "theta", 1, num_schools),
+                               moments.exists(prior, "theta_out", 1, num_schools))
     return {
         "acceptance_rate": jnp.mean(samples.acceptance_rate),
         **_mixing(positions),
         "laplace_converged": fit.converged,
         "posterior": {
-            "mu": {"mean": jnp.mean(positions[..., 0])},
-            "log_tau": {"mean": jnp.mean(positions[..., 1])},
-            "tau": {"mean": jnp.mean(jnp.exp(positions[..., 1]))},
+            "mu": {"mean": mean_if("mu", jnp.mean(positions[..., 0]))},
+            "log_tau": {"mean": mean_if("log_tau", jnp.mean(positions[..., 1]))},
+            "tau": {"mean": mean_if("tau", jnp.mean(jnp.exp(positions[..., 1])))},
         },
         "theta": {
-            "mean": answers["theta_mean"],
+            "mean": jnp.where(theta_has_mean, answers["theta_mean"], jnp.nan),
             "q025": jnp.quantile(flat_theta, 0.025, axis=0),
             "q975": jnp.quantile(flat_theta, 0.975, axis=0),
         },

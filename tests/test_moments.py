@@ -295,3 +295,26 @@ def test_summary_of_three_schools_under_the_flat_prior():
     for block in (summary["posterior"]["log_tau"], summary["exact"]["log_tau"]):
         assert block["mean"] is not None and block["sd"] is not None
     assert "with J = 3 schools (need J >= 4)" in summary["exact"]["nonexistent_moments"]
+
+
+def test_sweep_cells_null_the_means_that_do_not_exist():
+    """A sweep cell (vmapped in a sweep; here called alone, as tests/test_experiments.py does) with three or
+    four of the eight schools in the likelihood, flat prior: the sampled means of mu and tau are NaN for
+    J = 3 and finite for J = 4; a masked school's theta (N(mu, tau^2)) likewise; log tau's and the observed
+    schools' theta means always finite."""
+    import jax
+
+    from jaxschools import experiments, models
+
+    key = jax.random.fold_in(jax.random.key(0), 1)
+    for num_schools in (3, 4):
+        data = Schools(jnp.asarray(Y8), jnp.asarray(SIGMA8)).replace(mask=jnp.arange(SLOTS) < num_schools)
+        cell = experiments._sweep_cell(key, data, models.make_prior("flat"), jnp.asarray(2.0), jnp.asarray(2.0), 0,
+                                       28.0, num_chains=4, num_samples=300, burn_in=150, max_iterations=100)
+        exists = num_schools >= 4
+        for name in ("mu", "tau"):
+            assert np.isfinite(float(cell["posterior"][name]["mean"])) == exists, (name, num_schools)
+        assert np.isfinite(float(cell["posterior"]["log_tau"]["mean"]))
+        theta_mean = np.asarray(cell["theta"]["mean"])
+        assert np.all(np.isfinite(theta_mean[:num_schools]))
+        assert np.all(np.isfinite(theta_mean[num_schools:]) == exists)
