@@ -1,7 +1,5 @@
 """``python -m jaxschools`` is the ``jaxschools`` command."""
 
-import sys
+from jaxschools.cli import console
 
-from jaxschools.cli import main
-
-sys.exit(main())
+console()

@@ -129,14 +129,16 @@ def _kernel(sampler_cfg: dict, target, cov):
 
 
 def sample_chains(config: dict, data: Schools, prior, fit: laplace.LaplaceFit, parameterization: str,
-                  init_key, sample_key) -> Chains:
+                  init_key, sample_key, *, between: Callable | None = None) -> Chains:
     """The sampling stage: the configured kernel on the ``parameterization`` target, from the Laplace fit.
 
     Chains start at the Laplace mode plus ``init_spread`` Laplace standard deviations (``init_key``).
     On a joint target, theta is added to each start by a draw from theta | mu, tau, y (BDA3 eq. 5.17;
     key ``fold_in(init_key, 1)``), as eta = (theta - mu) / tau for the non-centered form, and the joint
     draws are mapped back to (mu, log tau) and theta = theta (centered) or mu + tau eta (non-centered).
-    Traceable: tests vmap it over datasets.
+    Traceable: tests vmap it over datasets. With ``between`` (the command line's interrupt check), the chains run
+    as a host loop over short chunks (:func:`jaxschools.sampling.run_in_chunks`: the same draws, not traceable)
+    and ``between("sampling-chunk:K")`` is called after each.
     """
     sampler_cfg = config["sampler"]
     dtype = data.y.dtype
@@ -153,8 +155,12 @@ def sample_chains(config: dict, data: Schools, prior, fit: laplace.LaplaceFit, p
         starts = jnp.concatenate([starts, theta], axis=-1)
         cov = jnp.eye(starts.shape[-1], dtype=dtype)
     algorithm, warmup = _kernel(sampler_cfg, target, cov)
-    samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
-                           burn_in=burn_in, adaptation=warmup)
+    if between is None:
+        samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
+                               burn_in=burn_in, adaptation=warmup)
+    else:
+        samples = sampling.run_in_chunks(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
+                                         burn_in=burn_in, adaptation=warmup, between=between)
     if parameterization == "marginal":
         return Chains(parameterization, samples, None)
     positions = samples.positions
@@ -274,8 +280,13 @@ def provenance() -> dict:
     }
 
 
-def analyze(config: dict, data: Schools, *, progress: Callable | None = None) -> Analysis:
-    """Run the analysis a resolved config describes (see ``jaxschools/configs/default.toml``)."""
+def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
+            between: Callable | None = None) -> Analysis:
+    """Run the analysis a resolved config describes (see ``jaxschools/configs/default.toml``).
+
+    ``between``: called between the chunks of the sampling stages (see :func:`sample_chains`); the command
+    line's check for Ctrl-C and SIGTERM. Without it the chains run in one jitted call each.
+    """
     timings = {}
     start = time.perf_counter()
     model_cfg, sampler_cfg = config["model"], config["sampler"]
@@ -295,7 +306,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
     target_name = "" if parameterization == "marginal" else f" on the {parameterization} joint density"
     _stage(progress, f"{KERNEL_NAMES[kind]}{target_name}: {num_chains} chains x {burn_in + num_samples} steps")
     t0 = time.perf_counter()
-    chains = sample_chains(config, data, prior, fit, parameterization, init_key, sample_key)
+    chains = sample_chains(config, data, prior, fit, parameterization, init_key, sample_key, between=between)
     samples = chains.samples
     samples.positions.block_until_ready()
     timings["sampling_s"] = time.perf_counter() - t0
@@ -303,7 +314,8 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None) ->
     if model_cfg["contrast"] is not None:
         _stage(progress, f"{KERNEL_NAMES[kind]} on the {model_cfg['contrast']} target, for contrast")
         t0 = time.perf_counter()
-        contrast = sample_chains(config, data, prior, fit, model_cfg["contrast"], init_key, sample_key)
+        contrast = sample_chains(config, data, prior, fit, model_cfg["contrast"], init_key, sample_key,
+                                 between=between)
         contrast.samples.positions.block_until_ready()
         timings["contrast_sampling_s"] = time.perf_counter() - t0
 

@@ -23,6 +23,21 @@ Bad input exits 2 with one ``error: ...`` line on stderr; an interrupt exits 130
 (SIGTERM). Either way the temporary folder is removed and DIR is untouched. A signal is raised as an
 exception between Python instructions, except during the steps that must not be cut in two (creating the
 temporary folder, the swap into DIR, removing the temporary folder), which finish first.
+
+How long a signal waits: Python acts on it only between its own instructions, never inside a call into
+XLA. So the chains of the analysis run as a host loop over short jitted chunks
+(:func:`jaxschools.sampling.run_in_chunks`, each sized to last about :data:`~jaxschools.sampling.CHUNK_SECONDS`,
+0.25 s, and at most twice the one before), and a signal is honoured within about one chunk; the longest waits
+are one compilation (seconds on a CPU), an adaptive warm-up (HMC and NUTS tune their burn-in in one call), one
+chunk of sweep cells or simulated datasets (``sweep.chunk_size``, ``simulation.batch_size``), and one figure.
+The ``jaxschools`` command then ends with ``os._exit`` (:func:`console`): XLA may still be computing on its own
+threads, and a normal interpreter exit would tear down under them (a segmentation fault, exit 139).
+
+Test-only hook: with ``JAXSCHOOLS_TEST_SIGNAL_AT=STAGE`` the run sends itself ``JAXSCHOOLS_TEST_SIGNAL``
+(``SIGINT``, the default, or ``SIGTERM``) at STAGE: ``import`` (inside ``import jax``), ``compile`` (inside the
+first compilation), ``sampling-chunk:K`` (after the K-th sampling chunk is dispatched, while it runs),
+``figures`` (as the figures start) or ``writing`` (before summary.json is written). It exists so that tests
+interrupt named stages instead of guessing timing windows; nothing else should set it.
 """
 
 from __future__ import annotations
@@ -45,7 +60,7 @@ from jaxschools import config as config_module
 from jaxschools import datasets, output_folder, resources, validation
 from jaxschools.errors import InputError, JaxschoolsError
 
-__all__ = ["main"]
+__all__ = ["main", "console"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -57,9 +72,9 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTER
 class InterruptedWithProgress(Exception):
     """An interrupt after some chunks of a sweep or simulation were stored (a rerun resumes from them)."""
 
-    def __init__(self, store_dir):
+    def __init__(self, store_dir, terminated: bool = False):
         super().__init__(str(store_dir))
-        self.store_dir = store_dir
+        self.store_dir, self.terminated = store_dir, terminated  # SIGTERM, not Ctrl-C: exit 143, not 130
 
 
 class _Terminated(KeyboardInterrupt):
@@ -127,6 +142,47 @@ class _Signals:
 
 
 _SIGNALS = _Signals()
+
+
+class _TestSignal:
+    """The test-only hook of the module docstring: the run sends itself a signal at a named stage."""
+
+    def __init__(self):
+        self.stage, self.signum = None, signal.SIGINT
+
+    def arm(self) -> None:
+        self.stage = os.environ.get("JAXSCHOOLS_TEST_SIGNAL_AT") or None
+        self.signum = signal.SIGTERM if os.environ.get("JAXSCHOOLS_TEST_SIGNAL") == "SIGTERM" else signal.SIGINT
+        if self.stage == "import":
+            sys.meta_path.insert(0, self)  # asked for JAX's first submodule, halfway through ``import jax``
+
+    def fire(self, stage: str) -> None:
+        if stage == self.stage:
+            self.stage = None
+            os.kill(os.getpid(), self.signum)
+
+    def find_spec(self, name, path=None, target=None):  # the import hook: never finds anything itself
+        if name.startswith("jax.") and self.stage == "import":
+            sys.meta_path.remove(self)
+            self.fire("import")
+        return None
+
+    def after_import(self, jax) -> None:
+        if self.stage == "compile":  # reported between tracing and XLA's compilation
+            def listener(event, duration, **kwargs):
+                if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+                    self.fire("compile")
+
+            jax.monitoring.register_event_duration_secs_listener(listener)
+
+
+_TEST_SIGNAL = _TestSignal()
+
+
+def _between(stage: str) -> None:
+    """Called between chunks of work: the test hook, then any signal whose exception was lost."""
+    _TEST_SIGNAL.fire(stage)
+    _SIGNALS.check()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -247,9 +303,11 @@ def _run(args) -> int:
         with _SIGNALS.held():  # a signal here must not leave the folder behind, created but unnamed
             tmp_dir = _prepare_output(out_dir)
         start = time.perf_counter()
+        _TEST_SIGNAL.arm()
         # float64 before any array exists: the library itself never flips this flag.
         import jax
 
+        _TEST_SIGNAL.after_import(jax)
         jax.config.update("jax_enable_x64", True)
         _use_compilation_cache(jax)
         from jaxschools import data, experiments, report, sharding
@@ -263,9 +321,11 @@ def _run(args) -> int:
             progress(f"{len(dataset.names)} schools; results will go to {out_dir}")
             if mesh is not None:
                 progress(f"sweeps and simulations split over {len(devices)} {devices[0].platform} devices")
-        result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir, mesh=mesh)
+        result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir, mesh=mesh,
+                                 between=_between)
         if progress:
             progress("figures and report")
+        _between("figures")
         report.write_outputs(result, tmp_dir, figures=resolved["output"]["figures"])
         if resolved["output"]["netcdf"]:
             from jaxschools import inference_data
@@ -273,6 +333,7 @@ def _run(args) -> int:
             if progress:
                 progress("ArviZ InferenceData: posterior.nc")
             inference_data.write_netcdf(getattr(result, "analysis", result), tmp_dir / "posterior.nc")
+        _between("writing")
         _write_json(tmp_dir / "summary.json", result.summary)
         timings = dict(result.timings, wall_s=time.perf_counter() - start)
         _write_json(tmp_dir / "timings.json", timings)
@@ -281,11 +342,11 @@ def _run(args) -> int:
             _publish(tmp_dir, out_dir)
             # The results are in place: a signal that came during the swap, or comes later, is ignored.
             _SIGNALS.done = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _SIGNALS.acknowledge()
         _discard(tmp_dir)
         if store_dir.exists():
-            raise InterruptedWithProgress(store_dir) from None
+            raise InterruptedWithProgress(store_dir, isinstance(exc, _Terminated)) from None
         raise
     except BaseException:
         _discard(tmp_dir)
@@ -298,7 +359,7 @@ def _run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``jaxschools`` console script; returns the exit status."""
+    """The command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status (see :func:`console`)."""
     try:
         with _SIGNALS.installed():
             args = _parser().parse_args(argv)
@@ -309,9 +370,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except InterruptedWithProgress as exc:
-        print(f"error: interrupted; the finished chunks are kept in {exc.store_dir}: run the same command again "
-              "to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"error: {'terminated' if exc.terminated else 'interrupted'}; the finished chunks are kept in "
+              f"{exc.store_dir}: run the same command again to resume", file=sys.stderr)
+        return EXIT_TERMINATED if exc.terminated else EXIT_INTERRUPTED
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, _Terminated)
         print(f"error: {'terminated' if terminated else 'interrupted'}; no results were written", file=sys.stderr)
@@ -324,5 +385,21 @@ def main(argv=None) -> int:
         return EXIT_FAILURE
 
 
+def console() -> None:
+    """Entry point of the ``jaxschools`` console script and of ``python -m jaxschools``: :func:`main`, then exit.
+
+    An interrupted run ends with ``os._exit`` once its clean-up is done and its message printed: a chunk of
+    sampling may still be running on XLA's threads, and the interpreter's normal exit would tear down the
+    objects those threads use (a segmentation fault, exit 139 instead of 130 or 143). Nothing is left to do
+    by then: the temporary folder is gone and DIR is as it was.
+    """
+    status = main()
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

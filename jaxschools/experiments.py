@@ -531,13 +531,14 @@ def store_key(config: dict, data: Schools) -> str:
 
 
 def run(config: dict, data: Schools | None = None, *, progress: Callable | None = None,
-        store_dir: Path | None = None, mesh=None) -> Result:
+        store_dir: Path | None = None, mesh=None, between: Callable | None = None) -> Result:
     """Run what ``config`` describes (a resolved config: :func:`jaxschools.config.load_config`).
 
     ``data`` defaults to the built-in eight schools when the config names no file. ``store_dir``: where
     finished chunks of a sweep or simulation are kept for resuming (None keeps nothing). ``mesh``: a
     :func:`jaxschools.sharding.mesh` over which the cells of sweeps and simulated datasets are split (same
-    results, to rounding, as without). Returns a
+    results, to rounding, as without). ``between``: the single analysis's sampling runs in chunks, with
+    ``between`` called after each (:func:`jaxschools.analysis.analyze`). Returns a
     :class:`Result`; ``result.summary`` is the content of summary.json.
     """
     from jaxschools import data as data_module
@@ -545,7 +546,7 @@ def run(config: dict, data: Schools | None = None, *, progress: Callable | None 
     if data is None:
         path = config["data"]["path"]
         data = data_module.load(path) if path else data_module.eight_schools()
-    base = analysis.analyze(config, data, progress=progress)
+    base = analysis.analyze(config, data, progress=progress, between=between)
     store = ChunkStore(None if store_dir is None else Path(store_dir) / store_key(config, data))
     school = base.summary["queries"]["p_exceeds"]["school"]
     school_index = data.names.index(school)

@@ -16,15 +16,18 @@ amplify such differences, they agree to rounding over short runs and statistical
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxschools import sharding, streaming
+from jaxschools._jit import _combine as _jit_combine
+from jaxschools._jit import _partition as _jit_partition
 from jaxschools._jit import filter_jit
 
-__all__ = ["Samples", "run", "chain_keys", "overdispersed_positions"]
+__all__ = ["Samples", "run", "run_in_chunks", "chain_keys", "overdispersed_positions"]
 
 
 class Samples(NamedTuple):
@@ -395,3 +398,227 @@ def run(
                               mesh, stream)
     return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation, mesh,
                 _chains_per_group(mesh))
+
+
+# --------------------------------------------------------------------------------------------------
+# The host loop: long runs as a sequence of short jitted chunks (STYLE.md), for the command line.
+
+# What one chunk aims to last. The first chunk of each phase is one block (or one adaptation step); each later
+# one is sized from the speed measured on the previous one, and at most doubles, so a chunk lasts about this
+# long and never much longer: this is what bounds how long Ctrl-C or SIGTERM waits while chains run.
+CHUNK_SECONDS = 0.25
+
+
+def _donating_jit(fun):
+    """As :func:`~jaxschools._jit.filter_jit`, with the buffers of the first argument donated to the output.
+
+    The chunks of :func:`run_in_chunks` pass the chains' states and the kept draws from one to the next: donating
+    them lets XLA update them in place, so a chunk costs its own steps, not a copy of every draw kept so far.
+    """
+
+    @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
+    def compiled(static, donated, dynamic):
+        args, kwargs = _jit_combine(dynamic, static)
+        return fun(donated, *args, **kwargs)
+
+    def wrapper(donated, *args, **kwargs):
+        dynamic, static = _jit_partition((args, kwargs))
+        return compiled(static, donated, dynamic)
+
+    return wrapper
+
+
+def _over_chains(fn, groups: int, *trees):
+    """``fn`` per chain over leaves shaped (group, chain in group, ...), batched as :func:`_run` batches them
+    (one vmap, or a sequential map over groups of a vmap of a vmap), so that XLA sees the same batch shapes."""
+    if groups == 1:
+        out = jax.vmap(fn)(*jax.tree_util.tree_map(lambda x: x[0], trees))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+
+    def group(args):
+        return jax.vmap(jax.vmap(fn))(*jax.tree_util.tree_map(lambda x: x[None], args))
+
+    return jax.tree_util.tree_map(lambda x: x[:, 0], jax.lax.map(group, trees))
+
+
+def _index(first):
+    """A block or step index as ``jnp.arange`` makes them in :func:`_advance` and :func:`_warm_up` (same dtype,
+    so the same ``fold_in``)."""
+    return jnp.asarray(first, jnp.arange(1).dtype)
+
+
+@filter_jit
+def _chunk_start(rng_key, algorithm, initial_position, num_chains: int, groups: int, group_size: int, adaptation,
+                 burn_in: int, num_samples: int):
+    """The chains before their first step, laid out (group, chain in group, ...) as :func:`_run` lays them out:
+    (state, burn-in key, kept-phase key, parameters) per chain, and zeroed buffers for every kept record.
+
+    With an ``adaptation``, this call also runs the whole adaptive burn-in (:func:`_warm_up`), which returns the
+    state after it and the frozen parameters (the burn-in key is then unused). Tuning in chunks would pass its
+    per-step schedule as data instead of the constants :func:`_warm_up` compiles in, and XLA then rounds the
+    tuning differently in the last bits, so the draws would no longer be those of :func:`run`.
+    """
+    keys, initial_position = _chains(rng_key, initial_position, num_chains, None, groups * group_size)
+    by_group = lambda x: x.reshape((groups, group_size) + x.shape[1:])  # noqa: E731
+    keys, initial_position = by_group(keys), by_group(initial_position)
+    dtype = initial_position.dtype
+
+    def start(key, position):
+        if adaptation is None:
+            state, parameters = algorithm.init(position), {}
+            burn_key, keep_key = jax.random.split(key)
+        else:
+            state, parameters, keep_key = _warm_up(algorithm, key, position, burn_in, adaptation)
+            burn_key = keep_key
+        record = lambda state, info: _record(state, info, dtype)  # noqa: E731
+        probe = jax.eval_shape(lambda: _block(algorithm, keep_key, (state, jnp.zeros((), dtype)), 0, 1, parameters,
+                                              record)[1])
+        kept = jax.tree_util.tree_map(lambda x: jnp.zeros((num_samples,) + x.shape[1:], x.dtype), probe)
+        return state, (burn_key, keep_key), parameters, (kept, jnp.zeros((), dtype))
+
+    return _over_chains(start, groups, keys, initial_position)
+
+
+@_donating_jit
+def _chunk_burn(carry, algorithm, keys, first, count, length: int, groups: int):
+    """Burn-in blocks ``first`` to ``first + count`` of every chain (``length`` steps each; the last, shorter
+    block of a phase runs alone with ``count`` 1), exactly the blocks :func:`_advance` runs."""
+
+    def chain(state, burn_key):
+        def body(block_index, state):
+            return _block(algorithm, burn_key, (state, None), block_index, length, {},
+                          lambda state, info: (None, None))[0][0]
+
+        return jax.lax.fori_loop(first, first + count, body, state)
+
+    return _over_chains(chain, groups, carry, keys)
+
+
+@_donating_jit
+def _chunk_keep(carry, algorithm, keys, parameters, first, count, length: int, groups: int):
+    """Kept blocks ``first`` to ``first + count``: each block's records written into the kept buffers at its
+    steps, and its acceptance added to the running sum, as :func:`_advance` does."""
+    states, (kept, total) = carry
+    dtype = total.dtype
+
+    def chain(state, kept, total, keep_key, parameters):
+        def body(block_index, carry):
+            (state, total), kept = carry
+            (state, total), records = _block(algorithm, keep_key, (state, total), block_index, length, parameters,
+                                             lambda state, info: _record(state, info, dtype))
+            kept = jax.tree_util.tree_map(
+                lambda buffer, block: jax.lax.dynamic_update_slice_in_dim(buffer, block, block_index * BLOCK_SIZE, 0),
+                kept, records)
+            return (state, total), kept
+
+        (state, total), kept = jax.lax.fori_loop(first, first + count, body, ((state, total), kept))
+        return state, (kept, total)
+
+    return _over_chains(chain, groups, states, kept, total, keys, parameters)
+
+
+@filter_jit
+def _chunk_finish(kept_and_total, parameters, num_chains: int, num_samples: int, groups: int, has_adaptation: bool):
+    """:class:`Samples` of the first ``num_chains`` chains, from the kept buffers (as :func:`_one_chain` ends)."""
+
+    def chain(kept, total, parameters):
+        positions, logdensity, divergent, steps = kept
+        divergences = None if divergent is None else jnp.sum(divergent)
+        return Samples(positions, total / num_samples, logdensity, divergences, divergent, steps,
+                       parameters if has_adaptation else None)
+
+    samples = _over_chains(chain, groups, *kept_and_total, parameters)
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:])[:num_chains], samples)
+
+
+def _chunks(total: int, seconds: float):
+    """Yield (first, count) covering ``range(total)``; the caller ``send``s each chunk's measured duration.
+
+    One unit first; then as many as ``seconds`` would take at the last chunk's speed, at most twice the last
+    chunk (with ``seconds`` 0, one unit each time)."""
+    first, count = 0, 1
+    while first < total:
+        count = min(count, total - first)
+        elapsed = yield first, count
+        first += count
+        if elapsed is not None:
+            count = max(1, min(2 * count, int(count * seconds / elapsed) if elapsed > 0 else 2 * count))
+
+
+def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num_chains: int = 4, burn_in: int = 0,
+                  adaptation=None, between=None, chunk_seconds: float = CHUNK_SECONDS) -> Samples:
+    """:func:`run`, as a host loop over short jitted chunks: the same draws, to the last bit.
+
+    Every chain runs the same blocks of steps with the same keys (``fold_in(phase_key, block)``), laid out in
+    the same groups of chains, only split over several calls: a chunk is a run of whole blocks of every chain,
+    sized to last about ``chunk_seconds`` (:data:`CHUNK_SECONDS`; 0 for one block per chunk, each chunk at
+    most twice the last). The chains' states and the kept draws are donated from chunk to chunk, so they are
+    updated in place. With an ``adaptation``, the adaptive burn-in is one call (the first chunk; see
+    :func:`_chunk_start` for why), and only the kept steps are chunked.
+
+    ``between(stage)``, if given, is called after each chunk is dispatched, with ``stage`` ``"sampling-chunk:K"``
+    (K = 1, 2, ... over the whole run), before waiting for the chunk: where the command line checks for
+    Ctrl-C and SIGTERM. It is the reason for this function: a single jitted call cannot be interrupted
+    (on a CPU, a call runs to its end before Python can act on a signal).
+
+    Not traceable (a Python loop that waits on the device) and without ``mesh`` or ``stream``; use
+    :func:`run` for those.
+    """
+    import time
+
+    num_samples, num_chains, burn_in = int(num_samples), int(num_chains), int(burn_in)
+    if num_samples < 1 or num_chains < 1 or burn_in < 0:
+        raise ValueError(
+            f"need num_samples >= 1, num_chains >= 1 and burn_in >= 0; got {num_samples}, {num_chains}, {burn_in}"
+        )
+    initial_position = jnp.asarray(initial_position)
+    if initial_position.ndim == 2 and initial_position.shape[0] != num_chains:
+        raise ValueError(f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}")
+    _, groups, group_size = _layout(num_chains, None, _chains_per_group(None))
+    chunk_number = 0
+
+    def checkpoint(done):
+        nonlocal chunk_number
+        chunk_number += 1
+        if between is not None:
+            between(f"sampling-chunk:{chunk_number}")
+        jax.block_until_ready(done)
+
+    states, (burn_keys, keep_keys), parameters, kept = started = _chunk_start(
+        rng_key, algorithm, initial_position, num_chains, groups, group_size, adaptation, burn_in, num_samples)
+    if adaptation is not None:  # the adaptive burn-in ran in that call: one chunk
+        checkpoint(started)
+
+    def loop(total, run_chunk):
+        """``run_chunk(first, count)`` over ``range(total)`` in timed chunks, with ``between`` after each."""
+        chunks = _chunks(total, chunk_seconds)
+        elapsed = None
+        while True:
+            try:
+                first, count = chunks.send(elapsed)
+            except StopIteration:
+                return
+            start = time.perf_counter()
+            checkpoint(run_chunk(first, count))
+            elapsed = time.perf_counter() - start
+
+    def phase(carry, num_steps, run_blocks):
+        """Every full block of a phase by chunks, then its last, shorter block."""
+        num_blocks, remainder = _block_lengths(num_steps)
+        box = [carry]
+
+        def blocks(first, count, length=BLOCK_SIZE):
+            box[0] = run_blocks(box[0], _index(first), _index(count), length)
+            return box[0]
+
+        loop(num_blocks, blocks)
+        if remainder:
+            loop(1, lambda first, count: blocks(num_blocks, 1, remainder))
+        return box[0]
+
+    if adaptation is None:
+        states = phase(states, burn_in, lambda c, first, count, length: _chunk_burn(
+            c, algorithm, burn_keys, first, count, length, groups))
+    _, kept = phase((states, kept), num_samples, lambda c, first, count, length: _chunk_keep(
+        c, algorithm, keep_keys, parameters, first, count, length, groups))
+    return _chunk_finish(kept, parameters, num_chains, num_samples, groups, adaptation is not None)

@@ -1,0 +1,140 @@
+"""SIGINT and SIGTERM at every stage of a run exit 130 and 143 (issue #13, signals).
+
+The command line's test-only hook (``JAXSCHOOLS_TEST_SIGNAL_AT``, :mod:`jaxschools.cli`) makes a run send
+itself the signal at a named stage, so each stage is hit on a machine of any speed without timing windows:
+inside ``import jax``, inside the first compilation, after the K-th chunk of a sampling phase of 3 * 10^7
+steps (minutes if it ran to its end) is dispatched, as the figures start, before summary.json is written.
+The exit status, the one ``error:`` line, the absence of a crash (a segmentation fault, exit 139, was the
+bug: the interpreter tore down while XLA still ran the one giant sampling call) and an untouched output
+folder are asserted.
+
+The chunked sampler behind it must draw what one ``sampling.run`` call draws, bit for bit: checked here for
+chains in several groups with padding, blocks split across chunks of every size, and an adaptive burn-in.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxschools import cli, laplace, models, sampling
+from jaxschools.analysis import _kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _same(a: sampling.Samples, b: sampling.Samples) -> None:
+    for name in a._fields:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        for left, right in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y)):
+            np.testing.assert_array_equal(np.asarray(left), np.asarray(right), err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def marginal(eight):
+    logdensity = models.marginal_logdensity(eight, "flat")
+    return logdensity, laplace.fit(logdensity, laplace.default_init(eight))
+
+
+def _sampler(marginal, kind, adapt):
+    logdensity, fit = marginal
+    config = dict(kernel=kind, adapt=adapt, target_accept=None, scale=2.0, step_size=0.3, dense_mass=False,
+                  num_steps=5, jitter=0.0, max_depth=5)
+    return _kernel(config, logdensity, fit.cov), fit
+
+
+def test_chunked_sampling_draws_exactly_what_one_call_draws(marginal, monkeypatch):
+    """10 chains in groups of 4 (3 groups, 2 padded chains); 200 burn-in and 150 kept steps are 3 and 2 whole
+    blocks plus a shorter one each; chunks of one block, and chunks doubling (1, 2, ... blocks)."""
+    monkeypatch.setattr(sampling, "CHAINS_PER_GROUP", 4)
+    (algorithm, _), fit = _sampler(marginal, "rwmh", False)
+    starts = sampling.overdispersed_positions(jax.random.key(1), fit.mode, fit.cov, 10)
+    kwargs = dict(num_samples=150, num_chains=10, burn_in=200)
+    key = jax.random.key(3)
+    whole = sampling.run(key, algorithm, starts, **kwargs)
+    stages = []
+    _same(whole, sampling.run_in_chunks(key, algorithm, starts, chunk_seconds=0, between=stages.append, **kwargs))
+    assert stages == [f"sampling-chunk:{k}" for k in range(1, 3 + 1 + 2 + 1 + 1)]
+    _same(whole, sampling.run_in_chunks(key, algorithm, starts, chunk_seconds=1e9, **kwargs))
+    assert whole.positions.shape == (10, 150, 2)
+
+
+def test_chunked_sampling_with_an_adaptive_burn_in_draws_what_one_call_draws(marginal):
+    (algorithm, warmup), fit = _sampler(marginal, "rwmh", True)
+    starts = sampling.overdispersed_positions(jax.random.key(1), fit.mode, fit.cov, 3)
+    kwargs = dict(num_samples=140, num_chains=3, burn_in=130, adaptation=warmup)
+    key = jax.random.key(3)
+    whole = sampling.run(key, algorithm, starts, **kwargs)
+    stages = []
+    _same(whole, sampling.run_in_chunks(key, algorithm, starts, chunk_seconds=0, between=stages.append, **kwargs))
+    assert len(stages) == 1 + 2 + 1  # the adaptive burn-in in one call, 2 kept blocks, 12 steps more
+    assert whole.parameters is not None
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+def _expect(code, err, signum, out):
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert code == (130 if signum == signal.SIGINT else 143), (code, err)
+    assert "Segmentation fault" not in err and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if not line.startswith("[jaxschools] ")] == \
+        [f"error: {word}; no results were written"], err
+    runs = out.parent
+    assert not runs.exists() or list(runs.iterdir()) == [], list(runs.iterdir())  # nothing partial, no temp
+
+
+# (stage, signal, how the command is started). The two sampling stages interrupt 3 * 10^7 burn-in steps.
+REAL_RUNS = [
+    ("sampling-chunk:2", signal.SIGINT, "script"),
+    ("sampling-chunk:5", signal.SIGTERM, "module"),
+    ("import", signal.SIGTERM, "script"),
+    ("compile", signal.SIGINT, "module"),
+]
+
+
+@pytest.mark.parametrize("stage, signum, how", REAL_RUNS, ids=[f"{s}-{n.name}" for s, n, _ in REAL_RUNS])
+def test_a_signal_at_a_named_stage_of_a_real_run_exits_with_its_status(tmp_path, stage, signum, how):
+    out = tmp_path / "runs" / "long"
+    command = ([str(Path(sys.executable).parent / "jaxschools")] if how == "script"
+               else [sys.executable, "-m", "jaxschools"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXSCHOOLS_TEST_SIGNAL_AT=stage,
+               JAXSCHOOLS_TEST_SIGNAL=signal.Signals(signum).name)
+    child = subprocess.run([*command, "run", "--out", str(out), "--set", "sampler.burn_in=30000000",
+                            "--set", "sampler.num_samples=10"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=240)
+    _expect(child.returncode, child.stderr, signum, out)
+
+
+@pytest.fixture
+def instant_analysis(monkeypatch):
+    """The analysis and the report replaced by instant stand-ins: the stages after sampling, in-process."""
+    from jaxschools import experiments, report
+
+    monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")
+
+    def run(config, dataset, progress=None, store_dir=None, mesh=None, between=None):
+        return types.SimpleNamespace(summary={"schema_version": 1}, timings={})
+
+    def write_outputs(result, out_dir, figures=True):
+        (out_dir / "report.html").write_text("<html></html>")
+
+    monkeypatch.setattr(experiments, "run", run)
+    monkeypatch.setattr(report, "write_outputs", write_outputs)
+
+
+@pytest.mark.parametrize("stage, signum", [("figures", signal.SIGINT), ("writing", signal.SIGTERM)])
+def test_a_signal_as_figures_or_files_are_written_exits_with_its_status(tmp_path, capsys, monkeypatch,
+                                                                        instant_analysis, stage, signum):
+    monkeypatch.setenv("JAXSCHOOLS_TEST_SIGNAL_AT", stage)
+    monkeypatch.setenv("JAXSCHOOLS_TEST_SIGNAL", signal.Signals(signum).name)
+    out = tmp_path / "runs" / "r"
+    code = cli.main(["run", "--out", str(out)])
+    _expect(code, capsys.readouterr().err, signum, out)
