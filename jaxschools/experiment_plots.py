@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxschools import calibration
-from jaxschools.plots import FigureSpec
+from jaxschools.plots import FigureSpec, attempt, plain_text
 
 __all__ = ["make_figures"]
 
@@ -75,10 +75,10 @@ def _theta_sweep(rows, column):
     offsets = np.linspace(-0.4, 0.4, len(shown)) * width if len(shown) > 1 else [0.0]
     for offset, j in zip(offsets, shown):
         axes.errorbar(positions + offset, mean[:, j], yerr=[mean[:, j] - low[:, j], high[:, j] - mean[:, j]],
-                      fmt="o", ms=3, capsize=2, label=names[j])
+                      fmt="o", ms=3, capsize=2, label=plain_text(names[j]))
     if x is None:
-        axes.set_xticks(positions, [str(v) for v in values])
-    axes.set_xlabel(column)
+        axes.set_xticks(positions, [plain_text(v) for v in values])
+    axes.set_xlabel(plain_text(column))
     axes.set_ylabel("theta_j: posterior mean and 95% interval")
     axes.legend(ncol=min(len(shown), 6), fontsize=7, loc="best")
     more = f" (first {len(shown)} of {len(names)} schools)" if len(names) > len(shown) else ""
@@ -92,8 +92,8 @@ def _loo(rows):
     names = rows[0]["theta"]["names"]
     for row in rows:
         axes.plot(range(len(names)), row["loo"]["pointwise"], "o-",
-                  label=f"{row['value']} (elpd {row['loo']['elpd_loo']:.2f})")
-    axes.set_xticks(range(len(names)), names)
+                  label=plain_text(f"{row['value']} (elpd {row['loo']['elpd_loo']:.2f})"))
+    axes.set_xticks(range(len(names)), [plain_text(name) for name in names])
     axes.set_xlabel("school left out")
     axes.set_ylabel("log p(y_j | y_-j)")
     axes.legend(fontsize=8)
@@ -123,10 +123,12 @@ def _prior_predictive(result):
         mu, tau = models.sample_prior(k1, prior, (4000,), data.y.dtype)
         theta = mu[:, None] + tau[:, None] * jax.random.normal(k2, (4000, data.num_schools), data.y.dtype)
         y = np.asarray(theta + data.sigma * jax.random.normal(k3, theta.shape, data.y.dtype))
-        axes[0].hist(np.clip(y[:, 0], -150, 150), bins=80, density=True, histtype="step", label=kind)
-        axes[1].hist(np.clip(np.std(y, axis=1, ddof=1), 0, 150), bins=80, density=True, histtype="step", label=kind)
-    axes[0].axvline(float(data.y[0]), color="k", ls="--", label=f"observed y[{data.names[0]}]")
-    axes[0].set_xlabel(f"y[{data.names[0]}] (clipped to ±150)")
+        axes[0].hist(np.clip(y[:, 0], -150, 150), bins=80, density=True, histtype="step", label=plain_text(kind))
+        axes[1].hist(np.clip(np.std(y, axis=1, ddof=1), 0, 150), bins=80, density=True, histtype="step",
+                     label=plain_text(kind))
+    first = plain_text(data.names[0])
+    axes[0].axvline(float(data.y[0]), color="k", ls="--", label=f"observed y[{first}]")
+    axes[0].set_xlabel(f"y[{first}] (clipped to ±150)")
     axes[1].axvline(observed_sd, color="k", ls="--", label="observed sd(y)")
     axes[1].set_xlabel("sd of y across schools (clipped at 150)")
     for ax in axes:
@@ -147,18 +149,18 @@ def _sbc(kind, arrays, params, num_ranks, alpha):
     left.fill_between(z, lower / num - z, upper / num - z, color="0.85", step="mid", label=f"{1 - alpha:.4g} band")
     for i, name in enumerate(params[:_MAX_SCHOOLS_DRAWN]):
         counts = np.bincount(ranks[:, i].astype(int), minlength=num_ranks + 1).cumsum()[:-1]
-        left.plot(z, counts / num - z, lw=1, label=name)
+        left.plot(z, counts / num - z, lw=1, label=plain_text(name))
     left.set_xlabel("fractional rank")
     left.set_ylabel("ECDF - uniform")
     left.legend(fontsize=6, ncol=2)
     bins = min(20, num_ranks + 1)
     for i, name in enumerate(params[:3]):
-        right.hist(ranks[:, i], bins=bins, range=(0, num_ranks + 1), histtype="step", label=name)
+        right.hist(ranks[:, i], bins=bins, range=(0, num_ranks + 1), histtype="step", label=plain_text(name))
     right.axhline(num / bins, color="k", ls=":", label="uniform")
     right.set_xlabel(f"rank of the true value among {num_ranks} draws")
     right.set_ylabel("datasets")
     right.legend(fontsize=8)
-    figure.suptitle(f"Simulation-based calibration, {kind} prior, {num} datasets")
+    figure.suptitle(plain_text(f"Simulation-based calibration, {kind} prior, {num} datasets"))
     caption = (f"SBC (Talts et al. 2018): ECDF of the ranks minus the uniform CDF, with simultaneous bands "
                f"(Säilynoja et al. 2022) at level {1 - alpha:.4g} per parameter (Bonferroni over parameters); "
                "rank histograms of mu, tau and the first school's theta.")
@@ -171,7 +173,7 @@ def _coverage(studies):
     for study in studies:
         levels = sorted(float(level) for level in study["coverage"])
         shares = [np.mean(list(study["coverage"][f"{level:g}"]["share"].values())) for level in levels]
-        axes.plot(levels, shares, "o-", label=f"{study['prior']} ({study['draws_from']})")
+        axes.plot(levels, shares, "o-", label=plain_text(f"{study['prior']} ({study['draws_from']})"))
     axes.plot([0, 1], [0, 1], "k:", label="nominal")
     axes.set_xlim(0.4, 1.0)
     axes.set_ylim(0.4, 1.0)
@@ -185,25 +187,39 @@ def _coverage(studies):
 
 
 def make_figures(result) -> list[FigureSpec]:
-    """The sweep and simulation figures of an :class:`~jaxschools.experiments.Result` (empty if neither ran)."""
+    """The sweep and simulation figures of an :class:`~jaxschools.experiments.Result` (empty if neither ran).
+
+    Each is built on its own (:func:`jaxschools.plots.attempt`): one that cannot be drawn comes back with
+    ``figure`` None and the reason in ``not_drawn``.
+    """
     specs = []
     summary = result.summary
+
+    def add(name, build):
+        """``build()`` returns a FigureSpec (or None: nothing to draw); a failure skips only this figure."""
+        def pair():
+            spec = build()
+            return (None, None) if spec is None else (spec.figure, spec.caption)
+
+        spec = attempt(name, pair)
+        if spec.figure is not None or spec.not_drawn:
+            specs.append(spec)
+
     if result.sweep is not None:
         rows = summary["sweep"]
         if result.sweep["kind"] == "config" and result.sweep["column"] == "sampler.scale":
-            specs.append(_scale_sweep(rows, result.sweep["timing"]))
+            add("sweep_scale", lambda: _scale_sweep(rows, result.sweep["timing"]))
         if result.sweep["kind"] == "prior":
-            specs.append(_loo(rows))
-            predictive = _prior_predictive(result)
-            if predictive is not None:
-                specs.append(predictive)
-        specs.append(_theta_sweep(rows, result.sweep["column"]))
+            add("loo", lambda: _loo(rows))
+            add("prior_predictive", lambda: _prior_predictive(result))
+        add("sweep_theta", lambda: _theta_sweep(rows, result.sweep["column"]))
     if result.simulation is not None:
         studies = summary["simulation"]
         for study in studies:
             arrays = result.simulation["arrays"][study["prior"]]
             if study["sbc"] is not None:
-                specs.append(_sbc(study["prior"], arrays, result.simulation["params"], result.simulation["num_ranks"],
-                                  result.simulation["alpha"]))
-        specs.append(_coverage(studies))
+                add(f"sbc_{study['prior']}", lambda study=study, arrays=arrays: _sbc(
+                    study["prior"], arrays, result.simulation["params"], result.simulation["num_ranks"],
+                    result.simulation["alpha"]))
+        add("coverage", lambda: _coverage(studies))
     return specs

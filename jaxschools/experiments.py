@@ -42,7 +42,7 @@ from jaxschools._jit import filter_jit
 from jaxschools.data import Schools
 from jaxschools.kernels import rwmh
 
-__all__ = ["Result", "run", "infer_marginal", "ChunkStore", "run_chunked"]
+__all__ = ["Result", "run", "infer_marginal", "ChunkStore", "CorruptChunk", "run_chunked"]
 
 
 class Result(NamedTuple):
@@ -138,10 +138,19 @@ def _sweep_cell(rng_key, data, prior, scale, init_spread, school, threshold, *, 
 # The host loop: chunks, progress, resume.
 
 
+class CorruptChunk(Exception):
+    """A stored chunk that cannot be trusted (unreadable, truncated, or not the arrays expected); its message
+    says why. :func:`run_chunked` computes the chunk again."""
+
+
 class ChunkStore:
     """Finished chunks of one computation, stored as ``<label>-<chunk>.npz`` in a folder keyed by a hash.
 
-    Each file is written to a temporary name and renamed, so a file that exists is complete.
+    Each file is written to a temporary name and renamed, so a file that exists was complete when written.
+    It is still checked when loaded, since anything may have happened to it since (a disk error, another
+    program, a person): the zip's CRC-32 of every array is verified by reading it whole, pickled objects are
+    refused, and the arrays must be exactly the leaves expected, with their shapes and dtypes. A file that
+    fails any check raises :class:`CorruptChunk` and is never used.
     """
 
     def __init__(self, folder: Path | None):
@@ -150,11 +159,26 @@ class ChunkStore:
     def _path(self, label: str, index: int) -> Path:
         return self.folder / f"{label}-{index:05d}.npz"
 
-    def load(self, label: str, index: int, treedef):
+    def load(self, label: str, index: int, like):
+        """The stored chunk as a pytree shaped like ``like`` (``jax.ShapeDtypeStruct`` leaves: the chunk's
+        expected outputs), None when it was never stored; raises :class:`CorruptChunk` when it is unusable."""
         if self.folder is None or not self._path(label, index).exists():
             return None
-        with np.load(self._path(label, index)) as stored:
-            leaves = [stored[f"leaf{i}"] for i in range(len(stored.files))]
+        expected, treedef = jax.tree_util.tree_flatten(like)
+        names = [f"leaf{i}" for i in range(len(expected))]
+        try:
+            with np.load(self._path(label, index), allow_pickle=False) as stored:
+                if sorted(stored.files) != sorted(names):
+                    raise CorruptChunk(f"it holds {len(stored.files)} arrays, not the {len(names)} expected")
+                leaves = [np.array(stored[name]) for name in names]  # read whole: the CRC is checked at the end
+        except CorruptChunk:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the bytes are, the chunk is recomputed
+            raise CorruptChunk(f"unreadable: {type(error).__name__}: {error}") from None
+        for name, leaf, want in zip(names, leaves, expected):
+            if leaf.shape != tuple(want.shape) or leaf.dtype != np.dtype(want.dtype):
+                raise CorruptChunk(f"{name} is {leaf.dtype}{list(leaf.shape)}, expected "
+                                   f"{np.dtype(want.dtype)}{list(want.shape)}")
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
     def save(self, label: str, index: int, tree) -> None:
@@ -212,12 +236,18 @@ def run_chunked(fn: Callable, inputs, num_cells: int, chunk_size: int, *, store:
     if padded != chunk_size:
         chunk_size, label = padded, f"{label}-by{padded}"  # stored chunks of another size are other cells
     first = jax.tree_util.tree_map(lambda x: x[:chunk_size], inputs)
-    treedef = jax.tree_util.tree_structure(jax.eval_shape(fn, first))
+    shapes = jax.eval_shape(fn, first)  # a chunk's outputs: leaves with leading axis chunk_size
     pieces, per_cell, computed_cells, loaded = [], [], 0, 0
     bar = _Progress(label, num_cells, progress)
     for index, start in enumerate(range(0, num_cells, chunk_size)):
         size = min(chunk_size, num_cells - start)
-        out = store.load(label, index, treedef)
+        like = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape[1:]), leaf.dtype), shapes)
+        try:
+            out = store.load(label, index, like)
+        except CorruptChunk as why:  # never trusted: computed again, and the file replaced when it is
+            out = None
+            if progress is not None:
+                progress(f"{label}: stored chunk {index} is unusable ({why}); computing it again")
         if out is None:
             cells = np.minimum(np.arange(start, start + chunk_size), num_cells - 1)
             chunk = jax.tree_util.tree_map(lambda x: x[cells], inputs)

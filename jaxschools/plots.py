@@ -34,6 +34,7 @@ __all__ = [
     "plot_ppc",
     "plot_divergences",
     "forest_schools",
+    "plain_text",
     "HPD_FRACTIONS",
     "MAX_FOREST_SCHOOLS",
     "MAX_HEATMAP_SCHOOLS",
@@ -66,11 +67,41 @@ _SEPARATE, _POOLED, _HIERARCHICAL, _EXACT, _LAPLACE, _DRAWS = (
 
 
 class FigureSpec(NamedTuple):
-    """One figure of the report: file stem ``name`` (``figures/<name>.png``), the figure, a caption."""
+    """One figure of the report: file stem ``name`` (``figures/<name>.png``), the figure, a caption.
+
+    A figure that could not be drawn (extreme data: values too wide for an axis, no finite draws) has
+    ``figure`` None and says why in ``not_drawn``; the report lists it instead of failing the run.
+    """
 
     name: str
-    figure: Figure
+    figure: Figure | None
     caption: str
+    not_drawn: str = ""
+
+
+class Unplottable(ValueError):
+    """The values cannot be placed on a matplotlib axis (their span overflows double precision)."""
+
+
+def attempt(name: str, build) -> FigureSpec:
+    """``build()`` -> ``(figure, caption)`` as a :class:`FigureSpec`; one that raises gives a skipped spec.
+
+    Any ``Exception`` of a figure's own drawing is caught (matplotlib refuses infinite axis limits, a
+    histogram of values spanning more than double precision, ...): a run's numbers must not be lost to a
+    figure. Interrupts (``KeyboardInterrupt``, a ``BaseException``) pass through.
+    """
+    try:
+        figure, caption = build()
+    except Exception as error:  # noqa: BLE001 - any failure of one figure only skips that figure
+        return FigureSpec(name, None, "", not_drawn=failure_note(error))
+    return FigureSpec(name, figure, caption)
+
+
+def failure_note(error: BaseException) -> str:
+    """One line saying why a figure was not drawn, for the report."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -82,14 +113,26 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
+def plain_text(value) -> str:
+    """``value`` as literal matplotlib text, shown exactly as typed.
+
+    Matplotlib parses a string with an even, positive number of unescaped '$' as mathtext, so a school
+    name such as "$x$" would be typeset and one such as "$\\frac$" would make drawing fail. Escaping every
+    '$' as '\\$' leaves no unescaped dollar (``matplotlib.cbook.is_math_text`` is false), and matplotlib
+    then shows each '\\$' as '$': the text is the value, backslashes included. Every place a user's string
+    (school names, sweep values, config keys) becomes matplotlib text goes through this.
+    """
+    return str(value).replace("$", r"\$")
+
+
 def _label(name, limit: int = 18) -> str:
     """A school name safe for matplotlib text: shortened in the middle (names often differ only at
-    the end, "Lincoln High 12"), and '$' kept literal (no mathtext)."""
+    the end, "Lincoln High 12"), and literal (:func:`plain_text`)."""
     text = str(name)
     if len(text) > limit:
         tail = (limit - 1) // 2
         text = text[: limit - 1 - tail] + "…" + text[len(text) - tail :]
-    return text.replace("$", r"\$")
+    return plain_text(text)
 
 
 def _finite_rows(positions) -> np.ndarray:
@@ -108,12 +151,20 @@ def _chain_colors(num_chains: int):
 
 
 def _span(low: float, high: float, pad: float = 0.06) -> tuple[float, float]:
-    """``[low, high]`` widened by ``pad`` of its width, and made non-degenerate."""
+    """``[low, high]`` widened by ``pad`` of its width, and made non-degenerate.
+
+    Raises :class:`Unplottable` when the limits are not finite numbers or their span overflows double
+    precision (e.g. values of -1e308 and 1e308): matplotlib cannot draw such an axis.
+    """
+    low, high = float(low), float(high)
     width = high - low
     if not width > 0:
         width = max(abs(low), abs(high)) * 0.2 or 1.0
         low, high = low - width / 2, high + width / 2
-    return low - pad * width, high + pad * width
+    limits = (low - pad * width, high + pad * width)
+    if not (math.isfinite(width) and all(map(math.isfinite, limits))):
+        raise Unplottable(f"the values from {low:.3g} to {high:.3g} span more than double precision can plot")
+    return limits
 
 
 def _normal_pdf(x, mean, sd):
@@ -147,21 +198,35 @@ def _hpd_levels(logp: np.ndarray, fractions) -> tuple[np.ndarray, np.ndarray, li
 
 
 def _spread(values: np.ndarray, gap: float) -> np.ndarray:
-    """Label positions near ``values``, at least ``gap`` apart, keeping their order and mean."""
-    order = np.argsort(values, kind="stable")
-    placed = np.asarray(values, float)[order].copy()
+    """Label positions near ``values``, at least ``gap`` apart, keeping their order and mean; NaN where a
+    value is not finite (it has no point to label)."""
+    values = np.asarray(values, float)
+    out = np.full(values.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(values))
+    order = finite[np.argsort(values[finite], kind="stable")]
+    placed = values[order].copy()
     for i in range(1, placed.size):
         placed[i] = max(placed[i], placed[i - 1] + gap)
-    placed += np.mean(np.asarray(values, float)[order]) - np.mean(placed)
-    out = np.empty_like(placed)
+    if placed.size:
+        placed += np.mean(values[order]) - np.mean(placed)
     out[order] = placed
     return out
 
 
 def _histogram(ax, x: np.ndarray, color, label: str):
-    """Histogram of ``x`` as a density over all draws, on its central 99.8% (tails cut for view)."""
+    """Histogram of ``x`` as a density over its finite values, on their central 99.8% (tails cut for view).
+
+    Returns the binned range ``(low, high)``, or None when ``x`` has no finite value (the panel then says
+    so); raises :class:`Unplottable` when that range overflows double precision.
+    """
+    x = np.asarray(x, float).ravel()
+    x = x[np.isfinite(x)]
+    if not x.size:
+        ax.text(0.5, 0.5, "no finite values to show", transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="0.4")
+        return None
     low, high = np.quantile(x, [0.001, 0.999])
-    if not high > low:
+    if not high > low or not math.isfinite(high - low):
         low, high = _span(float(low), float(high), pad=0.0)
     bins = int(np.clip(2.0 * x.size ** (1 / 3), 10, 60))
     counts, edges = np.histogram(x, bins=bins, range=(low, high))
@@ -344,18 +409,22 @@ def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean,
                   markersize=3)
     left.axhline(mu_mean, color=_HIERARCHICAL, linestyle="-", linewidth=1.0, alpha=0.5, label=r"E[$\mu$ | y]")
     left.axhline(pooled_mean, color=_POOLED, linestyle="--", linewidth=1.2, label="pooled mean")
-    low, high = _span(float(min(y.min(), theta_mean.min())), float(max(y.max(), theta_mean.max())))
+    # Limits from the finite effects only: a posterior mean that could not be computed (NaN) is not drawn.
+    effects = np.concatenate([y, theta_mean])
+    effects = effects[np.isfinite(effects)]
+    low, high = _span(float(effects.min()), float(effects.max())) if effects.size else (-1.0, 1.0)
     if labelled:
         # Labels are spread apart where effects are close; a faint leader joins each to its point.
         gap = 0.04 * (high - low)
         for x, values, direction in ((0.0, y, -1.0), (1.0, theta_mean, 1.0)):
             placed = _spread(values, gap)
-            for j in range(num_schools):
+            for j in np.flatnonzero(np.isfinite(placed)):
                 left.plot([x + 0.03 * direction, x + 0.13 * direction], [values[j], placed[j]], color="0.75",
                           linewidth=0.6)
                 left.text(x + 0.15 * direction, placed[j], _label(names[j], 10), va="center", fontsize=7,
                           ha="left" if direction > 0 else "right")
-            low, high = min(low, float(placed.min()) - gap), max(high, float(placed.max()) + gap)
+            if np.any(np.isfinite(placed)):
+                low, high = min(low, float(np.nanmin(placed)) - gap), max(high, float(np.nanmax(placed)) + gap)
     left.set_xlim(-0.55, 1.55)
     left.set_ylim(low, high)
     left.set_xticks([0, 1], [r"observed $y_j$", r"E[$\theta_j$ | y]"])
@@ -473,10 +542,11 @@ def plot_ppc(names, observed, replicated, p_values, new_school=None) -> Figure:
     figure = _figure(3.6 * columns + 0.4, 2.8 * rows + 0.2)
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax, name, t_obs, t_rep, p in zip(axes, names, observed, replicated.T, p_values):
-        t_rep = t_rep[np.isfinite(t_rep)]
-        low, high = _histogram(ax, t_rep, _HIERARCHICAL, "T(y_rep)") if t_rep.size else (t_obs - 1, t_obs + 1)
+        drawn = _histogram(ax, t_rep, _HIERARCHICAL, "T(y_rep)")
         ax.axvline(t_obs, color=_DRAWS, linewidth=1.6, label="T(y)")
-        ax.set_xlim(*_span(min(low, t_obs), max(high, t_obs)))
+        reach = [value for value in (*(drawn or ()), t_obs) if math.isfinite(value)]
+        if reach:  # else: neither draws nor T(y) are finite, matplotlib's default limits stand
+            ax.set_xlim(*_span(min(reach), max(reach)))
         ax.set_title(f"T = {name}:  p = {p:.2f}", fontsize=10)
         ax.set_xlabel(f"{name} of the J estimates")
         ax.set_yticks([])
@@ -486,8 +556,8 @@ def plot_ppc(names, observed, replicated, p_values, new_school=None) -> Figure:
         theta_new, y_new, sigma_new = new_school
         theta_new = np.asarray(theta_new, float).ravel()
         y_new = np.asarray(y_new, float).ravel()
-        _histogram(ax, y_new[np.isfinite(y_new)], _POOLED, f"new estimate ỹ (σ = {sigma_new:.3g})")
-        _histogram(ax, theta_new[np.isfinite(theta_new)], _HIERARCHICAL, "new effect θ̃")
+        _histogram(ax, y_new, _POOLED, f"new estimate ỹ (σ = {sigma_new:.3g})")
+        _histogram(ax, theta_new, _HIERARCHICAL, "new effect θ̃")
         ax.set_title("a new school", fontsize=10)
         ax.set_xlabel("its effect θ̃ and estimate ỹ")
         ax.set_yticks([])
@@ -596,7 +666,11 @@ def make_figures(analysis) -> list[FigureSpec]:
     """The report's figures, in order: contour, trace, autocorrelation, marginals, shrinkage, forest,
     divergences (only when a run, or its contrast, had divergent transitions), ppc (the posterior predictive
     check, when the analysis has one), p_greater (only when the matrix exists and J <=
-    :data:`MAX_HEATMAP_SCHOOLS`)."""
+    :data:`MAX_HEATMAP_SCHOOLS`).
+
+    Each figure is built on its own (:func:`attempt`): one that cannot be drawn for these data comes back with
+    ``figure`` None and the reason in ``not_drawn``, and the others are still drawn.
+    """
     summary, data = analysis.summary, analysis.data
     positions = np.asarray(analysis.samples.positions, float)
     num_chains, num_draws = positions.shape[:2]
@@ -608,125 +682,129 @@ def make_figures(analysis) -> list[FigureSpec]:
     theta = np.asarray(analysis.theta, float).reshape(-1, num_schools)
     specs = []
 
-    shown = min(draws.shape[0], MAX_SCATTER_POINTS)
-    fit_note = "" if converged else " The Laplace fit did not converge, so its mode and ellipse are unreliable."
-    specs.append(FigureSpec(
-        "contour",
-        plot_contour(analysis.logdensity, positions, mode, cov),
-        "Posterior density of (μ, log τ) (the seed's contour plot of the log posterior): the shaded "
-        f"contours bound the highest-density regions holding {', '.join(f'{f:.0%}' for f in HPD_FRACTIONS)} "
-        f"of the mass on a 150 × 150 grid. Red points: {shown:,} of the {draws.shape[0]:,} kept draws "
-        "(evenly thinned). Cross and dashed ellipse: the Laplace mode and its 95% region." + fit_note,
-    ))
-    thin = f" (thinned to {MAX_TRACE_POINTS:,} evenly spaced draws per chain)" if num_draws > MAX_TRACE_POINTS else ""
-    specs.append(FigureSpec(
-        "trace",
-        plot_trace(positions),
-        f"Trace plots of μ and log τ for {num_chains} chain{'s' if num_chains > 1 else ''} after burn-in{thin}. "
-        "Chains that look like overlapping random noise, with no trends or flat stretches, have mixed.",
-    ))
-    specs.append(FigureSpec(
-        "autocorrelation",
-        plot_autocorrelation(positions),
-        f"Autocorrelation of μ and log τ by lag (up to {min(MAX_LAG, max(num_draws - 1, 0))}), one line per chain; "
-        "the grey band is ±1.96/√n, where white noise would fall. Fast decay means nearly independent draws.",
-    ))
+    def contour():
+        shown = min(draws.shape[0], MAX_SCATTER_POINTS)
+        fit_note = ("" if converged
+                    else " The Laplace fit did not converge, so its mode and ellipse are unreliable.")
+        return (plot_contour(analysis.logdensity, positions, mode, cov),
+                "Posterior density of (μ, log τ) (the seed's contour plot of the log posterior): the shaded "
+                "contours bound the highest-density regions holding "
+                f"{', '.join(f'{f:.0%}' for f in HPD_FRACTIONS)} of the mass on a 150 × 150 grid. Red points: "
+                f"{shown:,} of the {draws.shape[0]:,} kept draws (evenly thinned). Cross and dashed ellipse: the "
+                "Laplace mode and its 95% region." + fit_note)
 
-    exact_curve, why = None, ""
-    if draws.size:
-        low, high = np.quantile(draws[:, 1], [0.001, 0.999])
-        reach = 3.5 * math.sqrt(max(cov[1, 1], 0.0))
-        low, high = min(low, mode[1] - reach), max(high, mode[1] + reach)
-        if np.isfinite(low) and np.isfinite(high) and high > low:
-            exact_curve, why = _exact_log_tau(analysis, float(low), float(high))
-    exact_note = (
-        " Black line: the exact marginal density of log τ by quadrature." if exact_curve is not None
-        else f" No exact density is overlaid: {why}." if why else ""
-    )
-    specs.append(FigureSpec(
-        "marginals",
-        plot_marginals(positions, mode if converged else None, cov if _valid_cov(cov) else None, exact_curve),
-        "Marginal posteriors of μ and log τ: histogram of the draws (solid line: their mean) and the Laplace "
-        "normal approximation (dashed; dashed vertical line: the mode)." + exact_note
-        + " The posterior of log τ is skewed: its mean lies below the mode, which the normal approximation "
-        "misses and the sampler captures.",
-    ))
+    def trace():
+        thin = (f" (thinned to {MAX_TRACE_POINTS:,} evenly spaced draws per chain)"
+                if num_draws > MAX_TRACE_POINTS else "")
+        return (plot_trace(positions),
+                f"Trace plots of μ and log τ for {num_chains} chain{'s' if num_chains > 1 else ''} after "
+                f"burn-in{thin}. "
+                "Chains that look like overlapping random noise, with no trends or flat stretches, have mixed.")
+
+    def autocorrelation():
+        return (plot_autocorrelation(positions),
+                f"Autocorrelation of μ and log τ by lag (up to {min(MAX_LAG, max(num_draws - 1, 0))}), one line per "
+                "chain; the grey band is ±1.96/√n, where white noise would fall. Fast decay means nearly independent "
+                "draws.")
+
+    def marginals():
+        exact_curve, why = None, ""
+        if draws.size:
+            low, high = np.quantile(draws[:, 1], [0.001, 0.999])
+            reach = 3.5 * math.sqrt(max(cov[1, 1], 0.0))
+            low, high = min(low, mode[1] - reach), max(high, mode[1] + reach)
+            if np.isfinite(low) and np.isfinite(high) and high > low:
+                exact_curve, why = _exact_log_tau(analysis, float(low), float(high))
+        exact_note = (
+            " Black line: the exact marginal density of log τ by quadrature." if exact_curve is not None
+            else f" No exact density is overlaid: {why}." if why else ""
+        )
+        figure = plot_marginals(positions, mode if converged else None, cov if _valid_cov(cov) else None,
+                                exact_curve)
+        return (figure,
+                "Marginal posteriors of μ and log τ: histogram of the draws (solid line: their mean) and the Laplace "
+                "normal approximation (dashed; dashed vertical line: the mode)." + exact_note
+                + " The posterior of log τ is skewed: its mean lies below the mode, which the normal approximation "
+                "misses and the sampler captures.")
 
     theta_mean = _section(summary, "theta", "mean")
     theta_mean = np.asarray(theta_mean, float) if theta_mean is not None else theta.mean(axis=0)
-    shrinkage = _section(summary, "shrinkage")
-    if shrinkage is None:
-        shrinkage = np.mean(sigma**2 / (sigma**2 + np.exp(2 * draws[:, 1:2])), axis=0)
     precision = 1.0 / sigma**2
     pooled_mean = float(np.sum(precision * y) / np.sum(precision))
     pooled_sd = float(math.sqrt(1.0 / np.sum(precision)))
-    mu_mean = float(draws[:, 0].mean()) if draws.size else pooled_mean
-    specs.append(FigureSpec(
-        "shrinkage",
-        plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean, draws[:, 1]),
-        "Shrinkage. Left: each school's observed effect y_j and its posterior mean E[θ_j | y], pulled toward "
-        "the population mean μ (blue line; dashed: the pooled estimate). Right: the posterior mean shrinkage "
-        "E[B_j | y], B_j = σ_j² / (σ_j² + τ²), against σ_j: the less precise a school's estimate, the more it "
-        "borrows from the others.",
-    ))
 
-    q025, q975 = _section(summary, "theta", "q025"), _section(summary, "theta", "q975")
-    q025 = np.asarray(q025, float) if q025 is not None else np.quantile(theta, 0.025, axis=0)
-    q975 = np.asarray(q975, float) if q975 is not None else np.quantile(theta, 0.975, axis=0)
-    chosen = forest_schools(y, sigma)
-    cap_note = ""
-    if num_schools > MAX_FOREST_SCHOOLS:
-        cap_note = (f" Only the {MAX_FOREST_SCHOOLS} of {num_schools} schools with the largest "
-                    "|y_j − pooled mean| / σ_j are shown, in data order.")
-    specs.append(FigureSpec(
-        "forest",
-        plot_forest(y[chosen], sigma[chosen], [names[j] for j in chosen], theta_mean[chosen], q025[chosen],
-                    q975[chosen], pooled_mean, pooled_sd),
-        "95% intervals per school: separate analyses y_j ± 1.96 σ_j (grey), complete pooling (orange band), "
-        "and the hierarchical posterior of θ_j (blue, 2.5% to 97.5% quantiles, diamond at the mean)." + cap_note,
-    ))
+    def shrinkage():
+        values = _section(summary, "shrinkage")
+        if values is None:
+            values = np.mean(sigma**2 / (sigma**2 + np.exp(2 * draws[:, 1:2])), axis=0)
+        mu_mean = float(draws[:, 0].mean()) if draws.size else pooled_mean
+        return (plot_shrinkage(y, sigma, names, theta_mean, values, mu_mean, pooled_mean, draws[:, 1]),
+                "Shrinkage. Left: each school's observed effect y_j and its posterior mean E[θ_j | y], pulled toward "
+                "the population mean μ (blue line; dashed: the pooled estimate). Right: the posterior mean shrinkage "
+                "E[B_j | y], B_j = σ_j² / (σ_j² + τ²), against σ_j: the less precise a school's estimate, the more "
+                "it borrows from the others.")
+
+    def forest():
+        q025, q975 = _section(summary, "theta", "q025"), _section(summary, "theta", "q975")
+        q025 = np.asarray(q025, float) if q025 is not None else np.quantile(theta, 0.025, axis=0)
+        q975 = np.asarray(q975, float) if q975 is not None else np.quantile(theta, 0.975, axis=0)
+        chosen = forest_schools(y, sigma)
+        cap_note = ""
+        if num_schools > MAX_FOREST_SCHOOLS:
+            cap_note = (f" Only the {MAX_FOREST_SCHOOLS} of {num_schools} schools with the largest "
+                        "|y_j − pooled mean| / σ_j are shown, in data order.")
+        return (plot_forest(y[chosen], sigma[chosen], [names[j] for j in chosen], theta_mean[chosen],
+                            q025[chosen], q975[chosen], pooled_mean, pooled_sd),
+                "95% intervals per school: separate analyses y_j ± 1.96 σ_j (grey), complete pooling (orange band), "
+                "and the hierarchical posterior of θ_j (blue, 2.5% to 97.5% quantiles, diamond at the mean)."
+                + cap_note)
+
+    for name, build in (("contour", contour), ("trace", trace), ("autocorrelation", autocorrelation),
+                        ("marginals", marginals), ("shrinkage", shrinkage), ("forest", forest)):
+        specs.append(attempt(name, build))
 
     divergence_panels = _divergence_panels(analysis)
     if divergence_panels:
-        runs = "; ".join(f"{title}: {int(np.sum(flags)):,} of {np.size(flags):,} transitions divergent"
-                         for title, _, _, flags in divergence_panels)
-        specs.append(FigureSpec(
-            "divergences",
-            plot_divergences(divergence_panels, _label(names[0])),
-            f"Where the sampler's trajectories diverged ({runs}): log τ against θ of school {_label(names[0])}, "
-            "every divergent transition's draw in red. Divergences that crowd into one region, such as small τ in "
-            "the neck of the centered parameterization's funnel, mark a region the chains cannot explore with "
-            "their step size, and estimates near it are biased; the non-centered parameterization removes the "
-            "funnel (Betancourt & Girolami 2015).",
-        ))
+        def divergences():
+            runs = "; ".join(f"{title}: {int(np.sum(flags)):,} of {np.size(flags):,} transitions divergent"
+                             for title, _, _, flags in divergence_panels)
+            return (plot_divergences(divergence_panels, _label(names[0])),
+                    f"Where the sampler's trajectories diverged ({runs}): log τ against θ of school "
+                    f"{names[0]}, every divergent transition's draw in red. Divergences that crowd into one "
+                    "region, such as small τ in the neck of the centered parameterization's funnel, mark a region the "
+                    "chains cannot explore with their step size, and estimates near it are biased; the non-centered "
+                    "parameterization removes the funnel (Betancourt & Girolami 2015).")
+
+        specs.append(attempt("divergences", divergences))
 
     predictive = getattr(analysis, "predictive", None)
     ppc = _section(summary, "predictive", "ppc")
     if predictive is not None and ppc:
-        from jaxschools.predictive import STATISTICS  # its constants only; the draws are already made
+        def ppc_figure():
+            from jaxschools.predictive import STATISTICS  # its constants only; the draws are already made
 
-        sigma_new = float(np.asarray(predictive.sigma_new))
-        p_text = ", ".join(f"{name} {ppc[name]['p_value']:.2f}" for name in STATISTICS if name in ppc)
-        specs.append(FigureSpec(
-            "ppc",
-            plot_ppc(STATISTICS, predictive.check.observed, predictive.check.replicated, predictive.check.p_value,
-                     (predictive.new_school.theta, predictive.new_school.y, sigma_new)),
-            "Posterior predictive check (BDA3 section 6.3): for each test statistic T of the J estimates, the "
-            "distribution of T over data replicated from the posterior, y_rep_j ~ N(θ_j, σ_j²), with the observed "
-            f"T(y) in red; p = P(T(y_rep) ≥ T(y) | y) ({p_text}). A p-value near 0 or 1 marks a feature of the "
-            "data the model rarely reproduces. Last panel: the posterior predictive distribution of a new "
-            f"school's effect θ̃ ~ N(μ, τ²) and of its estimate ỹ ~ N(θ̃, σ²) with σ = {sigma_new:.3g}, the median "
-            "standard error.",
-        ))
+            sigma_new = float(np.asarray(predictive.sigma_new))
+            p_text = ", ".join(f"{name} {ppc[name]['p_value']:.2f}" for name in STATISTICS if name in ppc)
+            return (plot_ppc(STATISTICS, predictive.check.observed, predictive.check.replicated,
+                             predictive.check.p_value,
+                             (predictive.new_school.theta, predictive.new_school.y, sigma_new)),
+                    "Posterior predictive check (BDA3 section 6.3): for each test statistic T of the J estimates, the "
+                    "distribution of T over data replicated from the posterior, y_rep_j ~ N(θ_j, σ_j²), with the "
+                    f"observed T(y) in red; p = P(T(y_rep) ≥ T(y) | y) ({p_text}). A p-value near 0 or 1 marks a "
+                    "feature of the data the model rarely reproduces. Last panel: the posterior predictive "
+                    f"distribution of a new school's effect θ̃ ~ N(μ, τ²) and of its estimate ỹ ~ N(θ̃, σ²) with "
+                    f"σ = {sigma_new:.3g}, the median standard error.")
+
+        specs.append(attempt("ppc", ppc_figure))
 
     matrix = _section(summary, "queries", "p_greater")
     if matrix is not None and num_schools <= MAX_HEATMAP_SCHOOLS:
-        matrix = np.asarray([[np.nan if v is None else v for v in row] for row in matrix], float)
-        specs.append(FigureSpec(
-            "p_greater",
-            plot_p_greater(matrix, names),
-            "Posterior probability that school i's true effect exceeds school j's, P(θ_i > θ_j | y) "
-            "(Rao-Blackwellised). Under complete pooling every entry would be 0.5; under separate "
-            "analyses they would be far more extreme.",
-        ))
+        def p_greater():
+            values = np.asarray([[np.nan if v is None else v for v in row] for row in matrix], float)
+            return (plot_p_greater(values, names),
+                    "Posterior probability that school i's true effect exceeds school j's, P(θ_i > θ_j | y) "
+                    "(Rao-Blackwellised). Under complete pooling every entry would be 0.5; under separate "
+                    "analyses they would be far more extreme.")
+
+        specs.append(attempt("p_greater", p_greater))
     return specs

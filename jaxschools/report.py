@@ -635,10 +635,16 @@ def _predictive_section(s: dict) -> str:
     )
 
 
-def _figures_section(figures: Sequence[tuple[str, str, bytes]], drawn: bool) -> str:
+def _figures_section(figures: Sequence[tuple[str, str, bytes]], drawn: bool,
+                     not_drawn: Sequence[tuple[str, str]] = ()) -> str:
     if not drawn:
         return _section("figures", "Figures", _p("Figures were not drawn for this run (output.figures = false)."))
     parts = []
+    if not_drawn:  # extreme data: the numbers above stand, these figures could not be drawn from them
+        items = "; ".join(f"{name} ({why})" for name, why in not_drawn)
+        parts.append(_p(f"{len(not_drawn)} figure{'s' if len(not_drawn) > 1 else ''} could not be drawn for these "
+                        f"data and {'are' if len(not_drawn) > 1 else 'is'} left out: {items}. The numbers in the "
+                        "tables above are unaffected.", "note"))
     for number, (name, caption, png) in enumerate(figures, start=1):
         data = base64.b64encode(png).decode("ascii")
         path = f"figures/{name}.png"
@@ -760,15 +766,16 @@ _NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc"
 
 
 def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *, drawn: bool | None = None,
-                sd_mcse: dict | None = None) -> str:
+                sd_mcse: dict | None = None, not_drawn: Sequence[tuple[str, str]] = ()) -> str:
     """The report page for a summary (the summary.json dict).
 
     ``figures``: (name, caption, PNG bytes) in report order, embedded as data URIs; ``drawn`` says whether
-    figures were drawn at all (default: whether any are given). ``sd_mcse``: MCSE of the posterior sd of
-    ``mu``, ``log_tau`` and ``tau``, where known, for the sampler-vs-exact z-scores.
+    figures were drawn at all (default: whether any are given or skipped). ``sd_mcse``: MCSE of the posterior
+    sd of ``mu``, ``log_tau`` and ``tau``, where known, for the sampler-vs-exact z-scores. ``not_drawn``:
+    (name, why) of figures that could not be drawn, listed in the figures section.
     """
     s = summary
-    drawn = bool(figures) if drawn is None else drawn
+    drawn = bool(figures or not_drawn) if drawn is None else drawn
     name = _get(s, "config", "name", default="run")
     prior = _get(s, "config", "model", "prior", default=_DASH)
     num_schools = len(_get(s, "data", "names", default=[]))
@@ -789,7 +796,7 @@ def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *
         _predictive_section(s),
         _sweep_section(s),
         _simulation_section(s),
-        _figures_section(figures, drawn),
+        _figures_section(figures, drawn, not_drawn),
     ))
     nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV)
     warnings = _warnings(s)
@@ -825,7 +832,7 @@ def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
     analysis = getattr(result, "analysis", result)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    embedded = []
+    embedded, not_drawn = [], []
     if figures:
         figure_dir = out_dir / "figures"
         figure_dir.mkdir(exist_ok=True)
@@ -833,15 +840,22 @@ def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
         if result is not analysis:
             specs = specs + experiment_plots.make_figures(result)
         for spec in specs:
+            if spec.figure is None:  # could not be built for these data: listed in the report instead
+                not_drawn.append((spec.name, spec.not_drawn))
+                continue
             buffer = io.BytesIO()
             try:
                 spec.figure.savefig(buffer, format="png", dpi=DPI)
+            except Exception as error:  # noqa: BLE001 - drawing can fail only now (text, limits): skip it
+                not_drawn.append((spec.name, plots.failure_note(error)))
+                continue
             finally:
                 spec.figure.clear()
             png = buffer.getvalue()
             (figure_dir / f"{spec.name}.png").write_bytes(png)
             embedded.append((spec.name, spec.caption, png))
-    page = render_html(analysis.summary, embedded, drawn=figures, sd_mcse=_sd_mcse(analysis))
+    page = render_html(analysis.summary, embedded, drawn=figures, sd_mcse=_sd_mcse(analysis),
+                       not_drawn=not_drawn)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

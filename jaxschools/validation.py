@@ -276,12 +276,30 @@ def _check_names(names, num_schools):
     return tuple(str(name) for name in names)
 
 
+# The range of magnitudes the model can be computed on in double precision. Its density needs sigma_j^2,
+# 1 / sigma_j^2 and (y_j - mu)^2, which over- or underflow float64 (normal numbers 2.2e-308 to 1.8e308)
+# beyond about 1e154 and 1.5e-154: one sigma of 1e-300 squares to 0, one of 1e300 or a y of 1e308 to inf,
+# and every posterior summary is then NaN (issue #13 finding 5). 1e150 squared is 1e300, which leaves a
+# factor of 1e8 for sums over schools. Within these bounds the exact posterior by quadrature is tested to
+# match an independent scipy oracle (tests/test_extreme_figures.py); data beyond them are refused, with the
+# advice to change units (the model is location-scale equivariant: data and prior scales rescaled together
+# give the same posterior in the new units).
+MAX_MAGNITUDE = 1e150
+MIN_SIGMA = 1e-150
+
+
 def _value_problem(column, value):
     """Why ``value`` cannot be in column y or sigma, or None; shared so files and Python say the same."""
     if not math.isfinite(value):
         return f"{column} must be finite, got {value}"
     if column == "sigma" and value <= 0:
         return f"sigma must be positive (it is a standard error), got {value}"
+    if column == "sigma" and value < MIN_SIGMA:
+        return (f"sigma = {value:g} is below {MIN_SIGMA:g}: its square underflows double precision, so the "
+                "model cannot be computed; express the data in larger units")
+    if abs(value) > MAX_MAGNITUDE:
+        return (f"{column} = {value:g} exceeds {MAX_MAGNITUDE:g} in magnitude: its square overflows double "
+                "precision, so the model cannot be computed; express the data in smaller units")
     return None
 
 

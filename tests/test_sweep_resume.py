@@ -1,4 +1,5 @@
-"""Killing a sweep midway and running it again finishes it without redoing the finished cells."""
+"""Killing a sweep midway and running it again finishes it without redoing the finished cells (and redoes a
+stored chunk that was damaged meanwhile)."""
 
 import json
 import os
@@ -34,10 +35,14 @@ def test_interrupted_sweep_resumes_from_stored_chunks(tmp_path):
     finished = len(list(store.glob("*/sweep-*.npz")))
     assert 2 <= finished < 6
     assert not list(store.glob("*/*.tmp"))  # no half-written chunk
+    # Random bytes in one stored chunk (issue #13 finding 10): never trusted, computed again with a note.
+    (first,) = store.glob("*/sweep-00000.npz")
+    first.write_bytes(os.urandom(4096))
 
     rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
+    assert "sweep: stored chunk 0 is unusable" in rerun.stderr and "computing it again" in rerun.stderr
     timing = json.loads((out / "timings.json").read_text())["sweep"]
-    assert timing["chunks_loaded"] == finished and timing["chunks_computed"] == 6 - finished
+    assert timing["chunks_loaded"] == finished - 1 and timing["chunks_computed"] == 6 - finished + 1
     assert len(json.loads((out / "summary.json").read_text())["sweep"]) == 6
     assert not store.exists()  # kept only while the run was unfinished

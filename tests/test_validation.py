@@ -163,6 +163,18 @@ MALFORMED = {
         ["school name 'p' appears twice (indices 0 and 1)"],
     ),
     "json-empty-name": ("d.json", '{"name": ["p", " "], "y": [1, 1], "sigma": [1, 1]}', ["index 1 is empty"]),
+    # Values whose squares leave double precision (issue #13 finding 5: these crashed the figures after the
+    # whole run, with every posterior summary NaN): refused, with the advice to change units.
+    "csv-sigma-1e-300": ("d.csv", HEADER + "A,28,1e-300\nB,8,10\nC,-3,16\n",
+                         ["line 2, column 'sigma'", "sigma = 1e-300 is below 1e-150", "express the data in larger units"]),
+    "csv-sigma-subnormal-1e-320": ("d.csv", HEADER + "A,28,15\nB,8,1e-320\nC,-3,16\n",
+                                   ["line 3, column 'sigma'", "is below 1e-150", "underflows double precision"]),
+    "csv-sigma-1e300": ("d.csv", HEADER + "A,28,1e300\nB,8,10\nC,-3,16\n",
+                        ["line 2, column 'sigma'", "sigma = 1e+300 exceeds 1e+150", "express the data in smaller units"]),
+    "csv-y-1e308": ("d.csv", HEADER + "A,1e308,15\nB,8,10\nC,-3,16\n",
+                    ["line 2, column 'y'", "y = 1e+308 exceeds 1e+150 in magnitude", "overflows double precision"]),
+    "json-y-minus-1e200": ("d.json", '{"y": [-1e200, 1, 2], "sigma": [1, 1, 1]}',
+                           ["school 'A' (index 0)", "y = -1e+200 exceeds 1e+150"]),
 }
 
 

@@ -1,0 +1,130 @@
+"""A user's strings are shown literally in every figure, never parsed as mathtext (issue #13 finding 6).
+
+Matplotlib typesets any text with an even number of unescaped '$' as mathtext: a school named "$x$" would be
+shown as an italic x, and one named "$\\frac$" made drawing fail (``ParseFatalException``), on the old main
+after a whole sweep, because ``experiment_plots._theta_sweep`` and the leave-one-out ticks did not escape
+names. Every place where names, sweep values or swept keys become matplotlib text now goes through one
+helper, :func:`jaxschools.plots.plain_text`; each figure below is drawn with hostile names and every text in
+it is checked to be shown as typed.
+"""
+
+import io
+import types
+
+import numpy as np
+import pytest
+from matplotlib.text import Text
+
+from jaxschools import experiment_plots, plots
+
+# Unparseable mathtext; two dollars around plain text; an escaped dollar the user typed; a lone dollar.
+HOSTILE = ("$\\frac$", "$x$ high", "a\\$b$c$", "cost $5")
+SHORT = ("Oak Park", "Elm")  # two ordinary schools beside them
+
+
+def _texts(figure):
+    """(shown text, is mathtext) of every text artist of ``figure``: titles, labels, ticks, legends, notes."""
+    shown = []
+    for artist in figure.findobj(Text):
+        text = artist.get_text()
+        if text:
+            shown.append(artist._preprocess_math(text))
+    return shown
+
+
+def _check(figure, strings):
+    """Draw ``figure`` (mathtext errors surface only here) and check each string is shown, as typed, as plain
+    text, and that no text holding a user's string is typeset as math."""
+    figure.savefig(io.BytesIO(), format="png", dpi=40)
+    shown = _texts(figure)
+    for string in strings:
+        holders = [(text, math) for text, math in shown if string in text]
+        assert holders, f"{string!r} is not shown; texts: {[text for text, _ in shown]}"
+        assert not any(math for _, math in holders), holders
+    figure.clear()
+
+
+def _rows(names, values):
+    rng = np.random.default_rng(0)
+    rows = []
+    for value in values:
+        mean = rng.normal(size=len(names))
+        rows.append({
+            "value": value,
+            "theta": {"names": list(names), "mean": mean.tolist(), "q025": (mean - 1).tolist(),
+                      "q975": (mean + 1).tolist()},
+            "loo": {"pointwise": rng.normal(size=len(names)).tolist(), "elpd_loo": float(rng.normal())},
+        })
+    return rows
+
+
+def test_plain_text_is_shown_as_typed():
+    for string in HOSTILE + ("no dollar", "\\$", "$$", "$"):
+        text = Text(text=plots.plain_text(string))
+        assert text._preprocess_math(text.get_text()) == (string, False)
+
+
+def test_theta_sweep_names_values_and_key():
+    names = HOSTILE + SHORT
+    spec = experiment_plots._theta_sweep(_rows(names, [1.0, 2.0, 3.0]), f"y[{HOSTILE[0]}]")
+    _check(spec.figure, list(names) + [f"y[{HOSTILE[0]}]"])
+
+
+def test_theta_sweep_with_names_as_values():
+    """A leave-one-out sweep: each cell's value is the name of the school left out, shown as a tick."""
+    names = HOSTILE + SHORT
+    spec = experiment_plots._theta_sweep(_rows(names, list(names)), "school left out")
+    _check(spec.figure, list(names))
+
+
+def test_leave_one_out_ticks_and_legend():
+    names = HOSTILE + SHORT
+    spec = experiment_plots._loo(_rows(names, ["half_cauchy", "my $prior$"]))
+    _check(spec.figure, list(names) + ["my $prior$"])
+
+
+def test_sbc_legends():
+    params = ["mu", "tau"] + [f"theta[{name}]" for name in HOSTILE]
+    ranks = np.random.default_rng(2).integers(0, 20, size=(40, len(params)))
+    spec = experiment_plots._sbc("half_cauchy", {"rank": ranks}, params, 19, 0.05)
+    _check(spec.figure, params)
+
+
+def test_prior_predictive_names_the_first_school():
+    pytest.importorskip("jax")
+    from jaxschools import data
+
+    schools = data.Schools(y=[28.0, 8.0, -3.0], sigma=[15.0, 10.0, 16.0], names=HOSTILE[:3])
+    config = {"model": {"mu_loc": 0.0, "mu_scale": 5.0, "tau_scale": 5.0},
+              "sweep": {"priors": ["flat", "half_cauchy"]}, "sampler": {"seed": 0}}
+    result = types.SimpleNamespace(analysis=types.SimpleNamespace(data=schools), summary={"config": config})
+    spec = experiment_plots._prior_predictive(result)
+    _check(spec.figure, [f"y[{HOSTILE[0]}]"])
+
+
+def test_every_sweep_figure_of_a_leave_one_out_result_is_drawn():
+    names = HOSTILE + SHORT
+    result = types.SimpleNamespace(
+        summary={"sweep": _rows(names, list(names))},
+        sweep={"kind": "leave_one_out", "column": "school left out", "timing": {}},
+        simulation=None,
+    )
+    specs = experiment_plots.make_figures(result)
+    assert [spec.name for spec in specs] == ["sweep_theta"]
+    for spec in specs:
+        assert spec.figure is not None, spec
+        _check(spec.figure, list(names))
+
+
+def test_the_main_figures_show_names_as_typed():
+    names = list(HOSTILE + SHORT)
+    y = np.linspace(-5.0, 20.0, len(names))
+    sigma = np.linspace(8.0, 16.0, len(names))
+    _check(plots.plot_shrinkage(y, sigma, names, 0.5 * y, np.full(len(names), 0.4), 5.0, 5.0), names)
+    _check(plots.plot_forest(y, sigma, names, 0.5 * y, y - 10, y + 10, 5.0, 3.0), names)
+    matrix = np.full((len(names), len(names)), 0.5)
+    _check(plots.plot_p_greater(matrix, names), names)
+    flags = np.zeros((1, 30), bool)
+    flags[0, :3] = True
+    panels = [("centered", np.zeros((1, 30)), np.zeros((1, 30)), flags)]
+    _check(plots.plot_divergences(panels, plots.plain_text(HOSTILE[0])), [f"θ of school {HOSTILE[0]}"])
