@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools import adaptation, classical, diagnostics, exact, laplace, models, moments, posterior, sampling
+from jaxschools import exact_check
 from jaxschools import predictive as predictive_checks
 from jaxschools.data import Schools
 from jaxschools.kernels import hmc, nuts, rwmh
@@ -99,6 +100,47 @@ def _default_query(config: dict, data: Schools) -> tuple[int, float]:
 def _stats(draws) -> dict:
     summary = posterior.summarize_draws(draws)
     return {key: summary[key] for key in ("mean", "sd", "q025", "q975", "mcse_mean", "ess_bulk", "ess_tail", "rhat")}
+
+
+def _sd_mcse(mu, log_tau) -> list:
+    """MCSE of the posterior sd of mu, log tau and tau from (chain, draw) draws (Vehtari et al. 2021)."""
+    stacked = jnp.stack([mu, log_tau, jnp.exp(log_tau)])
+    return list(jax.jit(jax.vmap(diagnostics.mcse_sd))(stacked))
+
+
+def _frozen_chains(positions, reference: dict, fit: laplace.LaplaceFit) -> list[int]:
+    """Chains whose mu or log tau barely moved (``diagnostics.frozen_chains``), as a list of indices.
+
+    The scale is the exact posterior's, robustly: (q97.5 - q2.5) / 3.92, the sd of a normal with the same
+    central 95% interval (it exists even where the posterior sd does not); the Laplace sd where that is
+    not finite. A chain is frozen when its within-chain sd of mu or of log tau is at most
+    ``diagnostics.FROZEN_RTOL`` (1e-3) times that scale, or its draws are equal to rounding.
+    """
+    frozen = np.zeros(positions.shape[0], bool)
+    for d, key in enumerate(("mu", "log_tau")):
+        low, high = (float(np.asarray(reference[key][q])) for q in ("q025", "q975"))
+        scale = (high - low) / (2 * 1.959963984540054)
+        if not (math.isfinite(scale) and scale > 0):
+            scale = math.sqrt(float(fit.cov[d, d])) if float(fit.cov[d, d]) > 0 else float("nan")
+        frozen |= np.asarray(diagnostics.frozen_chains(positions[..., d], scale))
+    return [int(c) for c in np.flatnonzero(frozen)]
+
+
+def _with_exact_check(summary: dict, prior_kind: str, num_schools: int) -> dict:
+    """Add ``exact_check`` (:mod:`jaxschools.exact_check`) and, when it fails, ``mcmc.flags.exact_mismatch``.
+
+    The MCSE of an sd needs a finite fourth moment: where that does not exist (flat prior, J < 7, for mu and
+    tau) the sd's z-score would be meaningless, so its MCSE is nulled first (log tau has every moment).
+    """
+    for name in ("mu", "tau"):
+        block = summary["posterior"][name]
+        if not moments.exists(prior_kind, name, 4, num_schools):
+            block["mcse_sd"] = None
+    verdict = exact_check.check(summary)
+    summary["exact_check"] = verdict
+    if verdict and verdict["flagged"]:
+        summary["mcmc"]["flags"]["exact_mismatch"] = verdict["num_beyond"]
+    return summary
 
 
 KERNEL_NAMES = {"rwmh": "random-walk Metropolis", "hmc": "Hamiltonian Monte Carlo", "nuts": "NUTS"}
@@ -335,10 +377,15 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     mu_stats, log_tau_stats, tau_stats = _stats(mu[..., None]), _stats(log_tau[..., None]), _stats(jnp.exp(log_tau)[..., None])
     scalar = lambda stats: {key: value[0] for key, value in stats.items()}  # noqa: E731
     mu_stats, log_tau_stats, tau_stats = scalar(mu_stats), scalar(log_tau_stats), scalar(tau_stats)
+    for stats, value in zip((mu_stats, log_tau_stats, tau_stats), _sd_mcse(mu, log_tau)):
+        stats["mcse_sd"] = value
 
     acceptance = samples.acceptance_rate
-    rhat_max = max(float(mu_stats["rhat"]), float(log_tau_stats["rhat"])) if num_chains > 1 else float("nan")
-    ess_min = min(float(s[k]) for s in (mu_stats, log_tau_stats) for k in ("ess_bulk", "ess_tail"))
+    # An undefined R-hat or ESS (nan: one chain, or draws that do not vary) is not evidence of mixing.
+    rhats = [float(mu_stats["rhat"]), float(log_tau_stats["rhat"])]
+    rhat_max = max(rhats) if num_chains > 1 and not any(math.isnan(v) for v in rhats) else float("nan")
+    esses = [float(s[k]) for s in (mu_stats, log_tau_stats) for k in ("ess_bulk", "ess_tail")]
+    ess_min = float("nan") if any(math.isnan(v) for v in esses) else min(esses)
     flags = {
         "stuck_chains": [int(c) for c in np.flatnonzero(np.asarray(acceptance) < STUCK_ACCEPTANCE)],
         "not_mixed": bool(not (rhat_max < RHAT_THRESHOLD) or not (ess_min >= ESS_THRESHOLD)),
@@ -354,6 +401,9 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
                               num_draws=num_draws)
     timings["exact_s"] = time.perf_counter() - t0
     median_log_tau = reference["log_tau"]["q50"]
+    frozen = _frozen_chains(positions, reference, fit)
+    flags["frozen_chains"] = frozen
+    flags["stuck_chains"] = sorted(set(flags["stuck_chains"]) | set(frozen))
     divergence = divergence_summary(chains, median_log_tau)
     if divergence["divergences"]:
         flags["divergent_transitions"] = divergence["divergences"]
@@ -415,4 +465,5 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     }
     summary = _null_nonexistent_moments(summary, prior.kind, data.mask)
     timings["total_s"] = time.perf_counter() - start
-    return Analysis(to_json(summary), data, logdensity, fit, samples, theta, timings, contrast, predictive)
+    summary = _with_exact_check(to_json(summary), prior.kind, int(np.sum(np.asarray(data.mask))))
+    return Analysis(summary, data, logdensity, fit, samples, theta, timings, contrast, predictive)

@@ -36,7 +36,8 @@ MAX_LISTED = 20
 
 def threshold(num_compared: int, alpha: float = ALPHA) -> float:
     """Bonferroni's two-sided threshold Phi^-1(1 - alpha / (2 m)) for m = ``num_compared`` z-scores."""
-    return NormalDist().inv_cdf(1.0 - alpha / (2.0 * max(int(num_compared), 1)))
+    # -Phi^-1(p) rather than Phi^-1(1 - p): 1 - p would round away the digits of a small p.
+    return -NormalDist().inv_cdf(alpha / (2.0 * max(int(num_compared), 1)))
 
 
 def _finite(x) -> bool:

@@ -27,15 +27,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from jaxschools import diagnostics, experiment_plots, plots
+from jaxschools import diagnostics, exact_check, experiment_plots, plots
 
-__all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS", "Z_FLAG"]
+__all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
 
 DPI = 110
 # Per-school tables stop at this many rows (summary.json has every school).
 MAX_TABLE_ROWS = 200
-# A sampler estimate more than this many MCSEs from the exact value is flagged.
-Z_FLAG = 4.0
+# A sampler estimate is flagged (red, and a warning) beyond Bonferroni's threshold for the number of
+# z-scores (jaxschools.exact_check: 4.09 MCSEs for the eight schools' 23).
 # Convergence thresholds shown in red in the MCMC table: the ones the analysis flags with.
 RHAT_LIMIT, ESS_LIMIT = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
 _Z975 = 1.959963984540054
@@ -242,19 +242,23 @@ def _overview(s: dict, sd_mcse: dict) -> str:
         if ess:
             text += f" The smallest bulk or tail ESS is {min(ess):,.0f}"
             text += f" and the largest R-hat {fmt(max(rhat), '.4g')}." if rhat else " (R-hat needs two chains or more)."
+        elif acceptance:
+            text += " Its ESS and R-hat are undefined: the draws of μ and log τ do not vary within the chains."
         text += " See the warnings below." if _active_flags(mcmc) else " No convergence warnings."
         paragraphs.append(_p(text))
 
-    rows = _exact_rows(s, sd_mcse)
-    scored = [(abs(row[4]), row[0]) for row in rows if row[4] is not None]
-    if scored:
-        worst, label = max(scored)
-        flagged = sum(1 for z, _ in scored if z > Z_FLAG)
-        text = (f"Against the exact posterior by quadrature, {len(scored)} sampler estimates have a largest |z| of "
-                f"{fmt(worst, '.2g')} ({label}); ")
-        text += (f"{flagged} exceed{'s' if flagged == 1 else ''} {fmt(Z_FLAG, 'g')} Monte Carlo standard errors."
-                 if flagged else "all agree within their Monte Carlo error.")
+    verdict = exact_check.check(s, sd_mcse)
+    if verdict and verdict["num_compared"]:
+        flagged = verdict["num_beyond"]
+        text = (f"Against the exact posterior by quadrature, {verdict['num_compared']} sampler estimates have a "
+                f"largest |z| of {fmt(verdict['max_abs_z'], '.2g')} ({verdict['worst']}); ")
+        text += (f"{flagged} exceed{'s' if flagged == 1 else ''} {fmt(verdict['threshold'], '.3g')} Monte Carlo "
+                 "standard errors (see the warnings below)." if flagged
+                 else "all agree within their Monte Carlo error.")
         paragraphs.append(_p(text))
+    if verdict and verdict["num_undefined"]:
+        paragraphs.append(_p(f"{verdict['num_undefined']} sampler estimates have no Monte Carlo standard error "
+                             "(their draws do not vary), so they cannot be checked against the exact posterior."))
 
     mode, exact_mean = _get(s, "laplace", "mode", 1), _get(s, "exact", "log_tau", "mean")
     exact_sd = _get(s, "exact", "log_tau", "sd")
@@ -273,18 +277,44 @@ def _active_flags(mcmc: dict) -> dict:
     return {key: value for key, value in (mcmc.get("flags") or {}).items() if value}
 
 
-def _warnings(s: dict) -> str:
+def _chain_list(chains) -> str:
+    return f"Chain{'s' if len(chains) > 1 else ''} {', '.join(str(int(c) + 1) for c in chains)}"
+
+
+def _warnings(s: dict, sd_mcse: dict | None = None) -> str:
     mcmc = _get(s, "mcmc", default={})
     messages = []
+    acceptance = mcmc.get("acceptance_rate") or []
+    # Frozen chains that rejected (nearly) everything are explained by that; the others get their own message.
+    frozen = [int(c) for c in _get(mcmc, "flags", "frozen_chains", default=[])
+              if not (int(c) < len(acceptance) and _finite(acceptance[int(c)]) and acceptance[int(c)] < 0.01)]
     for key, value in _active_flags(mcmc).items():
         if key == "stuck_chains":
-            chains = ", ".join(str(int(c) + 1) for c in value)
-            plural = "s" if len(value) > 1 else ""
-            messages.append(f"Chain{plural} {chains} accepted fewer than 1% of proposals: stuck.")
+            rest = [int(c) for c in value if int(c) not in frozen]
+            if rest:
+                messages.append(f"{_chain_list(rest)} accepted fewer than 1% of proposals: stuck.")
+        elif key == "frozen_chains":
+            value = frozen
+            if not value:
+                continue
+            rates = [acceptance[c] for c in value if c < len(acceptance) and _finite(acceptance[c])]
+            their = "their" if len(value) > 1 else "its"
+            why = (f" while accepting every proposal: {their} steps are below floating-point resolution (raise "
+                   "sampler.scale or sampler.step_size)" if rates and min(rates) >= 1.0 else "")
+            messages.append(f"{_chain_list(value)} did not move: the within-chain sd of μ or log τ is at most "
+                            f"{fmt(diagnostics.FROZEN_RTOL, 'g')} of the posterior's scale{why}. {'They are' if len(value) > 1 else 'It is'} stuck: "
+                            f"{their} draws are not from the posterior.")
+        elif key == "exact_mismatch":
+            continue  # recomputed below from the numbers on this page
         elif key == "not_mixed":
             reasons = []
             if mcmc.get("num_chains") == 1:
                 reasons.append("only one chain was run, so R-hat cannot check convergence")
+            undefined = [v for group in ("ess", "ess_tail", "rhat") for v in (_get(mcmc, group, "mu"),
+                                                                            _get(mcmc, group, "log_tau"))
+                         if not _finite(v)]
+            if undefined and (mcmc.get("num_chains") or 0) > 1:
+                reasons.append("ESS or R-hat is undefined, because the draws do not vary within the chains")
             rhat = [v for v in (_get(mcmc, "rhat", "mu"), _get(mcmc, "rhat", "log_tau")) if _finite(v)]
             if rhat and max(rhat) >= RHAT_LIMIT:
                 reasons.append(f"R-hat reaches {fmt(max(rhat), '.4g')} (want < {RHAT_LIMIT})")
@@ -305,6 +335,14 @@ def _warnings(s: dict) -> str:
                             "proposal used the identity covariance instead.")
         else:
             messages.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
+    verdict = exact_check.check(s, sd_mcse)
+    if verdict and verdict["flagged"]:
+        listed = "; ".join(verdict["beyond"][:5]) + ("; …" if verdict["num_beyond"] > 5 else "")
+        messages.append(f"{verdict['num_beyond']} of {verdict['num_compared']} sampler estimates differ from the "
+                        f"exact posterior by more than {fmt(verdict['threshold'], '.3g')} Monte Carlo standard "
+                        f"errors (largest |z| {fmt(verdict['max_abs_z'], '.3g')}: {listed}). The threshold is "
+                        f"Bonferroni's for {verdict['num_compared']} comparisons at a family-wise rate of "
+                        f"{fmt(verdict['alpha'], 'g')}: the draws are not from the posterior.")
     if not messages:
         return ""
     items = "".join(f"<li>{_e(m)}</li>" for m in messages)
@@ -396,7 +434,7 @@ def _gradient_facts(mcmc: dict) -> list:
     return rows
 
 
-def _mcmc_section(s: dict) -> str:
+def _mcmc_section(s: dict, sd_mcse: dict | None = None) -> str:
     mcmc = _get(s, "mcmc", default={})
     facts = [
         ("kernel", str(mcmc.get("kernel", _DASH))),
@@ -409,7 +447,7 @@ def _mcmc_section(s: dict) -> str:
     acceptance = mcmc.get("acceptance_rate") or []
     stuck = set(_get(mcmc, "flags", "stuck_chains", default=[]))
     acceptance_row = [_flag_cell(_fmt_fixed(a), c in stuck) for c, a in enumerate(acceptance)]
-    diagnostics = []
+    diagnostics, undefined = [], False
     for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
         post = _get(s, "posterior", key, default={})
         bulk, tail, rhat = post.get("ess_bulk"), post.get("ess_tail"), post.get("rhat")
@@ -419,9 +457,14 @@ def _mcmc_section(s: dict) -> str:
             _flag_cell(fmt(tail, ".4g"), _finite(tail) and tail < ESS_LIMIT),
             _flag_cell(fmt(rhat, ".4f"), _finite(rhat) and rhat >= RHAT_LIMIT),
         ))
+        # nan from the library: too few draws, or draws that do not vary (jaxschools.diagnostics).
+        for column, value in ((1, bulk), (2, tail), (3, rhat if (mcmc.get("num_chains") or 0) > 1 else 0.0)):
+            if post and not _finite(value):
+                undefined = True
+                diagnostics[-1] = diagnostics[-1][:column] + (("undefined", "bad"),) + diagnostics[-1][column + 1:]
     return _section(
         "mcmc", "Markov chain Monte Carlo",
-        _warnings(s),
+        _warnings(s, sd_mcse),
         _table(("", ""), facts, "narrow"),
         "<h3>Acceptance rate per chain</h3>",
         _table([f"chain {c + 1}" for c in range(len(acceptance))], [acceptance_row]) if acceptance else _p(_DASH),
@@ -429,6 +472,8 @@ def _mcmc_section(s: dict) -> str:
         _p(f"Rank-normalised bulk and tail ESS and split R-hat (Vehtari et al. 2021); red: ESS < {ESS_LIMIT} or "
            f"R-hat ≥ {RHAT_LIMIT}. R-hat needs at least two chains."),
         _table(("", "ESS bulk", "ESS tail", "R-hat"), diagnostics),
+        _p("Undefined: ESS and R-hat need at least 4 draws per chain that vary within the chains; draws that do "
+           "not vary say nothing about mixing, so they are not reported as perfect.", "note") if undefined else "",
     )
 
 
@@ -509,42 +554,20 @@ def _query_section(s: dict) -> str:
 
 
 def _exact_rows(s: dict, sd_mcse: dict) -> list[tuple]:
-    """(label, estimate, MCSE, exact, z) rows comparing the sampler with the exact posterior."""
-    exact = _get(s, "exact", default={})
-    if not exact:
-        return []
-    rows = []
-
-    def add(label, estimate, mcse, truth):
-        z = (estimate - truth) / mcse if _finite(estimate) and _finite(truth) and _finite(mcse) and mcse > 0 else None
-        rows.append((label, estimate, mcse, truth, z))
-
-    for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
-        post = _get(s, "posterior", key, default={})
-        add(f"mean of {label}", post.get("mean"), post.get("mcse_mean"), _get(exact, key, "mean"))
-        add(f"sd of {label}", post.get("sd"), sd_mcse.get(key), _get(exact, key, "sd"))
-    names = _get(s, "data", "names", default=[])
-    shown = min(len(names), MAX_TABLE_ROWS)
-    for j in range(shown):
-        add(f"E[θ | y], {_school(names, j)}", _get(s, "theta", "mean", j), _get(s, "theta", "mean_mcse", j),
-            _get(exact, "theta", "mean", j))
-    for j in range(shown):
-        add(f"shrinkage E[B], {_school(names, j)}", _get(s, "shrinkage", j), _get(s, "shrinkage_mcse", j),
-            _get(exact, "shrinkage", j))
-    query = _get(s, "queries", "p_exceeds", default={})
-    if query:
-        add(f"P(θ > {fmt(query.get('threshold'))}), {_school([query.get('school')], 0)}", query.get("p"),
-            query.get("mcse"), _exact_p_exceeds(exact))
-    return rows
+    """(label, estimate, MCSE, exact, z) rows comparing the sampler with the exact posterior (shown schools)."""
+    return exact_check.rows(s, sd_mcse, max_schools=MAX_TABLE_ROWS)
 
 
 def _exact_section(s: dict, sd_mcse: dict) -> str:
     if not _get(s, "exact"):
         return _section("exact", "Sampler vs exact posterior", _p("No exact reference is available for this run."))
     rows = _exact_rows(s, sd_mcse)
+    verdict = exact_check.check(s, sd_mcse) or {}
+    limit = verdict.get("threshold", exact_check.threshold(len(rows)))
     table_rows = [
         (label, estimate, mcse, truth,
-         _flag_cell(fmt(z, ".2f" if z is not None and abs(z) < 1e4 else ".3g"), z is not None and abs(z) > Z_FLAG))
+         "undefined" if z is None else
+         _flag_cell(fmt(z, ".2f" if abs(z) < 1e4 else ".3g"), abs(z) > limit))
         for label, estimate, mcse, truth, z in rows
     ]
     num_schools = len(_get(s, "data", "names", default=[]))
@@ -555,8 +578,10 @@ def _exact_section(s: dict, sd_mcse: dict) -> str:
     return _section(
         "exact", "Sampler vs exact posterior",
         _p("The exact posterior by one-dimensional quadrature over log τ (μ and θ integrated in closed form) "
-           f"against the sampler: z = (estimate − exact) / MCSE, red where |z| > {fmt(Z_FLAG, 'g')}. z needs an "
-           "MCSE; the MCSE of an sd is that of the draws' sd (Vehtari et al. 2021)."),
+           f"against the sampler: z = (estimate − exact) / MCSE, red where |z| > {fmt(limit, '.3g')}, Bonferroni's "
+           f"threshold Φ⁻¹(1 − α / 2m) for the m = {fmt(verdict.get('num_compared', len(rows)))} z-scores at a "
+           f"family-wise false-alarm rate α = {fmt(exact_check.ALPHA, 'g')}. z needs an MCSE (undefined where the "
+           "draws do not vary); the MCSE of an sd is that of the draws' sd (Vehtari et al. 2021)."),
         _table(("quantity", "sampler", "MCSE", "exact", "z"), table_rows),
         note,
     )
@@ -787,7 +812,7 @@ def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *
     body = "".join((
         _data_section(s),
         _laplace_section(s),
-        _mcmc_section(s),
+        _mcmc_section(s, sd_mcse),
         _posterior_section(s),
         _schools_section(s),
         _query_section(s),
@@ -799,7 +824,7 @@ def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *
         _figures_section(figures, drawn, not_drawn),
     ))
     nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV)
-    warnings = _warnings(s)
+    warnings = _warnings(s, sd_mcse)
     return _PAGE.format(
         title=_e(title), subtitle=_e(subtitle), nav=nav, css=_CSS, overview=_overview(s, sd_mcse or {}),
         warnings=warnings.replace('class="warn"', 'class="warn" id="warnings"', 1) if warnings else "",
@@ -854,7 +879,9 @@ def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
             png = buffer.getvalue()
             (figure_dir / f"{spec.name}.png").write_bytes(png)
             embedded.append((spec.name, spec.caption, png))
-    page = render_html(analysis.summary, embedded, drawn=figures, sd_mcse=_sd_mcse(analysis),
+    # Summaries since the exact check carry the sd's MCSE themselves (posterior.<name>.mcse_sd).
+    known = "mcse_sd" in (_get(analysis.summary, "posterior", "mu", default={}))
+    page = render_html(analysis.summary, embedded, drawn=figures, sd_mcse=None if known else _sd_mcse(analysis),
                        not_drawn=not_drawn)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")

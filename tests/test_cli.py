@@ -153,3 +153,68 @@ def test_real_subprocess_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "runs" / "eight_schools" / "report.html").is_file()
     assert "[jaxschools]" in proc.stderr  # progress is shown
+
+
+# --- no silent stuck chains (issue #13, finding 4) -------------------------------------------------------------
+
+
+def test_a_sampler_that_cannot_move_is_flagged_not_reported_as_converged(default_run, tmp_path):
+    """A proposal scale of 1e-300 moves nothing (every step rounds to the current point, so every proposal
+    is "accepted"): flagged as frozen and stuck, ESS and R-hat undefined (null), no z-score of 1e26, and
+    the report says so at the top. After ``default_run``, with its sizes: everything is compiled (~1.5 s)."""
+    out = tmp_path / "stuck"
+    sets = ["--set", "sampler.scale=1e-300", "--set", "sampler.init_spread=0", "--set", "output.figures=false"]
+    assert main(["run", "--out", str(out)] + SMALL + sets) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    mcmc = summary["mcmc"]
+    assert mcmc["acceptance_rate"] == [1.0] * 4
+    assert mcmc["flags"]["frozen_chains"] == [0, 1, 2, 3] == mcmc["flags"]["stuck_chains"]
+    assert mcmc["flags"]["not_mixed"]
+    for group in ("ess", "ess_tail", "rhat"):
+        assert mcmc[group] == {"mu": None, "log_tau": None}, group
+    for name in ("mu", "log_tau", "tau"):
+        assert summary["posterior"][name]["mcse_mean"] is None and summary["posterior"][name]["ess_bulk"] is None
+    check = summary["exact_check"]
+    assert check["num_compared"] == 0 and check["num_undefined"] == 23 and not check["flagged"]
+    page = (out / "report.html").read_text()
+    top = page[: page.index('<section id="data"')]
+    assert "No convergence warnings" not in page
+    assert 'id="warnings"' in top and "did not move" in top and "below floating-point resolution" in top
+    assert "Its ESS and R-hat are undefined" in top
+    assert "e+25" not in page and "e+26" not in page
+    row = page[page.index("<td>mean of μ</td>"):]
+    assert row[: row.index("</tr>")].endswith("<td>undefined</td>")
+
+
+def test_healthy_run_has_no_stuck_or_exact_flags(default_run):
+    summary = json.loads((default_run / "summary.json").read_text())
+    flags = summary["mcmc"]["flags"]
+    assert flags["frozen_chains"] == [] and flags["stuck_chains"] == [] and "exact_mismatch" not in flags
+    check = summary["exact_check"]
+    assert check["num_compared"] == 23 and check["num_undefined"] == 0 and not check["flagged"]
+    assert check["max_abs_z"] < check["threshold"]
+    page = (default_run / "report.html").read_text()
+    assert "did not move" not in page and "differ from the exact posterior" not in page
+
+
+def test_a_sampler_far_from_the_exact_posterior_is_warned_about(default_run):
+    """The seed run's exact mean of mu moved 10 MCSEs away: summary check and report warning agree."""
+    import copy
+    import re
+
+    from scipy import stats
+
+    from jaxschools import exact_check, report
+
+    summary = json.loads((default_run / "summary.json").read_text())
+    shifted = copy.deepcopy(summary)
+    post = shifted["posterior"]["mu"]
+    shifted["exact"]["mu"]["mean"] = post["mean"] - 10 * post["mcse_mean"]
+    verdict = exact_check.check(shifted)
+    assert verdict["flagged"] and "mean of μ" in verdict["beyond"]
+    assert verdict["threshold"] == pytest.approx(stats.norm.isf(0.001 / (2 * verdict["num_compared"])))
+    page = report.render_html(shifted)
+    top = page[: page.index('<section id="data"')]
+    assert "differ from the exact posterior" in top and "Bonferroni" in top
+    row = re.search(r"<tr><td>mean of μ</td>.*?</tr>", page).group(0)
+    assert '<td class="bad">10.00</td>' in row
