@@ -295,6 +295,10 @@ def test_summary_of_three_schools_under_the_flat_prior():
     for block in (summary["posterior"]["log_tau"], summary["exact"]["log_tau"]):
         assert block["mean"] is not None and block["sd"] is not None
     assert "with J = 3 schools (need J >= 4)" in summary["exact"]["nonexistent_moments"]
+    from jaxschools import report
+
+    page = report.render_html(summary, [], drawn=False)  # the nulls render, with the reason
+    assert "Left blank because they do not exist" in page and "need J &gt;= 5" in page
 
 
 def test_sweep_cells_null_the_means_that_do_not_exist():
