@@ -21,6 +21,7 @@ import types
 from typing import Any, Callable, NamedTuple
 
 from jaxschools.errors import InputError, JaxschoolsError
+from jaxschools.input_files import MAX_CONFIG_BYTES
 from jaxschools.validation import check_groups, read_text
 
 # Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation; a new
@@ -76,6 +77,11 @@ POSITIVE = Check(lambda value: math.isfinite(value) and value > 0, "a finite num
 NON_NEGATIVE = Check(lambda value: math.isfinite(value) and value >= 0, "a finite number >= 0")
 OPEN_UNIT = Check(lambda value: 0 < value < 1, "a number in (0, 1)")
 UNIT = Check(lambda value: 0 <= value <= 1, "a number in [0, 1]")
+# The added school's standard error: its square enters the likelihood (sigma^2 + tau^2), and outside this range
+# it underflows to 0 (1e-300 gave a cell of NaN and then a TypeError, issue #13) or overflows; 1e+-150 keeps
+# sigma^2 and 1 / sigma^2 normal float64 numbers (float64's smallest normal is 2.2e-308).
+NEW_SIGMA = Check(lambda value: 1e-150 <= value <= 1e150, "a standard error from 1e-150 to 1e150 (its square must be "
+                  "a normal float64 number)")
 # jax.random.key keeps only the low 32 bits of a larger seed, so 2**32 would silently be seed 0.
 SEED = Check(lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
 # The name becomes the directory runs/<name>, so it must be a single path component.
@@ -130,7 +136,7 @@ SCHEMA = {
         "values": Spec(list[float], check=FINITE),
         "priors": Spec(list[str], choices=PRIORS),
         "school": Spec(str, optional=True),
-        "new_sigma": Spec(float, check=POSITIVE, optional=True),
+        "new_sigma": Spec(float, check=NEW_SIGMA, optional=True),
         "chunk_size": Spec(int, check=at_least(1)),
     },
     "simulation": {
@@ -246,7 +252,8 @@ def check_experiment(config, names):
 
     Pure Python, so a sweep that cannot run is refused before JAX is imported: a "config" sweep needs a
     vmappable key (``SWEEPABLE_KEYS``) and values that key accepts; data sweeps need values (positive ones
-    for scale_sigma) and a school in the data; every cell must keep enough schools for its prior.
+    for scale_sigma) and a school in the data; every cell must keep enough schools for its prior;
+    a simulation study ranks the truth among at most as many draws as it keeps (``num_ranks``).
     """
     sweep = config["sweep"]
     kind = sweep["kind"]
@@ -276,10 +283,22 @@ def check_experiment(config, names):
     if config["simulation"]["num_datasets"]:
         for prior in config["simulation"]["priors"]:
             check_groups(len(names), prior)
+        sim = config["simulation"]
+        draws = sim["num_chains"] * sim["num_samples"]
+        if sim["num_ranks"] > draws:
+            # The ranks are taken among num_ranks evenly thinned draws: more ranks than draws would repeat
+            # draws, and the ranks of a correct sampler would then not be uniform (a false calibration failure).
+            raise InputError(
+                f"simulation.num_ranks = {sim['num_ranks']} is more than the {draws} draws each simulated "
+                f"dataset keeps (simulation.num_chains x simulation.num_samples); lower num_ranks or raise "
+                "num_samples"
+            )
 
 
 def _read_toml(path):
-    text = read_text(path)
+    # A config is small: read with input_files.MAX_CONFIG_BYTES, so /dev/zero or a data file given by
+    # mistake is refused at once rather than read into memory and parsed.
+    text = read_text(path, "config file", MAX_CONFIG_BYTES)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

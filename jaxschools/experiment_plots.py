@@ -148,7 +148,7 @@ def _sbc(kind, arrays, params, num_ranks, alpha):
     left, right = figure.subplots(1, 2)
     left.fill_between(z, lower / num - z, upper / num - z, color="0.85", step="mid", label=f"{1 - alpha:.4g} band")
     for i, name in enumerate(params[:_MAX_SCHOOLS_DRAWN]):
-        counts = np.bincount(ranks[:, i].astype(int), minlength=num_ranks + 1).cumsum()[:-1]
+        counts = calibration.ecdf_counts(ranks[:, i], num_ranks)  # at the band's points z
         left.plot(z, counts / num - z, lw=1, label=plain_text(name))
     left.set_xlabel("fractional rank")
     left.set_ylabel("ECDF - uniform")

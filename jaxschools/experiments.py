@@ -369,6 +369,17 @@ def _rows(column, values, out, names, num_draws):
     return rows
 
 
+def _ess_per_second(rows, seconds):
+    """Each row's ESS of mu and log tau per second of its cell; None for a row whose cell time is unknown
+    (NaN) or whose ESS is undefined (null in the row: NaN draws, constant chains), never a TypeError."""
+    keys = ("mu", "log_tau")
+    return [
+        {k: row["ess"][k] / seconds for k in keys}
+        if seconds == seconds and all(row["ess"][k] is not None for k in keys) else None
+        for row in rows
+    ]
+
+
 def _run_sweep(config, data, store, progress, school, threshold, mesh=None):
     sweep = config["sweep"]
     sampler = config["sampler"]
@@ -380,10 +391,7 @@ def _run_sweep(config, data, store, progress, school, threshold, mesh=None):
     out, timing = run_chunked(fn, (batch, prior, scale, spread), len(values), sweep["chunk_size"],
                               store=store, label="sweep", progress=progress, mesh=mesh)
     rows = _rows(column, values, out, batch.names, num_draws)
-    seconds = timing["seconds_per_cell"]
-    timing["ess_per_second"] = [
-        {k: r["ess"][k] / seconds for k in ("mu", "log_tau")} if seconds == seconds else None for r in rows
-    ]
+    timing["ess_per_second"] = _ess_per_second(rows, timing["seconds_per_cell"])
     return rows, {"kind": sweep["kind"], "column": column, "values": values, "names": batch.names}, timing
 
 

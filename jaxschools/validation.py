@@ -5,17 +5,20 @@ the line, the column or the school. Only NumPy and the standard library are impo
 (``tests/test_validation.py`` checks that importing this module does not import JAX).
 """
 
+import array
 import csv
 import difflib
-import io
+import itertools
 import json
 import math
 import pathlib
+import re
 import string
 import warnings
 
 import numpy as np
 
+from jaxschools import input_files
 from jaxschools.errors import InputError
 from jaxschools.moments import messages as moment_messages
 from jaxschools.moments import min_schools
@@ -35,29 +38,15 @@ MIN_SCHOOLS = {
 }
 
 
-def read_text(path):
+def read_text(path, what="data file", limit=None):
     """Return the text of the user's file at ``path``, decoded as UTF-8 with any byte-order mark dropped.
 
-    Raises InputError naming the file when it does not exist, is a directory, cannot be read, or is not
-    UTF-8 (then with the line and byte offset of the first bad byte).
+    At most ``limit`` bytes (default :data:`jaxschools.input_files.MAX_DATA_BYTES`) are read: see
+    :mod:`jaxschools.input_files`. Raises InputError naming the file when it does not exist, is a directory,
+    cannot be read, is larger than the limit, or is not UTF-8 (then with the line and byte offset of the
+    first bad byte).
     """
-    try:
-        raw = pathlib.Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read the file ({error.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise InputError(
-            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at byte offset "
-            f"{error.start}); save the file as UTF-8"
-        ) from None
-    return text.removeprefix("\ufeff")
+    return input_files.read_text(path, what, input_files.MAX_DATA_BYTES if limit is None else limit)
 
 
 def read_table(path):
@@ -69,21 +58,35 @@ def read_table(path):
     the format; otherwise a file whose first non-space character is ``{`` is JSON and anything else CSV.
 
     Every value is checked as :func:`check_schools` checks it: y finite, sigma finite and > 0, names
-    non-empty and unique. Any problem raises InputError with one line naming the file and, where there is
-    one, the line (the header is line 1) and column.
+    non-empty, unique and free of the characters :func:`name_problem` refuses. Any problem raises
+    InputError with one line naming the file and, where there is one, the line (the header is line 1) and
+    column. The file is read with a size limit (:data:`jaxschools.input_files.MAX_DATA_BYTES`), a CSV row by
+    row: the first problem in file order is the one reported, as soon as it is read.
     """
-    text = read_text(path)
-    if not text.strip():
-        raise InputError(f"{path}: the file is empty; expected a header name,y,sigma and one row per school")
-    suffix = pathlib.Path(path).suffix.lower()
-    is_json = suffix == ".json" or (suffix != ".csv" and text.lstrip().startswith("{"))
-    return _read_json(path, text) if is_json else _read_csv(path, text)
+    with input_files.open_lines(path, "data file", input_files.MAX_DATA_BYTES) as lines:
+        # Only the lines up to the first non-blank one are held to choose the format; a CSV is then read
+        # and checked row by row, and its first bad row stops the reading.
+        head, first = [], ""
+        for line in lines:
+            head.append(line)
+            if line.strip():
+                first = line.lstrip()[0]
+                break
+        if not first:
+            raise InputError(f"{path}: the file is empty; expected a header name,y,sigma and one row per school")
+        suffix = pathlib.Path(path).suffix.lower()
+        lines = itertools.chain(head, lines)
+        is_json = suffix == ".json" or (suffix != ".csv" and first == "{")
+        return _read_json(path, "".join(lines)) if is_json else _read_csv(path, lines)
 
 
-def _read_csv(path, text):
+def _read_csv(path, lines):
     # Not strict: spaces after a closing quote ("B" ,8) then stay in the cell, to be stripped below.
-    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-    records = []
+    reader = csv.reader(lines, skipinitialspace=True)
+    header_line, header, columns = None, None, None
+    # Each row is checked as it is read and only its values are kept (floats in compact arrays), so the
+    # first bad row ends the reading and memory stays a small multiple of the file's size.
+    names, y, sigma, first_line = [], array.array("d"), array.array("d"), {}
     end = 0
     try:
         for row in reader:
@@ -91,52 +94,67 @@ def _read_csv(path, text):
             start, end = end + 1, reader.line_num
             cells = [cell.strip() for cell in row]
             # Blank lines, and the rows of bare commas spreadsheets append, carry no school.
-            if any(cells):
-                records.append((start, cells))
+            if not any(cells):
+                continue
+            if header is None:
+                header_line, header = start, cells
+                columns = _csv_columns(path, header_line, header)
+                width, name_at, y_at, sigma_at = len(header), columns["name"], columns["y"], columns["sigma"]
+                continue
+            # The common case in a few operations; any doubt goes to _csv_row, which raises the precise error.
+            try:
+                name, y_value, sigma_value = cells[name_at], float(cells[y_at]), float(cells[sigma_at])
+                good = (len(cells) == width and name != "" and MIN_SIGMA <= sigma_value <= MAX_MAGNITUDE
+                        and abs(y_value) <= MAX_MAGNITUDE and _REFUSED_IN_NAMES.search(name) is None)
+            except (IndexError, ValueError):
+                good = False
+            if not good:
+                name, numbers = _csv_row(path, start, cells, header, header_line, columns)
+                y_value, sigma_value = numbers["y"], numbers["sigma"]
+            if name in first_line:
+                raise InputError(
+                    f"{path}: lines {first_line[name]} and {start}: school name {name!r} appears twice; "
+                    "school names must be unique"
+                )
+            first_line[name] = start
+            names.append(name)
+            y.append(y_value)
+            sigma.append(sigma_value)
     except csv.Error as error:
         raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({error})") from None
-    if not records:
+    if header is None:
         raise InputError(f"{path}: the file has no header and no rows")
-
-    header_line, header = records[0]
-    columns = _csv_columns(path, header_line, header)
-    if len(records) == 1:
+    if not names:
         raise InputError(f"{path}: no data rows, only the header (line {header_line}); add one row per school")
+    return {"names": names, "y": y.tolist(), "sigma": sigma.tolist()}
 
-    names, y, sigma, lines = [], [], [], []
-    for line, cells in records[1:]:
-        if len(cells) != len(header):
-            unclosed = " (a quote opened on this line is never closed?)" if any("\n" in c for c in cells) else ""
-            raise InputError(
-                f"{path}: line {line}: {len(cells)} field{'s' if len(cells) > 1 else ''}, but the header "
-                f"(line {header_line}) has {len(header)}{unclosed}"
-            )
-        for column in COLUMNS:
-            if not cells[columns[column]]:
-                raise InputError(f"{path}: line {line}, column '{column}': empty cell")
-        numbers = {}
-        for column in NUMBER_COLUMNS:
-            cell = cells[columns[column]]
-            try:
-                numbers[column] = float(cell)
-            except ValueError:
-                raise InputError(f"{path}: line {line}, column '{column}': {cell!r} is not a number") from None
-            problem = _value_problem(column, numbers[column])
-            if problem:
-                raise InputError(f"{path}: line {line}, column '{column}': {problem}")
-        names.append(cells[columns["name"]])
-        y.append(numbers["y"])
-        sigma.append(numbers["sigma"])
-        lines.append(line)
 
-    duplicate = _first_duplicate(names)
-    if duplicate:
-        first, second = duplicate
+def _csv_row(path, line, cells, header, header_line, columns):
+    """The name and the numbers of one data row, or InputError naming its line and column."""
+    if len(cells) != len(header):
+        unclosed = " (a quote opened on this line is never closed?)" if any("\n" in c for c in cells) else ""
         raise InputError(
-            f"{path}: lines {lines[first]} and {lines[second]}: school name {names[first]!r} appears twice; "
-            "school names must be unique"
+            f"{path}: line {line}: {len(cells)} field{'s' if len(cells) > 1 else ''}, but the header "
+            f"(line {header_line}) has {len(header)}{unclosed}"
         )
-    return {"names": names, "y": y, "sigma": sigma}
+    for column in COLUMNS:
+        if not cells[columns[column]]:
+            raise InputError(f"{path}: line {line}, column '{column}': empty cell")
+    name = cells[columns["name"]]
+    problem = name_problem(name)
+    if problem:
+        raise InputError(f"{path}: line {line}, column 'name': the school name {problem}")
+    numbers = {}
+    for column in NUMBER_COLUMNS:
+        cell = cells[columns[column]]
+        try:
+            numbers[column] = float(cell)
+        except ValueError:
+            raise InputError(f"{path}: line {line}, column '{column}': {cell!r} is not a number") from None
+        problem = _value_problem(column, numbers[column])
+        if problem:
+            raise InputError(f"{path}: line {line}, column '{column}': {problem}")
+    return name, numbers
 
 
 def _csv_columns(path, line, header):
@@ -266,6 +284,9 @@ def _check_names(names, num_schools):
             raise InputError(f"school name at index {index} is {name!r}, not a string")
         if not name.strip():
             raise InputError(f"school name at index {index} is empty")
+        problem = name_problem(name)
+        if problem:
+            raise InputError(f"school name at index {index} {problem}")
     duplicate = _first_duplicate(names)
     if duplicate:
         first, second = duplicate
@@ -274,6 +295,46 @@ def _check_names(names, num_schools):
             "school names must be unique"
         )
     return tuple(str(name) for name in names)
+
+
+# Characters a school name may not hold. Names go into figures, HTML, JSON, terminal lines and ArviZ's
+# netCDF file (whose strings cannot hold a NUL), so refused are: every control character (Unicode category
+# Cc: C0 U+0000-U+001F, among them NUL, tab, line feed and carriage return, and DEL U+007F and C1
+# U+0080-U+009F), the line and paragraph separators U+2028 and U+2029 (categories Zl, Zp), lone UTF-16
+# surrogates U+D800-U+DFFF (category Cs: JSON's "\ud800" escape gives one, and UTF-8 cannot encode it), and
+# the bidirectional-text controls U+061C, U+200E-U+200F, U+202A-U+202E and U+2066-U+2069, which reorder the
+# text shown after them (names are displayed, so one could disguise another). Allowed: every printable
+# character of any script, all spaces (a no-break space from a spreadsheet too), and the other format
+# characters, such as the zero-width (non-)joiners U+200C and U+200D that Persian and Indic words and emoji
+# need. Leading and trailing whitespace in a CSV cell, tabs included, is stripped before this check.
+_REFUSED_IN_NAMES = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_CONTROL_NAMES = {0x00: "NUL", 0x09: "tab", 0x0A: "line feed", 0x0D: "carriage return", 0x7F: "DEL"}
+
+
+def name_problem(name):
+    """Why the school name ``name`` cannot be used, or None: it holds a character of ``_REFUSED_IN_NAMES``.
+
+    The answer names the first such character by code point and kind and its position in the name.
+    """
+    found = _REFUSED_IN_NAMES.search(name)
+    if found is None:
+        return None
+    code = ord(found.group())
+    if code <= 0x9F:
+        kind = f"{_CONTROL_NAMES[code]}, a control character" if code in _CONTROL_NAMES else "a control character"
+    elif code in (0x2028, 0x2029):
+        kind = "a line separator" if code == 0x2028 else "a paragraph separator"
+    elif 0xD800 <= code <= 0xDFFF:
+        kind = "a lone surrogate, not a character"
+    else:
+        kind = "a bidirectional-text control"
+    shown = repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+    return (
+        f"{shown} contains U+{code:04X} ({kind}) at position {found.start()}; school names may not contain "
+        "control characters, line or paragraph separators or bidirectional-text controls"
+    )
 
 
 # The range of magnitudes the model can be computed on in double precision. Its density needs sigma_j^2,

@@ -152,6 +152,59 @@ CASES.update({
 CASES.update({key: Case(*case) for key, case in SMALL_REFUSED.items()})
 
 
+# Issue #13 findings 7 (add_school's new_sigma, simulation.num_ranks), 8 (control characters in school names)
+# and 9 (input files read with a size limit): see tests/test_input_limits.py for the library-level checks.
+class _SparseCase(Case):
+    """A case whose file ``name`` is made ``size`` bytes long without writing them (a sparse file)."""
+
+    def __init__(self, name, size, args, fragments):
+        super().__init__({name: "name,y,sigma\n"}, args, fragments)
+        self.name, self.size = name, size
+
+    def build(self, folder: Path):
+        args = super().build(folder)
+        os.truncate(folder / self.name, self.size)
+        return args
+
+
+def _names_case(filename, content):
+    return _data_file_case(filename, content.encode("utf-8"))
+
+
+_NAMES = "name,y,sigma\nA,1,2\nB,3,4\n"
+CASES.update({
+    "data:dev-zero": Case({}, ["run", "--data", "/dev/zero"], ["/dev/zero: more than 32 MiB read from it"]),
+    "config:dev-zero": Case({}, ["run", "/dev/zero"], ["/dev/zero: more than 1 MiB read from it"]),
+    "data:over-the-size-limit": _SparseCase("big.csv", 200 * 10**6, ["run", "--data", "{dir}/big.csv"],
+                                            ["{dir}/big.csv: the file is 190.7 MiB; a data file may hold at most"]),
+    "config:over-the-size-limit": _SparseCase("big.toml", 2**20 + 1, ["run", "{dir}/big.toml"],
+                                              ["{dir}/big.toml: the file is 1.0 MiB; a config file may hold"]),
+    "names:nul-in-csv": _names_case("d.csv", _NAMES + "C\x00D,5,6\n"),
+    "names:tab-inside-csv": _names_case("d.csv", _NAMES + "C\tD,5,6\n"),
+    "names:newline-in-quoted-csv": _names_case("d.csv", _NAMES + '"C\nD",5,6\n'),
+    "names:carriage-return-in-quoted-csv": _names_case("d.csv", _NAMES + '"C\rD",5,6\n'),
+    "names:del-in-csv": _names_case("d.csv", _NAMES + "C\x7fD,5,6\n"),
+    "names:c1-control-in-csv": _names_case("d.csv", _NAMES + "C\x85D,5,6\n"),
+    "names:line-separator-in-csv": _names_case("d.csv", _NAMES + "C\u2028D,5,6\n"),
+    "names:paragraph-separator-in-csv": _names_case("d.csv", _NAMES + "C\u2029D,5,6\n"),
+    "names:bidi-override-in-csv": _names_case("d.csv", _NAMES + "C\u202eD,5,6\n"),
+    "names:nul-in-json": _names_case("d.json", '{"name": ["A", "B", "C\\u0000"], "y": [1, 2, 3], "sigma": [1, 1, 1]}'),
+    "names:lone-surrogate-in-json": _names_case("d.json", '{"name": ["A", "B", "\\ud800"], "y": [1, 2, 3], '
+                                                          '"sigma": [1, 1, 1]}'),
+    "names:query-school-with-nul": Case({}, ["run", "--set", 'queries.school="A\\u0000"'],
+                                        ["queries.school = 'A\\x00' is not a school in the data"]),
+    "sweep:new-sigma-underflows": Case(
+        {}, ["run", "--set", "sweep.kind=add_school", "--set", "sweep.values=[1.0]", "--set", "sweep.new_sigma=1e-300"],
+        ["sweep.new_sigma = 1e-300: expected a standard error from 1e-150 to 1e150"],
+    ),
+    "sweep:new-sigma-overflows": _set_case("sweep.new_sigma=1e200"),
+    "simulation:num-ranks-beyond-draws": Case(
+        {}, ["run", "--set", "simulation.num_datasets=10", "--set", "simulation.num_ranks=1000000"],
+        ["simulation.num_ranks = 1000000 is more than the 8000 draws each simulated dataset keeps"],
+    ),
+})
+
+
 def _snapshot(folder: Path) -> dict:
     return {
         str(path.relative_to(folder)): None if path.is_dir() else path.read_bytes()
