@@ -573,7 +573,8 @@ def plot_divergences(panels, school: str = "1") -> Figure:
     ``panels``: a list of ``(title, log_tau, theta_1, is_divergent)`` with arrays of the same shape
     (chain, draw). Non-divergent draws are grey (evenly thinned to :data:`MAX_SCATTER_POINTS`), the
     draws of divergent transitions red, all of them. In the centered eight schools they crowd into the
-    neck of the funnel at small tau (Betancourt & Girolami 2015).
+    neck of the funnel at small tau (Betancourt & Girolami 2015). ``school``: the first school's name as the
+    user gave it (shown literally, shortened if long).
     """
     figure = _figure(4.6 * len(panels) + 0.4, 4.2)
     axes = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
@@ -587,7 +588,7 @@ def plot_divergences(panels, school: str = "1") -> Figure:
         count = int(divergent.sum())
         ax.scatter(theta[divergent], log_tau[divergent], s=9, color=_DRAWS, alpha=0.8, linewidths=0,
                    label=f"divergent ({count:,}, {count / max(divergent.size, 1):.2%})")
-        ax.set_xlabel(f"θ of school {school}")  # plain text: a user's school name is not mathtext
+        ax.set_xlabel(f"θ of school {_label(school)}")  # a user's school name, shown as typed
         ax.set_title(title)
         ax.legend(loc="lower right", fontsize=7, framealpha=0.9, markerscale=2)
     axes[0].set_ylabel(LOG_TAU)
@@ -768,7 +769,7 @@ def make_figures(analysis) -> list[FigureSpec]:
         def divergences():
             runs = "; ".join(f"{title}: {int(np.sum(flags)):,} of {np.size(flags):,} transitions divergent"
                              for title, _, _, flags in divergence_panels)
-            return (plot_divergences(divergence_panels, _label(names[0])),
+            return (plot_divergences(divergence_panels, names[0]),
                     f"Where the sampler's trajectories diverged ({runs}): log τ against θ of school "
                     f"{names[0]}, every divergent transition's draw in red. Divergences that crowd into one "
                     "region, such as small τ in the neck of the centered parameterization's funnel, mark a region the "

@@ -127,4 +127,4 @@ def test_the_main_figures_show_names_as_typed():
     flags = np.zeros((1, 30), bool)
     flags[0, :3] = True
     panels = [("centered", np.zeros((1, 30)), np.zeros((1, 30)), flags)]
-    _check(plots.plot_divergences(panels, plots.plain_text(HOSTILE[0])), [f"θ of school {HOSTILE[0]}"])
+    _check(plots.plot_divergences(panels, HOSTILE[0]), [f"θ of school {HOSTILE[0]}"])
