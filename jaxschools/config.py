@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 from jaxschools.errors import InputError, JaxschoolsError
 from jaxschools.input_files import MAX_CONFIG_BYTES
-from jaxschools.validation import check_groups, read_text
+from jaxschools.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, read_text
 
 # Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation; a new
 # prior also needs its row in ``jaxschools.validation.MIN_SCHOOLS``.
@@ -77,11 +77,11 @@ POSITIVE = Check(lambda value: math.isfinite(value) and value > 0, "a finite num
 NON_NEGATIVE = Check(lambda value: math.isfinite(value) and value >= 0, "a finite number >= 0")
 OPEN_UNIT = Check(lambda value: 0 < value < 1, "a number in (0, 1)")
 UNIT = Check(lambda value: 0 <= value <= 1, "a number in [0, 1]")
-# The added school's standard error: its square enters the likelihood (sigma^2 + tau^2), and outside this range
-# it underflows to 0 (1e-300 gave a cell of NaN and then a TypeError, issue #13) or overflows; 1e+-150 keeps
-# sigma^2 and 1 / sigma^2 normal float64 numbers (float64's smallest normal is 2.2e-308).
-NEW_SIGMA = Check(lambda value: 1e-150 <= value <= 1e150, "a standard error from 1e-150 to 1e150 (its square must be "
-                  "a normal float64 number)")
+# The added school's standard error obeys the data's bounds (validation.MIN_SIGMA, MAX_MAGNITUDE): outside
+# them its square under- or overflows float64 (1e-300 gave a cell of NaN and then a TypeError, issue #13).
+NEW_SIGMA = Check(lambda value: MIN_SIGMA <= value <= MAX_MAGNITUDE,
+                  f"a standard error from {MIN_SIGMA:.0e} to {MAX_MAGNITUDE:.0e}".replace("e+", "e")
+                  + ", as the data's sigmas (its square must stay a normal float64 number)")
 # jax.random.key keeps only the low 32 bits of a larger seed, so 2**32 would silently be seed 0.
 SEED = Check(lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
 # The name becomes the directory runs/<name>, so it must be a single path component.

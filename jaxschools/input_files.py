@@ -9,11 +9,15 @@ device such as ``/dev/zero`` that never ends, is refused with one line instead o
 * the bytes are decoded as UTF-8 line by line (a byte-order mark is dropped), so the first bad byte is
   reported with its line and byte offset as soon as it is reached.
 
-Limits: :data:`MAX_DATA_BYTES` for a data file, 32 MiB. A CSV row of a school is about 15 to 40 bytes, so this
-is half a million to two million schools, more than the exact posterior can hold in the memory of a large
-machine (``jaxschools.resources`` estimates about 200 KB a school), and thousands of times the largest
-published meta-analyses; :data:`MAX_CONFIG_BYTES` for a config file, 1 MiB (the documented
-``configs/default.toml`` is under 10 KB). Pure Python: the standard library only.
+Limits: :data:`MAX_DATA_BYTES` for a data file, 32 MiB. A CSV row of a school is about 15 to 40 bytes, so
+this is a million schools or so, thousands of times the largest published meta-analyses and beyond what a run
+can hold in the memory of a large machine (``jaxschools.resources`` refuses such runs with its own estimate).
+:data:`MAX_CONFIG_BYTES` for a config file, 1 MiB (the documented ``configs/default.toml`` is under 10 KB).
+The limits are constants, not config keys: the config is read with one of them. Pure Python: the standard
+library only.
+
+Memory while reading: one block (:data:`_BLOCK`) and its decoded lines at a time; a CSV keeps only each good
+row's name and numbers (about 150 bytes a school), a JSON or TOML file is parsed whole, within its limit.
 """
 
 from __future__ import annotations
