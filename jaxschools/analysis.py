@@ -136,7 +136,7 @@ def _with_exact_check(summary: dict, prior_kind: str, num_schools: int) -> dict:
         block = summary["posterior"][name]
         if not moments.exists(prior_kind, name, 4, num_schools):
             block["mcse_sd"] = None
-    verdict = exact_check.check(summary)
+    verdict = exact_check.check(summary, prior=prior_kind, num_schools=num_schools)
     summary["exact_check"] = verdict
     if verdict and verdict["flagged"]:
         summary["mcmc"]["flags"]["exact_mismatch"] = verdict["num_beyond"]

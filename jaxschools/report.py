@@ -28,6 +28,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from jaxschools import diagnostics, exact_check, experiment_plots, plots
+from jaxschools._summary_fields import exact_p_exceeds as _exact_p_exceeds
+from jaxschools._summary_fields import finite as _finite
+from jaxschools._summary_fields import get as _get
+from jaxschools._summary_fields import school_label as _school
 
 __all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
 
@@ -57,10 +61,6 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def _finite(x) -> bool:
-    return _is_number(x) and math.isfinite(float(x))
-
-
 def fmt(x, spec: str = ".4g") -> str:
     """A number for people: ``format(x, spec)`` on any scale; None, NaN and inf as a dash."""
     if x is None:
@@ -87,18 +87,6 @@ def _sqrt(x):
 
 def _interval(low, high) -> str:
     return f"[{fmt(low)}, {fmt(high)}]"
-
-
-def _get(tree, *keys, default=None):
-    """``tree[k0][k1]...``, or ``default`` where a level is missing or None (or an index is out of range)."""
-    for key in keys:
-        try:
-            tree = tree[key]
-        except (KeyError, IndexError, TypeError):
-            return default
-        if tree is None:
-            return default
-    return tree
 
 
 def _at(values, j):
@@ -136,12 +124,6 @@ def _capped(num_rows: int) -> tuple[int, str]:
         return num_rows, ""
     note = f"Showing the first {MAX_TABLE_ROWS} of {num_rows} schools; summary.json has all of them."
     return MAX_TABLE_ROWS, _p(note, "note")
-
-
-def _school(names, j) -> str:
-    """'school A', or the name alone where it already says so ('School 12', 'school_03')."""
-    name = str(names[j]) if j < len(names) else f"#{j + 1}"
-    return name if name.lower().startswith("school") else f"school {name}"
 
 
 def _capitalised(text: str) -> str:
@@ -257,8 +239,7 @@ def _overview(s: dict, sd_mcse: dict) -> str:
                  else "all agree within their Monte Carlo error.")
         paragraphs.append(_p(text))
     if verdict and verdict["num_undefined"]:
-        paragraphs.append(_p(f"{verdict['num_undefined']} sampler estimates have no Monte Carlo standard error "
-                             "(their draws do not vary), so they cannot be checked against the exact posterior."))
+        paragraphs.append(_p(_undefined_text(verdict)))
 
     mode, exact_mean = _get(s, "laplace", "mode", 1), _get(s, "exact", "log_tau", "mean")
     exact_sd = _get(s, "exact", "log_tau", "sd")
@@ -271,6 +252,36 @@ def _overview(s: dict, sd_mcse: dict) -> str:
                      "misplaces it, which is why the seed moved on from the Laplace approximation to MCMC.")
         paragraphs.append(_p(text))
     return "".join(paragraphs)
+
+
+# Why estimates have no z-score (jaxschools.exact_check.REASONS), worded for people: (one, several).
+_UNDEFINED_WORDS = {
+    exact_check.NO_MOMENT: ("{n} posterior moment does not exist for this prior and number of schools, so "
+                            "it is not estimated (see the exact comparison below)",
+                            "{n} posterior moments do not exist for this prior and number of schools, so they "
+                            "are not estimated (see the exact comparison below)"),
+    exact_check.MCSE_NEEDS_MOMENT: ("{n} sampler estimate has no Monte Carlo standard error because it would "
+                                    "need a higher moment that does not exist (an sd's MCSE needs E[x⁴], a "
+                                    "mean's E[x²])",
+                                    "{n} sampler estimates have no Monte Carlo standard error because it would "
+                                    "need a higher moment that does not exist (an sd's MCSE needs E[x⁴], a "
+                                    "mean's E[x²])"),
+    exact_check.NO_VARIATION: ("{n} sampler estimate has no Monte Carlo standard error: its draws do not vary "
+                               "within the chains (or are too few)",
+                               "{n} sampler estimates have no Monte Carlo standard error: their draws do not "
+                               "vary within the chains (or are too few)"),
+    exact_check.MISSING: ("{n} sampler estimate or its exact value is missing",
+                          "{n} sampler estimates or their exact values are missing"),
+}
+
+
+def _undefined_text(verdict: dict) -> str:
+    """Why ``verdict['num_undefined']`` estimates are not checked, by reason; an older summary without
+    ``undefined`` (schema 1) knew only draws that do not vary."""
+    counts = verdict.get("undefined") or {exact_check.NO_VARIATION: verdict["num_undefined"]}
+    parts = [_UNDEFINED_WORDS[key][count != 1].format(n=fmt(count)) for key in exact_check.REASONS
+             if (count := counts.get(key))]
+    return "Not checked against the exact posterior: " + "; ".join(parts) + "."
 
 
 def _active_flags(mcmc: dict) -> dict:
@@ -521,11 +532,6 @@ def _schools_section(s: dict) -> str:
     )
 
 
-def _exact_p_exceeds(exact: dict):
-    value = exact.get("p_exceeds")
-    return value.get("p") if isinstance(value, dict) else value
-
-
 def _query_section(s: dict) -> str:
     query = _get(s, "queries", "p_exceeds", default={})
     if not query:
@@ -553,9 +559,13 @@ def _query_section(s: dict) -> str:
     )
 
 
-def _exact_rows(s: dict, sd_mcse: dict) -> list[tuple]:
-    """(label, estimate, MCSE, exact, z) rows comparing the sampler with the exact posterior (shown schools)."""
+def _exact_rows(s: dict, sd_mcse: dict) -> list[exact_check.Row]:
+    """The rows comparing the sampler with the exact posterior (shown schools)."""
     return exact_check.rows(s, sd_mcse, max_schools=MAX_TABLE_ROWS)
+
+
+# The z cell of an estimate without a z-score, by reason (jaxschools.exact_check.REASONS).
+_UNDEFINED_CELL = {exact_check.NO_MOMENT: "does not exist", exact_check.MCSE_NEEDS_MOMENT: "no MCSE (needs a higher moment)"}
 
 
 def _exact_section(s: dict, sd_mcse: dict) -> str:
@@ -565,10 +575,10 @@ def _exact_section(s: dict, sd_mcse: dict) -> str:
     verdict = exact_check.check(s, sd_mcse) or {}
     limit = verdict.get("threshold", exact_check.threshold(len(rows)))
     table_rows = [
-        (label, estimate, mcse, truth,
-         "undefined" if z is None else
-         _flag_cell(fmt(z, ".2f" if abs(z) < 1e4 else ".3g"), abs(z) > limit))
-        for label, estimate, mcse, truth, z in rows
+        (row.label, row.estimate, row.mcse, row.exact,
+         _UNDEFINED_CELL.get(row.reason, "undefined") if row.z is None else
+         _flag_cell(fmt(row.z, ".2f" if abs(row.z) < 1e4 else ".3g"), abs(row.z) > limit))
+        for row in rows
     ]
     num_schools = len(_get(s, "data", "names", default=[]))
     note = _capped(num_schools)[1]
@@ -580,8 +590,9 @@ def _exact_section(s: dict, sd_mcse: dict) -> str:
         _p("The exact posterior by one-dimensional quadrature over log τ (μ and θ integrated in closed form) "
            f"against the sampler: z = (estimate − exact) / MCSE, red where |z| > {fmt(limit, '.3g')}, Bonferroni's "
            f"threshold Φ⁻¹(1 − α / 2m) for the m = {fmt(verdict.get('num_compared', len(rows)))} z-scores at a "
-           f"family-wise false-alarm rate α = {fmt(exact_check.ALPHA, 'g')}. z needs an MCSE (undefined where the "
-           "draws do not vary); the MCSE of an sd is that of the draws' sd (Vehtari et al. 2021)."),
+           f"family-wise false-alarm rate α = {fmt(exact_check.ALPHA, 'g')}. z needs an MCSE: undefined where the "
+           "draws do not vary, and not formed where the MCSE would need a moment that does not exist (an sd's "
+           "MCSE needs E[x⁴], a mean's E[x²]); the MCSE of an sd is that of the draws' sd (Vehtari et al. 2021)."),
         _table(("quantity", "sampler", "MCSE", "exact", "z"), table_rows),
         note,
     )

@@ -44,3 +44,92 @@ def test_flagged_beyond_the_adjusted_threshold_only():
     assert outside["max_abs_z"] == pytest.approx(1.01 * limit)
     assert exact_check.check({"data": {"names": []}}) is None  # no exact reference, no verdict
 
+
+
+def _full_summary(prior, num_schools, mcse=0.1):
+    """A summary.json of ``num_schools`` schools under ``prior`` where every estimate equals its exact value
+    and has an MCSE (as a summary of schema 1 had even where the MCSE's moment does not exist), except that
+    the means and sds that do not exist are null, exact and sampled, as the analysis writes them."""
+    names = [f"S{j}" for j in range(num_schools)]
+    # p(tau | y) ~ tau^(1 - J) (flat) or tau^-(J + 2) (half-Cauchy): E[tau^k] needs J >= k + 3 or J >= k.
+    need = {"flat": 3, "half_cauchy": 0, "half_normal": -99}[prior]
+
+    def moment(order, quantity):
+        exists = quantity == "log_tau" or (quantity == "mu" and prior != "flat") or num_schools >= order + need
+        return 1.0 if exists else None
+
+    posterior = {q: {"mean": moment(1, q), "mcse_mean": mcse, "sd": moment(2, q), "mcse_sd": mcse}
+                 for q in ("mu", "log_tau", "tau")}
+    exact = {q: {"mean": moment(1, q), "sd": moment(2, q)} for q in ("mu", "log_tau", "tau")}
+    exact.update(theta={"mean": [0.5] * num_schools}, shrinkage=[0.3] * num_schools, p_exceeds=0.2)
+    return {
+        "config": {"model": {"prior": prior}},
+        "data": {"names": names},
+        "posterior": posterior,
+        "theta": {"mean": [0.5] * num_schools, "mean_mcse": [mcse] * num_schools},
+        "shrinkage": [0.3] * num_schools,
+        "shrinkage_mcse": [mcse] * num_schools,
+        "queries": {"p_exceeds": {"school": "S0", "threshold": 1.0, "p": 0.2, "mcse": mcse}},
+        "exact": exact,
+    }
+
+
+# (prior, J) -> the undefined z-scores by reason, from the tails of p(tau | y) (jaxschools.moments' docstring):
+# a mean's MCSE needs E[x^2], an sd's E[x^4]; flat E[tau^k], E[|mu|^k] need J >= k + 3, half-Cauchy E[tau^k]
+# J >= k (mu: always), half-normal always.
+@pytest.mark.parametrize("prior, num_schools, expected", [
+    ("flat", 3, {"moment_does_not_exist": 4}),           # no mean or sd of mu, tau
+    ("flat", 4, {"moment_does_not_exist": 2, "mcse_needs_higher_moment": 2}),  # sds missing; means' MCSE
+    ("flat", 5, {"mcse_needs_higher_moment": 2}),        # sd of mu and tau: their MCSE needs E[x^4], J >= 7
+    ("flat", 6, {"mcse_needs_higher_moment": 2}),
+    ("flat", 7, {}),
+    ("half_cauchy", 2, {"mcse_needs_higher_moment": 1}),  # sd of tau: MCSE needs J >= 4
+    ("half_cauchy", 3, {"mcse_needs_higher_moment": 1}),
+    ("half_cauchy", 4, {}),
+    ("half_normal", 2, {}),
+])
+def test_undefined_z_scores_are_counted_by_reason(prior, num_schools, expected):
+    verdict = exact_check.check(_full_summary(prior, num_schools))
+    want = dict.fromkeys(exact_check.REASONS, 0) | expected
+    assert verdict["undefined"] == want
+    assert verdict["num_undefined"] == sum(expected.values())
+    assert verdict["num_compared"] == 7 + 2 * num_schools - verdict["num_undefined"]
+    assert verdict["max_abs_z"] == 0.0 and not verdict["flagged"]
+
+
+def test_draws_that_do_not_vary_are_told_apart_from_missing_moments():
+    """Flat J = 5 with no MCSE anywhere (a frozen run): the two sds are still undefined because of their
+    moment, the other 15 because the draws do not vary; an estimate missing for no moment reason is
+    'missing'."""
+    frozen = _full_summary("flat", 5, mcse=None)
+    assert exact_check.check(frozen)["undefined"] == {"moment_does_not_exist": 0, "mcse_needs_higher_moment": 2,
+                                                     "draws_do_not_vary": 15, "missing": 0}
+    gap = _full_summary("flat", 8)
+    gap["theta"]["mean"][3] = None
+    assert exact_check.check(gap)["undefined"]["missing"] == 1
+    # Without a known prior only the values can be looked at.
+    unknown = _full_summary("flat", 5)
+    unknown["config"]["model"]["prior"] = "my_prior"
+    assert exact_check.check(unknown)["undefined"]["mcse_needs_higher_moment"] == 0
+
+
+def _page(summary):
+    from jaxschools import report
+
+    num_schools = len(summary["data"]["names"])
+    summary["data"].update(y=[1.0] * num_schools, sigma=[1.0] * num_schools)
+    page = report.render_html(summary, [], drawn=False)
+    start = page.index("Not checked against the exact posterior")
+    return page[start: page.index("</p>", start)]
+
+
+def test_report_words_each_reason():
+    """The report's sentence on what the exact check could not compare names the reason: not 'draws do not
+    vary' for a healthy flat J = 5 or J = 3 run, whose moments (or their MCSEs) do not exist."""
+    j5 = _page(_full_summary("flat", 5))
+    assert "2 sampler estimates have no Monte Carlo standard error because it would need a higher moment" in j5
+    assert "do not vary" not in j5
+    j3 = _page(_full_summary("flat", 3))
+    assert "4 posterior moments do not exist" in j3 and "do not vary" not in j3 and "standard error" not in j3
+    frozen = _page(_full_summary("flat", 8, mcse=None))
+    assert "23 sampler estimates have no Monte Carlo standard error: their draws do not vary" in frozen
