@@ -62,44 +62,57 @@ RUNTIME = 2**30
 KEPT_COPIES = 6
 THETA_COPIES = 24
 SCHEDULE_BYTES_PER_STEP = 24
-EXACT_NODES = 1024 + 512  # exact.posterior's rule and the half rule that checks it
+# The exact posterior's sizes. jaxschools.exact imports JAX, which this module must not, so they are repeated
+# here; tests/test_resources.py checks that they equal exact._DEFAULT_NODES and exact.P_GREATER_MAX_SCHOOLS
+# (and posterior.P_GREATER_MAX_SCHOOLS).
+EXACT_RULE_NODES = 1024
+P_GREATER_MAX_SCHOOLS = 200
+EXACT_NODES = EXACT_RULE_NODES + EXACT_RULE_NODES // 2  # exact.posterior's rule and the half rule that checks it
 EXACT_COPIES = 16
-P_GREATER_NODES, P_GREATER_COPIES, P_GREATER_MAX_SCHOOLS = 1024, 2, 200  # exact.P_GREATER_MAX_SCHOOLS
+P_GREATER_NODES, P_GREATER_COPIES = EXACT_RULE_NODES, 2
 P_BEST_NUMBERS = 2**22  # exact._p_best draws at most ~4M numbers per chunk
 NETCDF_COPIES = 4
 
 
+# The advice for a part of the estimate that no key shrinks (it is the same for every run).
+RAISE_LIMIT = "it does not depend on the configuration, so raise the limit"
+FEWER_SCHOOLS = "use fewer schools"
+DRAWS = "lower sampler.num_samples or sampler.num_chains"
+
+
 class Term(NamedTuple):
-    """One part of the estimate: what it is (in words, with its sizes), its bytes, and the keys that shrink it."""
+    """One part of the estimate: what it is (in words, with its sizes), its bytes, and what to change to shrink
+    it (``advice``, said to the user as is: "lower sampler.burn_in", "set output.netcdf = false", ...)."""
 
     what: str
     bytes: int
-    keys: tuple[str, ...]
+    advice: str
 
 
 def _count(n) -> str:
     return f"{n:,}"
 
 
-def _draw_terms(label: str, chains: int, samples: int, dim: int, schools: int, keys) -> list[Term]:
+def _draw_terms(label: str, chains: int, samples: int, dim: int, schools: int, advice: str) -> list[Term]:
     """Kept positions and the theta draws and summaries of one set of chains."""
     draws = chains * samples
     shape = f"{_count(chains)} chains x {_count(samples)} draws"
     return [
         Term(f"{label}kept draws ({shape} x {_count(dim)} coordinates)", draws * (dim + 2) * FLOAT * KEPT_COPIES,
-             keys),
+             advice),
         Term(f"{label}theta draws and their summaries ({shape} x {_count(schools)} schools)",
-             draws * schools * FLOAT * THETA_COPIES, keys),
+             draws * schools * FLOAT * THETA_COPIES, advice),
     ]
 
 
-def _exact_terms(schools: int, what: str = "exact quadrature", keys=("data.path",)) -> list[Term]:
-    terms = [Term(f"{what} ({_count(EXACT_NODES)} nodes x {_count(schools)} schools)",
-                  EXACT_NODES * schools * FLOAT * EXACT_COPIES, keys)]
+def _exact_terms(schools: int) -> list[Term]:
+    terms = [Term(f"exact quadrature ({_count(EXACT_NODES)} nodes x {_count(schools)} schools)",
+                  EXACT_NODES * schools * FLOAT * EXACT_COPIES, FEWER_SCHOOLS)]
     if schools <= P_GREATER_MAX_SCHOOLS:
         terms.append(Term(f"exact P(theta_i > theta_j) ({_count(schools)} x {_count(schools)} schools at "
                           f"{_count(P_GREATER_NODES)} nodes)",
-                          P_GREATER_NODES * schools * schools * FLOAT * P_GREATER_COPIES, keys))
+                          P_GREATER_NODES * schools * schools * FLOAT * P_GREATER_COPIES,
+                          f"use fewer schools (beyond {P_GREATER_MAX_SCHOOLS} the matrix is not computed)"))
     return terms
 
 
@@ -123,35 +136,39 @@ def estimate(config: dict, num_schools: int) -> list[Term]:
     sampler, model = config["sampler"], config["model"]
     chains, samples, burn_in = sampler["num_chains"], sampler["num_samples"], sampler["burn_in"]
     schools = num_schools
-    sampler_keys = ("sampler.num_samples", "sampler.num_chains")
     dim = 2 if model["parameterization"] == "marginal" else schools + 2
-    terms = [Term("runtime (Python, JAX and XLA, the compiler, matplotlib)", int(RUNTIME), ())]
-    terms += _draw_terms("", chains, samples, dim, schools, sampler_keys)
+    terms = [Term("runtime (Python, JAX and XLA, the compiler, matplotlib)", int(RUNTIME), RAISE_LIMIT)]
+    terms += _draw_terms("", chains, samples, dim, schools, DRAWS)
     adapt = sampler["adapt"] if sampler["adapt"] is not None else sampler["kernel"] != "rwmh"
     # Without adaptation the burn-in only scans block indices (B / 64 of them); with it, a per-step schedule.
     schedule = burn_in * SCHEDULE_BYTES_PER_STEP if adapt else burn_in // 8
-    terms.append(Term(f"warm-up schedule ({_count(burn_in)} burn-in steps)", schedule, ("sampler.burn_in",)))
+    terms.append(Term(f"warm-up schedule ({_count(burn_in)} burn-in steps)", schedule, "lower sampler.burn_in"))
     if model["contrast"] is not None:
         contrast_dim = 2 if model["contrast"] == "marginal" else schools + 2
         terms += _draw_terms("contrast chains' ", chains, samples, contrast_dim, schools,
-                             sampler_keys + ("model.contrast",))
+                             f"leave model.contrast unset, or {DRAWS}")
     terms += _exact_terms(schools)
-    terms.append(Term("exact draws for P(best)", P_BEST_NUMBERS * FLOAT * 4, ()))
+    terms.append(Term("exact draws for P(best)", P_BEST_NUMBERS * FLOAT * 4, RAISE_LIMIT))
 
     sweep = config["sweep"]
     cells = _num_cells(sweep, schools)
     if cells:
         cell_schools = schools + (sweep["kind"] == "add_school")
+        # A prior sweep runs its cells one at a time (one compilation per prior): sweep.chunk_size does not apply.
         per_chunk = 1 if sweep["kind"] == "prior" else min(sweep["chunk_size"], cells)
         per_cell = chains * samples * (cell_schools * THETA_COPIES + 2 * KEPT_COPIES) * FLOAT
         terms.append(Term(f"sweep ({_count(per_chunk)} cells per chunk x {_count(chains)} chains x "
-                          f"{_count(samples)} draws x {_count(cell_schools)} schools)",
-                          per_chunk * per_cell, ("sweep.chunk_size", "sampler.num_samples")))
+                          f"{_count(samples)} draws x {_count(cell_schools)} schools)", per_chunk * per_cell,
+                          DRAWS if sweep["kind"] == "prior" else f"a smaller sweep.chunk_size, or {DRAWS}"))
+        fewer_cells = {"prior": "fewer sweep.priors", "leave_one_out": FEWER_SCHOOLS}.get(
+            sweep["kind"], "fewer sweep.values")
         terms.append(Term(f"sweep results ({_count(cells)} cells x {_count(cell_schools)} schools)",
-                          cells * cell_schools * FLOAT * 3 * 8, ("sweep.values",)))
+                          cells * cell_schools * FLOAT * 3 * 8, fewer_cells))
         if sweep["kind"] == "prior":
             terms.append(Term(f"exact leave-one-out ({_count(schools)} quadratures of {_count(schools)} schools)",
-                              schools * EXACT_NODES * schools * FLOAT * EXACT_COPIES, ("sweep.kind",)))
+                              schools * EXACT_NODES * schools * FLOAT * EXACT_COPIES,
+                              f"{FEWER_SCHOOLS}, or another sweep.kind than \"prior\" (only it computes the exact "
+                              "leave-one-out)"))
 
     sim = config["simulation"]
     datasets = sim["num_datasets"]
@@ -162,13 +179,13 @@ def estimate(config: dict, num_schools: int) -> list[Term]:
         terms.append(Term(f"simulation ({_count(batch)} datasets per batch x {_count(sim['num_chains'])} chains x "
                           f"{_count(sim['num_samples'])} draws x {_count(params)} parameters)",
                           batch * (sim_draws + sim["num_ranks"]) * params * FLOAT * THETA_COPIES,
-                          ("simulation.batch_size", "simulation.num_samples", "simulation.num_chains")))
+                          "lower simulation.batch_size, simulation.num_samples or simulation.num_chains"))
         terms.append(Term(f"simulated datasets and ranks ({_count(datasets)} x {_count(params)} parameters)",
-                          datasets * params * FLOAT * 8, ("simulation.num_datasets",)))
+                          datasets * params * FLOAT * 8, "lower simulation.num_datasets"))
     if config["output"]["netcdf"]:
         terms.append(Term(f"ArviZ file ({_count(chains)} chains x {_count(samples)} draws)",
                           chains * samples * (dim + schools + 8) * FLOAT * NETCDF_COPIES,
-                          ("output.netcdf",) + sampler_keys))
+                          f"set output.netcdf = false, or {DRAWS}"))
     return terms
 
 
@@ -236,8 +253,8 @@ def _size(nbytes: float) -> str:
 def check(config: dict, num_schools: int) -> list[Term]:
     """Raise InputError when the estimate of :func:`estimate` exceeds :func:`memory_limit`; return the terms.
 
-    The message names the estimate, the limit and where it comes from, the largest term with the keys that
-    shrink it, and ``run.max_memory_gb`` for a machine that has more memory than this one knows of.
+    The message names the estimate, the limit and where it comes from, the largest term with its advice (the
+    keys that shrink it), and ``run.max_memory_gb`` for a machine that has more memory than this one knows of.
     """
     terms = estimate(config, num_schools)
     needed = total(terms)
@@ -245,12 +262,9 @@ def check(config: dict, num_schools: int) -> list[Term]:
     if limit is None or needed <= limit:
         return terms
     largest = max(terms, key=lambda term: term.bytes)
-    keys = [key for key in largest.keys if key != "data.path"]
-    change = f"lower {' or '.join(keys)}" if keys else "use fewer schools"
-    if "data.path" in largest.keys and keys:
-        change += " or use fewer schools"
+    change = largest.advice if largest.advice == RAISE_LIMIT else f"{largest.advice}, or raise the limit"
     raise InputError(
         f"this run needs an estimated {_size(needed)} of memory, more than the limit of {_size(limit)} ({source}); "
-        f"the largest part is the {largest.what}, {_size(largest.bytes)}: {change}, or raise the limit with "
+        f"the largest part is the {largest.what}, {_size(largest.bytes)}: {change} with "
         "--set run.max_memory_gb=... on a machine that has the memory"
     )

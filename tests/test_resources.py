@@ -21,6 +21,9 @@ from jaxschools.cli import main
 from jaxschools.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
+# The advice of the draws' terms (the error line must say this, not "use fewer schools" or "lower sweep.kind").
+DRAWS = ": lower sampler.num_samples or sampler.num_chains"
+RAISE = ", or raise the limit with --set run.max_memory_gb="
 
 
 def _schools_csv(num_schools: int) -> str:
@@ -38,12 +41,13 @@ MEDIUM = _schools_csv(2_000)
 REFUSED = {
     "resources:100000-schools-default-draws": (
         {"big.csv": BIG}, ["run", "--data", "{dir}/big.csv", "--set", "run.max_memory_gb=16"],
-        ["estimated", "limit of 16.0 GB (run.max_memory_gb)", "100,000 schools", "sampler.num_samples"],
+        ["estimated", "limit of 16.0 GB (run.max_memory_gb)", "theta draws", "100,000 schools",
+         DRAWS + RAISE],
     ),
     "resources:100000-schools-few-draws": (
         {"big.csv": BIG},
         ["run", "--data", "{dir}/big.csv", "--set", "sampler.num_samples=20", "--set", "run.max_memory_gb=16"],
-        ["estimated", "exact quadrature", "100,000 schools", "use fewer schools"],
+        ["estimated", "exact quadrature", "100,000 schools", ": use fewer schools" + RAISE],
     ),
     "resources:num-samples-10^12": (
         {}, ["run", "--set", "sampler.num_samples=1000000000000"],
@@ -54,19 +58,19 @@ REFUSED = {
     ),
     "resources:num-chains-10^9": (
         {}, ["run", "--set", "sampler.num_chains=1000000000"],
-        ["estimated", "TB of memory", "1,000,000,000 chains", "sampler.num_chains", "run.max_memory_gb"],
+        ["estimated", "TB of memory", "1,000,000,000 chains", DRAWS + RAISE],
     ),
     "resources:num-chains-beyond-int64": (
         {}, ["run", "--set", "sampler.num_chains=99999999999999999999"],
         ["sampler.num_chains = 99999999999999999999", "(2**31 - 1)"],
     ),
     "resources:num-samples-just-under-int32": (
-        {}, ["run", "--set", "sampler.num_samples=2147483647"], ["estimated", "sampler.num_samples"],
+        {}, ["run", "--set", "sampler.num_samples=2147483647"], ["estimated", DRAWS + RAISE],
     ),
     "resources:adaptive-burn-in-2^31": (
         {}, ["run", "--set", "sampler.kernel=hmc", "--set", "sampler.burn_in=2147483647", "--set",
              "run.max_memory_gb=16"],
-        ["estimated", "warm-up schedule", "sampler.burn_in"],
+        ["estimated", "warm-up schedule", ": lower sampler.burn_in" + RAISE],
     ),
     "resources:laplace-iterations-10^20": (
         {}, ["run", "--set", "laplace.max_iterations=100000000000000000000"], ["laplace.max_iterations", "(2**31 - 1)"],
@@ -78,24 +82,27 @@ REFUSED = {
         {"medium.csv": MEDIUM},
         ["run", "--data", "{dir}/medium.csv", "--set", "sweep.kind=leave_one_out", "--set", "sweep.chunk_size=2000",
          "--set", "run.max_memory_gb=16"],
-        ["estimated", "sweep (2,000 cells per chunk", "sweep.chunk_size"],
+        ["estimated", "sweep (2,000 cells per chunk", ": a smaller sweep.chunk_size, or" + DRAWS[1:] + RAISE],
     ),
     "resources:prior-sweep-loo-of-2000-schools": (
         {"medium.csv": MEDIUM},
         ["run", "--data", "{dir}/medium.csv", "--set", "sweep.kind=prior", "--set", "sampler.num_samples=100",
          "--set", "run.max_memory_gb=16"],
-        ["estimated", "exact leave-one-out", "sweep.kind"],
+        ["estimated", "exact leave-one-out", ': use fewer schools, or another sweep.kind than "prior"'],
     ),
     "resources:simulation-batch-of-10^6": (
         {}, ["run", "--set", "simulation.num_datasets=1000000", "--set", "simulation.batch_size=1000000",
              "--set", "run.max_memory_gb=16"],
-        ["estimated", "simulation (1,000,000 datasets per batch", "simulation.batch_size"],
+        ["estimated", "simulation (1,000,000 datasets per batch",
+         ": lower simulation.batch_size, simulation.num_samples or simulation.num_chains" + RAISE],
     ),
     "resources:simulation-datasets-beyond-int32": (
         {}, ["run", "--set", "simulation.num_datasets=10000000000"], ["simulation.num_datasets", "(2**31 - 1)"],
     ),
     "resources:limit-below-the-runtime": (
-        {}, ["run", "--set", "run.max_memory_gb=0.01"], ["estimated", "limit of 10.0 MB (run.max_memory_gb)"],
+        {}, ["run", "--set", "run.max_memory_gb=0.01"],
+        ["estimated", "limit of 10.0 MB (run.max_memory_gb)", "the largest part is the runtime",
+         ": it does not depend on the configuration, so raise the limit with --set run.max_memory_gb="],
     ),
     "resources:limit-zero": ({}, ["run", "--set", "run.max_memory_gb=0"], ["run.max_memory_gb = 0", "> 0"]),
     "resources:limit-not-a-number": (
@@ -216,6 +223,73 @@ def test_the_estimate_grows_with_every_size_it_names():
         bigger = config_module.load_config(sets=[item])
         assert resources.total(resources.estimate(bigger, 1000)) > reference, item
     assert resources.total(resources.estimate(base, 2000)) > reference
+
+
+# Configurations that between them give every term of the estimate.
+EVERY_TERM = [
+    [],
+    ["model.contrast='noncentered'", "output.netcdf=true", "simulation.num_datasets=10"],
+    ["sweep.kind='prior'"],
+    ["sweep.kind='leave_one_out'"],
+    ["sweep.kind='config'", "sweep.key='sampler.scale'", "sweep.values=[1.0, 2.0]"],
+]
+
+
+def _advised_keys(advice: str) -> dict:
+    """{key: verb} for every config key the advice names, with the last verb before it ("lower a, b or c")."""
+    import re
+
+    found, verb = {}, None
+    for token in re.findall(r"a smaller|[a-z_]+\.[a-z_]+|[a-z]+", advice):
+        if token in ("lower", "a smaller", "fewer", "set", "another", "leave"):
+            verb = token
+        elif "." in token:
+            found[token] = verb
+    return found
+
+
+def test_every_terms_advice_fits_its_keys():
+    """Each term's advice names real keys and says the right thing for each: "lower" or "a smaller" only a
+    number, "fewer" only a list, "set ... = false" a boolean, another value of a choice; terms no key shrinks
+    (the runtime, P(best)'s draws) say to raise the limit, never "use fewer schools"."""
+    from jaxschools.config import SCHEMA
+
+    seen = set()
+    for sets in EVERY_TERM:
+        for term in resources.estimate(config_module.load_config(sets=sets), 50):
+            seen.add(term.what.split(" (")[0])
+            if term.what.startswith(("runtime", "exact draws for P(best)")):
+                assert term.advice == resources.RAISE_LIMIT, term
+                continue
+            assert term.advice != resources.RAISE_LIMIT, term
+            keys = _advised_keys(term.advice)
+            assert keys or term.advice.startswith(resources.FEWER_SCHOOLS), term
+            for key, verb in keys.items():
+                section, name = key.split(".")
+                spec = SCHEMA[section][name]
+                kind = spec.type if isinstance(spec.type, type) else getattr(spec.type, "__origin__", None)
+                expected = {"lower": (int, float), "a smaller": (int, float), "fewer": (list,), "set": (bool,),
+                            "another": (str,), "leave": (str,)}[verb]
+                assert kind in expected, (term, key, verb, kind)
+                if verb in ("another", "leave"):
+                    assert spec.choices or spec.optional, (term, key)
+    assert len(seen) == 15, sorted(seen)  # every term above was produced
+
+
+def test_a_limit_below_the_runtime_asks_for_a_higher_limit_only():
+    with pytest.raises(InputError) as error:
+        resources.check(config_module.load_config(sets=["run.max_memory_gb=0.01"]), 8)
+    message = str(error.value)
+    assert "the largest part is the runtime" in message and "raise the limit with --set run.max_memory_gb" in message
+    assert "fewer schools" not in message and "lower" not in message
+
+
+def test_the_library_sizes_the_estimate_repeats_are_the_librarys():
+    """resources cannot import jaxschools.exact (JAX), so it repeats these; they must stay equal."""
+    from jaxschools import exact, posterior
+
+    assert resources.EXACT_RULE_NODES == exact._DEFAULT_NODES
+    assert resources.P_GREATER_MAX_SCHOOLS == exact.P_GREATER_MAX_SCHOOLS == posterior.P_GREATER_MAX_SCHOOLS
 
 
 def test_the_default_run_of_the_eight_schools_fits_in_a_few_gigabytes():
