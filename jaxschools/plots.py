@@ -390,11 +390,13 @@ def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None) -> Figure
     return figure
 
 
-def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean, log_tau_draws=None) -> Figure:
+def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean, log_tau_draws=None,
+                   mu_label: str = r"E[$\mu$ | y]") -> Figure:
     """The seed's shrinkage story in two panels.
 
     Left: each school's observed y_j joined to its posterior mean E[theta_j | y], pulled toward
-    the population mean. Right: E[B_j | y] against sigma_j; with ``log_tau_draws`` the curve
+    the population mean (a line at ``mu_mean``, labelled ``mu_label``: the posterior median where
+    E[mu | y] does not exist). Right: E[B_j | y] against sigma_j; with ``log_tau_draws`` the curve
     E[sigma^2 / (sigma^2 + tau^2) | y] over sigma shows that noisier schools shrink more.
     """
     y, sigma, theta_mean, shrinkage = (np.asarray(v, float) for v in (y, sigma, theta_mean, shrinkage))
@@ -407,7 +409,8 @@ def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean,
     for j in range(num_schools):
         left.plot([0, 1], [y[j], theta_mean[j]], color=_HIERARCHICAL, alpha=alpha, linewidth=1.0, marker="o",
                   markersize=3)
-    left.axhline(mu_mean, color=_HIERARCHICAL, linestyle="-", linewidth=1.0, alpha=0.5, label=r"E[$\mu$ | y]")
+    if np.isfinite(mu_mean):
+        left.axhline(mu_mean, color=_HIERARCHICAL, linestyle="-", linewidth=1.0, alpha=0.5, label=mu_label)
     left.axhline(pooled_mean, color=_POOLED, linestyle="--", linewidth=1.2, label="pooled mean")
     # Limits from the finite effects only: a posterior mean that could not be computed (NaN) is not drawn.
     effects = np.concatenate([y, theta_mean])
@@ -738,10 +741,19 @@ def make_figures(analysis) -> list[FigureSpec]:
         values = _section(summary, "shrinkage")
         if values is None:
             values = np.mean(sigma**2 / (sigma**2 + np.exp(2 * draws[:, 1:2])), axis=0)
-        mu_mean = float(draws[:, 0].mean()) if draws.size else pooled_mean
-        return (plot_shrinkage(y, sigma, names, theta_mean, values, mu_mean, pooled_mean, draws[:, 1]),
+        # E[mu | y] does not exist for every prior and J (jaxschools.moments: flat, J <= 3), and then the
+        # summary has null there and the draws' mean never settles: the line is mu's posterior median instead.
+        mu_block = _section(summary, "posterior", "mu")
+        no_mean = mu_block is not None and mu_block.get("mean") is None
+        if no_mean:
+            mu_line, mu_label = (float(np.median(draws[:, 0])) if draws.size else math.nan), r"median of $\mu$ | y"
+            mu_text = "μ's posterior median (blue line: E[μ | y] does not exist here)"
+        else:
+            mu_line = float(draws[:, 0].mean()) if draws.size else math.nan
+            mu_label, mu_text = r"E[$\mu$ | y]", "the population mean μ (blue line)"
+        return (plot_shrinkage(y, sigma, names, theta_mean, values, mu_line, pooled_mean, draws[:, 1], mu_label),
                 "Shrinkage. Left: each school's observed effect y_j and its posterior mean E[θ_j | y], pulled toward "
-                "the population mean μ (blue line; dashed: the pooled estimate). Right: the posterior mean shrinkage "
+                f"{mu_text}; dashed: the pooled estimate. Right: the posterior mean shrinkage "
                 "E[B_j | y], B_j = σ_j² / (σ_j² + τ²), against σ_j: the less precise a school's estimate, the more "
                 "it borrows from the others.")
 

@@ -211,3 +211,30 @@ def test_numbers_are_formatted_for_any_scale(value, text):
     from jaxschools import report
 
     assert report.fmt(value) == text
+
+
+def _shrinkage_mu_line(analysis):
+    """(label, height) of the shrinkage figure's mu line (the solid horizontal line on the left panel)."""
+    from jaxschools import plots
+
+    spec = next(spec for spec in plots.make_figures(analysis) if spec.name == "shrinkage")
+    left = spec.figure.get_axes()[0]
+    lines = [line for line in left.get_lines() if line.get_linestyle() == "-" and len(set(line.get_ydata())) == 1
+             and list(line.get_xdata()) == [0, 1] and line.get_label() and not line.get_label().startswith("_")]
+    assert len(lines) == 1, [line.get_label() for line in left.get_lines()]
+    height = float(lines[0].get_ydata()[0])
+    spec.figure.clear()
+    return lines[0].get_label(), height, spec.caption
+
+
+def test_shrinkage_figure_draws_mus_median_where_its_mean_does_not_exist(hostile_analysis, eight_analysis):
+    """Flat prior, J = 3: E[mu | y] does not exist (summary.json has null), so the figure's line is mu's
+    posterior median, labelled so; for the eight schools it is the mean of the draws of mu."""
+    assert hostile_analysis.summary["posterior"]["mu"]["mean"] is None
+    mu = np.asarray(hostile_analysis.samples.positions, float)[..., 0].ravel()
+    label, height, caption = _shrinkage_mu_line(hostile_analysis)
+    assert "median" in label and "E[" not in label and "does not exist" in caption
+    assert height == pytest.approx(np.median(mu), rel=1e-12)
+    label, height, caption = _shrinkage_mu_line(eight_analysis)
+    assert label == r"E[$\mu$ | y]" and "median" not in caption
+    assert height == pytest.approx(eight_analysis.summary["posterior"]["mu"]["mean"], rel=1e-9)
