@@ -22,7 +22,8 @@ a run created are removed again if it publishes nothing; results get the umask's
 Bad input exits 2 with one ``error: ...`` line on stderr; an interrupt exits 130 (Ctrl-C, SIGINT) or 143
 (SIGTERM). Either way the temporary folder is removed and DIR is untouched. A signal is raised as an
 exception between Python instructions, except during the steps that must not be cut in two (creating the
-temporary folder, the swap into DIR, removing the temporary folder), which finish first.
+temporary folder, the swap into DIR, removing the temporary folder), which finish first. The first signal
+decides the exit status and the message; later ones, until the run returns, are ignored.
 
 How long a signal waits: Python acts on it only between its own instructions, never inside a call into
 XLA. So the chains of the analysis run as a host loop over short jitted chunks
@@ -88,17 +89,22 @@ class _Signals:
     step is done. Once ``done`` (the results are in place), signals are ignored: nothing is left to stop.
     (Blocking the signals with ``pthread_sigmask`` would not do: JAX's threads would still take them.)
 
-    A signal stays ``received`` until the run's clean-up ``acknowledge()``s it, and ``check()`` raises it
+    A signal stays ``received`` until the run's clean-up ``settle()``s the outcome, and ``check()`` raises it
     again: the exception a handler raises is lost when the handler happens to run inside a garbage-collector
     callback (JAX has one; Python would print "Exception ignored" and a traceback, and carry on), so the run
     checks before each stage and before the swap into DIR, and the lost exception is not printed.
+
+    The first signal decides the outcome (exit 130 or 143): a later one, while the first is on its way or
+    during the clean-up, is ignored, so that it can neither cut the clean-up short nor change the exit status
+    or the message (the kept chunks of a sweep). ``settle()``, at the start of the clean-up, ends the run's
+    interest in signals until it returns.
     """
 
     def __init__(self):
         self.depth, self.received, self.done = 0, None, False
 
     def handle(self, signum, frame=None):
-        if not self.done:
+        if not self.done and self.received is None:
             self.received = signum
             self.check()
 
@@ -106,8 +112,9 @@ class _Signals:
         if self.received and not self.depth and not self.done:
             raise _Terminated() if self.received == signal.SIGTERM else KeyboardInterrupt()
 
-    def acknowledge(self):
-        self.received = None
+    def settle(self):
+        """The clean-up has begun: its outcome is decided, and signals are ignored until the run returns."""
+        self.received, self.done = None, True
 
     @contextlib.contextmanager
     def held(self):
@@ -148,13 +155,33 @@ class _TestSignal:
     """The test-only hook of the module docstring: the run sends itself a signal at a named stage."""
 
     def __init__(self):
-        self.stage, self.signum = None, signal.SIGINT
+        self.stage, self.signum, self.listener = None, signal.SIGINT, None
 
     def arm(self) -> None:
+        """Read the stage from the environment; nothing is installed unless it names one."""
         self.stage = os.environ.get("JAXSCHOOLS_TEST_SIGNAL_AT") or None
         self.signum = signal.SIGTERM if os.environ.get("JAXSCHOOLS_TEST_SIGNAL") == "SIGTERM" else signal.SIGINT
         if self.stage == "import":
             sys.meta_path.insert(0, self)  # asked for JAX's first submodule, halfway through ``import jax``
+
+    def disarm(self) -> None:
+        """Undo :meth:`arm` and :meth:`after_import` once a run returns: the import hook stays in
+        ``sys.meta_path`` when JAX was imported already (it is never asked), and JAX keeps its listeners."""
+        self.stage = None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            import jax
+
+            unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+            if unregister is not None:
+                unregister(listener)
+            else:  # an older JAX: only its private registry has the listener
+                with contextlib.suppress(ImportError, AttributeError, ValueError):
+                    from jax._src import monitoring
+
+                    monitoring._event_duration_secs_listeners.remove(listener)
 
     def fire(self, stage: str) -> None:
         if stage == self.stage:
@@ -163,16 +190,18 @@ class _TestSignal:
 
     def find_spec(self, name, path=None, target=None):  # the import hook: never finds anything itself
         if name.startswith("jax.") and self.stage == "import":
-            sys.meta_path.remove(self)
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(self)
             self.fire("import")
         return None
 
     def after_import(self, jax) -> None:
-        if self.stage == "compile":  # reported between tracing and XLA's compilation
+        if self.stage == "compile" and self.listener is None:  # reported between tracing and XLA's compilation
             def listener(event, duration, **kwargs):
                 if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
                     self.fire("compile")
 
+            self.listener = listener
             jax.monitoring.register_event_duration_secs_listener(listener)
 
 
@@ -243,11 +272,6 @@ def _prepare_output(out_dir: Path) -> Path:
         return output_folder.create_temporary(out_dir)
     except OSError as exc:
         raise InputError(f"cannot write results to {out_dir}: {exc.strerror or exc}") from None
-
-
-def _publish(tmp_dir: Path, out_dir: Path) -> None:
-    """Swap the complete new results into place; the previous ones are removed only afterwards."""
-    output_folder.publish(tmp_dir, out_dir)
 
 
 def _use_compilation_cache(jax) -> None:
@@ -339,16 +363,19 @@ def _run(args) -> int:
         _write_json(tmp_dir / "timings.json", timings)
         _SIGNALS.check()
         with _SIGNALS.held():
-            _publish(tmp_dir, out_dir)
+            # DIR is checked again (with the same input files) and the new results swapped in; the previous
+            # ones are removed only afterwards.
+            output_folder.publish(tmp_dir, out_dir, inputs=(args.config, resolved["data"]["path"]))
             # The results are in place: a signal that came during the swap, or comes later, is ignored.
             _SIGNALS.done = True
     except KeyboardInterrupt as exc:
-        _SIGNALS.acknowledge()
+        _SIGNALS.settle()  # the first signal decided: a second one cannot cut the clean-up short or change it
         _discard(tmp_dir)
         if store_dir.exists():
             raise InterruptedWithProgress(store_dir, isinstance(exc, _Terminated)) from None
         raise
     except BaseException:
+        _SIGNALS.settle()  # the failure decided: a signal now would only leave the temporary folder behind
         _discard(tmp_dir)
         raise
     # The stored chunks of a sweep or simulation are only for resuming an unfinished run.
@@ -365,7 +392,10 @@ def main(argv=None) -> int:
             args = _parser().parse_args(argv)
             if args.command is None:
                 raise InputError("missing command; try `jaxschools run`")
-            return _run(args)
+            try:
+                return _run(args)
+            finally:
+                _TEST_SIGNAL.disarm()
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -8,28 +8,42 @@ The rule: a run writes only into a folder DIR that
   run, a small JSON object: ``tool``, ``schema`` and ``entries``, the paths the run wrote) and nothing that is
   not listed in it; or, for results written before the marker existed, a folder holding only names a run
   writes (``summary.json``, ``report.html``, ``figures/`` of ``.png`` files, ``timings.json``,
-  ``posterior.nc``), with a ``summary.json`` whose JSON object has a ``schema_version`` key.
+  ``posterior.nc``), with a ``summary.json`` whose JSON object has the keys every such run wrote
+  (:data:`LEGACY_SUMMARY_KEYS`: an integer ``schema_version``; ``separate``, ``pooled`` and ``provenance``;
+  and the objects ``laplace``, ``mcmc``, ``exact`` and ``config``).
 
 Anything else is refused before any computation (``InputError``: one ``error:`` line, exit status 2) and
 nothing is moved or deleted: an existing file, a symbolic link (to a folder or not: a link is never followed
 into a deletion; the parents of DIR are resolved, its last component is not), the root folder, a mount point,
 the current folder or any folder above it, a folder holding the config or data file, a folder with anything a
-run did not write. The check is made again just before the swap, in case DIR changed during the run.
+run did not write, a folder any part of which cannot be read (what cannot be listed cannot be shown to be a
+result). The check is made again, with the same input files, just before the swap, in case DIR changed during
+the run.
 
-Temporary folders: a run writes into ``.DIR.tmp-XXXX`` beside DIR and swaps it into place through
-``.DIR.old-XXXX`` (two renames). Each of these folders is locked (``fcntl.flock`` on the folder itself) by its
-run for the run's whole life, so the kernel releases the lock when the run dies, even by ``kill -9``. A later run
-into the same DIR removes the ones whose lock it can take (their run is dead) and never touches a locked one
-(a live concurrent run). A dead ``.DIR.old-XXXX`` whose run was killed between the two renames, with DIR
-missing, holds the previous results: they are put back as DIR instead of being removed. On a filesystem
-without ``flock`` no lock can be taken, and no temporary folder is ever removed as stale. (A version before
-these locks held none: its temporary folders look dead, so do not run it into the same DIR at the same time.)
+Temporary folders: a run writes into ``.DIR.tmp-XXXXXXXXXXXX`` beside DIR (twelve hexadecimal digits) and
+swaps it into place through ``.DIR.old-XXXXXXXXXXXX`` (two renames). Each of these folders is locked
+(``fcntl.flock`` on the folder itself) by its run for the run's whole life, so the kernel releases the lock when
+the run dies, even by ``kill -9``, and gets the file :data:`TEMPORARY_MARKER` while locked (it leaves the new
+results right after the swap). A later run into the same DIR removes a folder beside DIR only when its lock is
+free (its run is dead; a locked one, a live concurrent run's, is never touched) and it is one of ours:
+
+* this name format and the marker (or, a run killed between its mkdir and its marker, this format and empty);
+* or the name format of the version before the locks (``tempfile.mkdtemp``: eight characters of
+  ``[a-z0-9_]``), mode 0700 as ``mkdtemp`` made it, holding only what that version put there: a ``.tmp-``
+  folder the names a run writes, an ``.old-`` folder at most a folder ``previous``.
+
+Anything else beside DIR, such as a user's ``.DIR.old-backup``, is never touched. A dead ``.DIR.old-*`` whose
+run was killed between the two renames, with DIR missing, holds the previous results: they are put back as DIR
+instead of being removed. On a filesystem without ``flock`` no lock can be taken, and no temporary folder is ever
+removed as stale. (A version before these locks held none: its temporary folders look dead, so do not run it
+into the same DIR at the same time.)
 
 Folders and files get the permissions of the process's umask (0755 and 0644 under umask 022).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -43,14 +57,22 @@ from pathlib import Path
 from jaxschools.errors import InputError
 
 __all__ = [
-    "MARKER", "RESULT_NAMES", "absolute", "check", "create_temporary", "discard", "from_argument", "publish",
-    "refusal", "remove_stale", "write_marker",
+    "LEGACY_SUMMARY_KEYS", "MARKER", "RESULT_NAMES", "TEMPORARY_MARKER", "absolute", "check", "create_temporary",
+    "discard", "from_argument", "publish", "refusal", "remove_stale", "write_marker",
 ]
 
 MARKER = ".jaxschools-result"
 MARKER_SCHEMA = 1
 # What a run before the marker wrote at the top of DIR.
 RESULT_NAMES = frozenset({"summary.json", "report.html", "figures", "timings.json", "posterior.nc"})
+# The keys of summary.json that every run before the marker wrote (checked against the versions from the first,
+# 79ad8cf, to 81f0f4d), with the type of those that hold objects: a user's JSON file with a schema_version key
+# alone is not taken for a result.
+LEGACY_SUMMARY_KEYS = {"schema_version": int, "separate": None, "pooled": None, "laplace": dict, "mcmc": dict,
+                       "exact": dict, "config": dict, "provenance": None}
+# Written into each temporary folder while its run holds the lock: only a folder carrying it (or one of the
+# exact leftovers described in the module docstring) is removed as a dead run's.
+TEMPORARY_MARKER = ".jaxschools-temporary"
 _MAX_JSON_BYTES = 1 << 30  # a marker or legacy summary.json larger than this is not ours
 
 
@@ -148,10 +170,17 @@ def _parent_refusal(target: Path) -> str | None:
     return None
 
 
+def _raise(error: OSError):
+    raise error
+
+
 def _listing(folder: Path) -> dict:
-    """Every entry below ``folder`` (relative path -> 'folder', 'file' or 'other'), links not followed."""
+    """Every entry below ``folder`` (relative path -> 'folder', 'file' or 'other'), links not followed.
+
+    Raises OSError when ``folder`` or a folder below it cannot be listed: ``os.walk`` skips those silently by
+    default, and an unreadable folder would look empty (and an empty folder may be replaced)."""
     entries = {}
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    for root, dirs, files in os.walk(folder, followlinks=False, onerror=_raise):
         for name in dirs + files:
             path = Path(root, name)
             mode = os.lstat(path).st_mode
@@ -182,7 +211,9 @@ def _contents_refusal(target: Path) -> str | None:
     try:
         entries = _listing(target)
     except OSError as exc:
-        return f"its contents cannot be read ({exc.strerror or exc})"
+        where = exc.filename if exc.filename is not None else target
+        return (f"cannot read {where} ({exc.strerror or exc}), so it cannot be told from a folder of yours; "
+                "give the path of a new folder")
     if not entries:
         return None
     if MARKER in entries:
@@ -190,7 +221,9 @@ def _contents_refusal(target: Path) -> str | None:
         if not (isinstance(marker, dict) and marker.get("tool") == "jaxschools"
                 and isinstance(marker.get("entries"), dict)):
             return f"its {MARKER} is not a jaxschools marker; give the path of a new folder"
-        foreign = [name for name, kind in entries.items() if name != MARKER and marker["entries"].get(name) != kind
+        # The temporary folder's marker is left in DIR only by a run killed right after its swap.
+        foreign = [name for name, kind in entries.items() if name not in (MARKER, TEMPORARY_MARKER)
+                   and marker["entries"].get(name) != kind
                    and marker["entries"].get(os.path.dirname(name), "folder") == "folder"]  # outermost only
         if foreign:
             return (f"it holds an earlier jaxschools result and files that no run wrote ({_shown(foreign)}), "
@@ -201,11 +234,25 @@ def _contents_refusal(target: Path) -> str | None:
     if foreign:
         return (f"it is not empty and holds no earlier jaxschools result (it has {_shown(foreign)}); "
                 "give the path of a new or empty folder")
-    summary = _read_json(target / "summary.json")
-    if not (isinstance(summary, dict) and "schema_version" in summary):
+    if not _legacy_summary(_read_json(target / "summary.json")):
         return (f"it has no {MARKER} marker and no jaxschools summary.json, so it is not an earlier jaxschools "
                 "result; give the path of a new or empty folder")
     return None
+
+
+def _legacy_summary(summary) -> bool:
+    """Whether ``summary`` (parsed JSON) is a summary.json that a run before the marker wrote."""
+    if not isinstance(summary, dict):
+        return False
+    for key, kind in LEGACY_SUMMARY_KEYS.items():
+        if key not in summary:
+            return False
+        value = summary[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+        if kind is dict and not isinstance(value, dict):
+            return False
+    return True
 
 
 def _written_before_the_marker(name: str, kind: str) -> bool:
@@ -221,7 +268,7 @@ def _written_before_the_marker(name: str, kind: str) -> bool:
 def write_marker(folder) -> None:
     """Mark ``folder`` as a jaxschools result: ``.jaxschools-result`` lists every entry below it."""
     folder = Path(folder)
-    entries = {name: kind for name, kind in _listing(folder).items() if name != MARKER}
+    entries = {name: kind for name, kind in _listing(folder).items() if name not in (MARKER, TEMPORARY_MARKER)}
     with open(folder / MARKER, "w", encoding="utf-8") as handle:
         json.dump({"tool": "jaxschools", "schema": MARKER_SCHEMA, "entries": dict(sorted(entries.items()))},
                   handle, indent=1)
@@ -239,10 +286,12 @@ def _same_folder(path: Path, fd: int) -> bool:
 
 
 def _locked_folder(parent: Path, prefix: str):
-    """A new folder ``parent/prefix<random>``, umask permissions, locked by this process: (path, descriptor).
+    """A new folder ``parent/prefix<12 hex digits>``, umask permissions, locked by this process and carrying
+    :data:`TEMPORARY_MARKER`: (path, descriptor).
 
     Between the mkdir and the lock another run's clean-up may take the empty folder for a dead run's and
-    remove it; the folder is then made again under another name.
+    remove it; the folder is then made again under another name. The marker is written only once the lock is
+    held, so a clean-up never sees a marked folder whose run is alive and unlocked.
     """
     while True:
         path = parent / f"{prefix}{secrets.token_hex(6)}"
@@ -261,28 +310,71 @@ def _locked_folder(parent: Path, prefix: str):
                 os.close(fd)
                 raise
             # No locks on this filesystem: no clean-up can take the lock either, so none removes the folder.
-        if _same_folder(path, fd):
-            return path, fd
-        os.close(fd)
+        if not _same_folder(path, fd):
+            os.close(fd)
+            continue
+        try:
+            with open(path / TEMPORARY_MARKER, "x", encoding="utf-8") as handle:
+                json.dump({"tool": "jaxschools", "folder": path.name}, handle)
+                handle.write("\n")
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
+            raise
+        return path, fd
 
 
-_STALE = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]+\Z")
+def _stale_names(name: str):
+    """The patterns of the temporary folders of DIR ``name``: (this version's, the version before the locks')."""
+    stem = re.escape(f".{name}.")
+    return (re.compile(stem + r"(?P<kind>tmp|old)-[0-9a-f]{12}\Z"),
+            re.compile(stem + r"(?P<kind>tmp|old)-[a-z0-9_]{8}\Z"))  # tempfile.mkdtemp's eight characters
+
+
+def _removable(path: Path, kind: str, legacy: bool) -> str | None:
+    """Whether the unlocked folder ``path`` is a dead run's temporary folder: 'marked' (this version's, with
+    its marker), 'empty' (this version's, killed before its marker was written), 'legacy' (the version before
+    the locks: its mode and contents) or None (not ours: never touched)."""
+    try:
+        entries = _listing(path)
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+    except OSError:
+        return None
+    if not legacy:
+        if not entries:
+            return "empty"
+        marker = _read_json(path / TEMPORARY_MARKER)
+        if isinstance(marker, dict) and marker.get("tool") == "jaxschools" and marker.get("folder") == path.name:
+            return "marked"
+        return None
+    if mode != 0o700:  # tempfile.mkdtemp made it so
+        return None
+    if kind == "tmp":
+        return "legacy" if all(_written_before_the_marker(name, what) for name, what in entries.items()) else None
+    # An .old- folder held at most the previous DIR, moved in as "previous".
+    if any(name.partition(os.sep)[0] != "previous" for name in entries):
+        return None
+    return "legacy" if entries.get("previous", "folder") == "folder" else None
 
 
 def remove_stale(out_dir) -> list:
-    """Remove the ``.DIR.tmp-*`` and ``.DIR.old-*`` folders beside ``out_dir`` whose run is dead (their lock
-    is free); return what was removed or put back. A dead ``.old-`` folder's ``previous`` results go back to
-    DIR when DIR is missing (its run was killed between the two renames of its swap)."""
+    """Remove the dead runs' temporary folders beside ``out_dir`` (their lock is free and they are ours: see the
+    module docstring); return what was removed or put back. A dead ``.old-`` folder's ``previous`` results go
+    back to DIR when DIR is missing (its run was killed between the two renames of its swap); the version
+    before the locks moved any DIR there, so its ``previous`` is removed only if a run could have replaced it
+    (:func:`refusal`'s rule for its contents), and kept, with its folder, otherwise."""
     out_dir = Path(out_dir)
+    patterns = _stale_names(out_dir.name)
     done = []
     try:
         entries = list(os.scandir(out_dir.parent))
     except OSError:
         return done
     for entry in entries:
-        match = _STALE.match(entry.name)
-        if not match or match["name"] != out_dir.name or not entry.is_dir(follow_symlinks=False):
+        matches = [pattern.match(entry.name) for pattern in patterns]
+        if not any(matches) or not entry.is_dir(follow_symlinks=False):
             continue
+        legacy, match = matches[0] is None, matches[0] or matches[1]
         path = Path(entry.path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -295,11 +387,21 @@ def remove_stale(out_dir) -> list:
                 continue  # a live run holds it (or this filesystem has no locks: then nobody can tell)
             if not _same_folder(path, fd):
                 continue
+            how = _removable(path, match["kind"], legacy)
+            if how is None:
+                continue
+            if how == "empty":
+                os.rmdir(path)  # fails, and keeps it, if something was put in meanwhile
+                done.append(path)
+                continue
             previous = path / "previous"
-            if match["kind"] == "old" and not os.path.lexists(out_dir) and os.path.lexists(previous) \
-                    and stat.S_ISDIR(os.lstat(previous).st_mode):
-                os.rename(previous, out_dir)
-                done.append(out_dir)
+            has_previous = os.path.lexists(previous) and stat.S_ISDIR(os.lstat(previous).st_mode)
+            if match["kind"] == "old" and has_previous:
+                if not os.path.lexists(out_dir):
+                    os.rename(previous, out_dir)
+                    done.append(out_dir)
+                elif legacy and _contents_refusal(previous) is not None:
+                    continue  # a folder the old version moved aside without checking it: not ours to delete
             shutil.rmtree(path, ignore_errors=True)
             done.append(path)
         except OSError:
@@ -357,12 +459,12 @@ def create_temporary(out_dir) -> Path:
     return path
 
 
-def publish(tmp_dir, out_dir) -> None:
+def publish(tmp_dir, out_dir, inputs=()) -> None:
     """Mark ``tmp_dir`` as a result and swap it into ``out_dir``; the previous results are removed only
     afterwards, and put back if the swap fails. Refuses (InputError) when ``out_dir`` is no longer one a run
-    may replace."""
+    may replace: :func:`refusal` again, with the run's input files ``inputs`` as :func:`check` had them."""
     tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
-    reason = refusal(out_dir)
+    reason = refusal(out_dir, inputs)
     if reason is not None:
         raise InputError(f"cannot write results to {out_dir}: {reason}")
     write_marker(tmp_dir)
@@ -380,6 +482,8 @@ def publish(tmp_dir, out_dir) -> None:
                 os.rename(old / "previous", out_dir)  # put the previous results back rather than leave no DIR
                 keep_old = False
             raise
+        with contextlib.suppress(OSError):  # the results are in place: a failure here is no failed run
+            os.unlink(out_dir / TEMPORARY_MARKER)  # not a temporary folder any more (a refusal ignores one left)
         held = _HELD.pop(tmp_dir, None)
         if held is not None:
             os.close(held.fd)

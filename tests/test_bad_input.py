@@ -140,6 +140,10 @@ CASES.update({
     "out:holds-the-config-file": Case({"c/run.toml": ""}, ["run", "{dir}/c/run.toml", "--out", "{dir}/c"],
                                       ["cannot write results to {dir}/c: it holds the input file {dir}/c/run.toml"]),
     "out:a-nul-character": Case({}, ["run", "--out", "a\0b"], ["--out 'a\\x00b' holds a NUL character"]),
+    # Names a run writes, but a summary.json with only a schema_version key: not one of ours (it lacks mcmc, ...).
+    "out:a-json-file-with-a-schema-version": Case(
+        {"mine/summary.json": '{"schema_version": 1}', "mine/report.html": "<p>mine</p>"},
+        ["run", "--out", "{dir}/mine"], ["cannot write results to {dir}/mine: it has no .jaxschools-result marker"]),
     "args:missing-command": Case({}, [], ["missing command"]),
     "args:unknown-command": Case({}, ["frobnicate"], ["invalid choice: 'frobnicate'"]),
     "args:unknown-option": Case({}, ["run", "--bogus"], ["unrecognized arguments: --bogus"]),

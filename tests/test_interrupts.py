@@ -170,6 +170,47 @@ def test_a_second_signal_during_clean_up_still_cleans_up(tmp_path, capsys, stand
     assert _files(out) == previous and [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
+@pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)],
+                         ids=["SIGTERM-then-SIGINT", "SIGINT-then-SIGTERM"])
+@pytest.mark.parametrize("chunks", [False, True], ids=["no-chunks", "stored-chunks"])
+def test_the_first_signal_decides_the_outcome_and_a_second_during_clean_up_is_ignored(tmp_path, capsys, stand_ins,
+                                                                                       first, second, chunks):
+    """The second signal, raised from the clean-up, replaced the first one's outcome: its exit status, and with
+    stored chunks of a sweep the message that they are kept (the user was told "no results were written")."""
+    out = tmp_path / "run"
+    previous = _previous_results(out)
+    capsys.readouterr()
+    store = tmp_path / ".run.cells"
+    if chunks:
+        stand_ins["analysis"] = lambda: (store.mkdir(), (store / "chunk-0.npz").write_bytes(b"stored"))
+    stand_ins["report"] = _send(first)
+    stand_ins["remove-tmp"] = _send(second)
+    code = cli.main(["run", "--out", str(out), "--quiet", "--set", "sampler.seed=2"])
+    word = "interrupted" if first == signal.SIGINT else "terminated"
+    assert code == (130 if first == signal.SIGINT else 143)
+    kept = f"the finished chunks are kept in {store}: run the same command again to resume"
+    assert capsys.readouterr().err == f"error: {word}; {kept if chunks else 'no results were written'}\n"
+    assert _files(out) == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([".run.cells", "run"] if chunks else ["run"])
+
+
+def test_two_signals_while_the_temporary_folder_is_made_exit_with_the_first(tmp_path, capsys, stand_ins,
+                                                                              monkeypatch):
+    """Both arrive while the step runs (their exception waits for its end): the later one used to win."""
+    real = cli._prepare_output
+
+    def prepare(out_dir):
+        folder = real(out_dir)
+        _send(signal.SIGTERM)()
+        _send(signal.SIGINT)()
+        return folder
+
+    monkeypatch.setattr(cli, "_prepare_output", prepare)
+    assert cli.main(["run", "--out", str(tmp_path / "run"), "--quiet"]) == 143
+    assert capsys.readouterr().err == "error: terminated; no results were written\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_signal_whose_exception_python_swallows_still_stops_the_run(tmp_path, capsys, stand_ins, monkeypatch):
     """A handler that runs inside a garbage-collector callback (JAX registers one) raises into the collector,
     which prints "Exception ignored" and carries on: the run must notice at its next checkpoint."""

@@ -10,6 +10,7 @@ handling of folders); the refusals themselves come before JAX is imported (``tes
 them in a fresh interpreter and checks that JAX stays out).
 """
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import pytest
 from jaxschools import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+TEMPORARY = ".jaxschools-temporary"  # the marker of a run's temporary folder (output_folder.TEMPORARY_MARKER)
 
 
 @pytest.fixture
@@ -164,11 +167,19 @@ def test_files_added_to_an_earlier_result_are_not_deleted(tmp_path, capsys, stan
     assert _snapshot(tmp_path) == before
 
 
+# The top-level keys of the summary.json that every run before the marker wrote (81f0f4d's analysis.py; the
+# values are abridged).
+LEGACY_SUMMARY = {"schema_version": 1, "data": {"names": ["A"], "y": [1.0], "sigma": [2.0]}, "separate": {},
+                  "pooled": {}, "laplace": {"converged": True}, "mcmc": {"kernel": "rwmh"}, "posterior": {},
+                  "theta": {}, "shrinkage": [0.5], "shrinkage_mcse": [0.01], "queries": {}, "predictive": {},
+                  "exact": {}, "config": {"sampler": {"seed": 7}}, "provenance": {"jax": "0.4.30"}}
+
+
 def _legacy_result(folder: Path, extra=None, summary=None):
     """The layout a run before the marker wrote."""
     (folder / "figures").mkdir(parents=True)
     (folder / "figures" / "trace.png").write_bytes(b"\x89PNG")
-    (folder / "summary.json").write_text(json.dumps(summary or {"schema_version": 1, "seed": 7}))
+    (folder / "summary.json").write_text(json.dumps(summary or LEGACY_SUMMARY))
     for name in ("report.html", "timings.json", "posterior.nc"):
         (folder / name).write_text("x")
     if extra:
@@ -189,17 +200,77 @@ def test_an_earlier_result_or_an_empty_folder_is_replaced_whole(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-@pytest.mark.parametrize("damage", ["a-users-file", "summary-without-schema-version", "a-folder-in-figures"])
+SUMMARIES = {
+    "summary-without-schema-version": {key: value for key, value in LEGACY_SUMMARY.items() if key != "schema_version"},
+    # A user's JSON file with a schema_version key is not a jaxschools summary (the first rule took it for one).
+    "summary-with-only-a-schema-version": {"schema_version": 1, "seed": 7},
+    "summary-without-mcmc": {key: value for key, value in LEGACY_SUMMARY.items() if key != "mcmc"},
+    "summary-with-a-text-schema-version": dict(LEGACY_SUMMARY, schema_version="1"),
+}
+
+
+@pytest.mark.parametrize("damage", ["a-users-file", "a-folder-in-figures", *SUMMARIES])
 def test_what_only_looks_like_an_earlier_result_is_refused(tmp_path, capsys, stand_ins, damage):
     out = tmp_path / "run"
-    _legacy_result(out, extra="thesis.tex" if damage == "a-users-file" else None,
-                   summary={"seed": 7} if damage == "summary-without-schema-version" else None)
+    _legacy_result(out, extra="thesis.tex" if damage == "a-users-file" else None, summary=SUMMARIES.get(damage))
     if damage == "a-folder-in-figures":
         (out / "figures" / "drafts").mkdir()
     before = _snapshot(tmp_path)
     code, err = _main(capsys, "--out", str(out))
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: cannot write results to {out}: "), err
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("unreadable", ["the-folder", "a-subfolder-of-a-result"])
+def test_a_folder_that_cannot_be_read_is_refused(tmp_path, monkeypatch, capsys, stand_ins, unreadable):
+    """A folder the run cannot list (mode 0300 for another user, say) is not taken for an empty one.
+
+    The tests run as root, who reads a folder of mode 0300 all the same; so the kernel's answer to anyone else
+    is simulated: ``os.scandir``, with which ``os.walk`` lists a folder, raises PermissionError for it. The
+    first rule's ``os.walk`` skipped the folder in silence: the run replaced DIR and deleted the files in it."""
+    out = tmp_path / "run"
+    if unreadable == "the-folder":
+        out.mkdir()
+        hidden = out
+    else:
+        assert _main(capsys, "--out", str(out), "--set", "sampler.seed=1")[0] == 0
+        hidden = out / "figures"  # listed in the marker as a folder of the run's
+    (hidden / "mine.txt").write_text("keep")
+    before = _snapshot(tmp_path)
+    scandir = os.scandir
+
+    def unreadable_scandir(path="."):
+        if not isinstance(path, int) and os.fspath(path) == str(hidden):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return scandir(path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "scandir", unreadable_scandir)
+        _refused(capsys, ["--out", str(out), "--set", "sampler.seed=2"], out,
+                 f"cannot read {hidden} (Permission denied)")
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_input_file_that_moves_into_dir_during_the_run_is_refused_at_the_swap(tmp_path, capsys, stand_ins):
+    """The check before the swap takes the run's input files too: here the data file is a link, pointed during
+    the run at a file in DIR (which has a result's name, so the contents rule alone would let it go)."""
+    out = tmp_path / "run"
+    assert _main(capsys, "--out", str(out), "--set", "sampler.seed=1")[0] == 0
+    table = "name,y,sigma\n" + "".join(f"{n},{y},10\n" for n, y in zip("ABCDEFGH", range(8)))
+    (tmp_path / "data.csv").write_text(table)
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "data.csv")
+
+    def data_moves_into_dir():
+        (out / "report.html").write_text(table)
+        link.unlink()
+        link.symlink_to(out / "report.html")
+
+    stand_ins["analysis"] = data_moves_into_dir
+    _refused(capsys, ["--data", str(link), "--out", str(out), "--set", "sampler.seed=2"], out,
+             f"it holds the input file {out / 'report.html'}")
+    assert (out / "report.html").read_text() == table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "link.csv", "run"]  # no temporary left
 
 
 def test_a_folder_that_becomes_a_users_during_the_run_is_not_replaced(tmp_path, capsys, stand_ins):
@@ -256,15 +327,16 @@ sys.stdin.read()
 def test_dead_runs_temporaries_are_removed_and_a_live_runs_are_kept(tmp_path, capsys, stand_ins):
     out = tmp_path / "run"
     assert _main(capsys, "--out", str(out), "--set", "sampler.seed=1")[0] == 0
-    # Left by runs killed with kill -9 (the original's names: mkdtemp's eight characters).
-    for name in (".run.tmp-k1_x9abc", ".run.old-deadbeef/previous"):
-        (tmp_path / name).mkdir(parents=True)
-        (tmp_path / name / "summary.json").write_text("{}")
+    # Left by runs of the version before the locks killed with kill -9, made as it made them (tempfile.mkdtemp).
+    dead_tmp = tempfile.mkdtemp(prefix=".run.tmp-", dir=tmp_path)
+    (Path(dead_tmp) / "summary.json").write_text("{")  # cut short
+    dead_old = tempfile.mkdtemp(prefix=".run.old-", dir=tmp_path)
+    _legacy_result(Path(dead_old) / "previous")
     # Not a run's temporary folder of this DIR: never touched.
     for name in (".other.tmp-abc", ".run.tmp-a.b"):
         (tmp_path / name).mkdir()
     live = tmp_path / ".run.tmp-live0001"
-    live.mkdir()
+    live.mkdir(mode=0o700)
     (live / "summary.json").write_text("being written")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(live)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -314,16 +386,78 @@ def test_a_run_killed_with_sigkill_leaves_a_temporary_folder_that_the_next_run_r
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
-def test_a_run_killed_between_the_two_renames_gets_its_previous_results_back(tmp_path, capsys, stand_ins):
+def _dead_folder(parent: Path, prefix: str, version: str) -> Path:
+    """A temporary folder as a run of ``version`` made it, left by a kill -9 (its lock released)."""
+    from jaxschools import output_folder
+
+    if version == "before-the-locks":
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path, fd = output_folder._locked_folder(parent, prefix)
+    os.close(fd)
+    return path
+
+
+@pytest.mark.parametrize("version", ["current", "before-the-locks"])
+def test_a_run_killed_between_the_two_renames_gets_its_previous_results_back(tmp_path, capsys, stand_ins,
+                                                                             version):
     """DIR was moved into ``.DIR.old-*`` and the new results not yet moved in: the next run puts it back."""
     from jaxschools import output_folder
 
     out = tmp_path / "run"
     assert _main(capsys, "--out", str(out), "--set", "sampler.seed=1")[0] == 0
-    (tmp_path / ".run.old-0123abcd").mkdir()
-    out.rename(tmp_path / ".run.old-0123abcd" / "previous")
-    assert output_folder.remove_stale(out) == [out, tmp_path / ".run.old-0123abcd"]
+    old = _dead_folder(tmp_path, ".run.old-", version)
+    out.rename(old / "previous")
+    assert output_folder.remove_stale(out) == [out, old]
     assert _seed(out) == 1 and [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_only_folders_a_run_made_are_removed_beside_dir(tmp_path, capsys, stand_ins):
+    """A clean-up removes a dead run's temporary folder, and nothing else named like one: the first rule removed
+    every unlocked ``.DIR.tmp-*`` and ``.DIR.old-*`` folder, a user's backup ``.run.old-backup`` among them."""
+    out = tmp_path / "run"
+    assert _main(capsys, "--out", str(out), "--set", "sampler.seed=1")[0] == 0
+    theirs = {
+        ".run.old-backup": "previous/summary.json",  # a user's backup of a result
+        ".run.old-20240101": "notes.txt",  # the old version's name format, not its mode (0700) or contents
+        ".run.tmp-0123456789ab": "notes.txt",  # this version's name format, but no marker
+    }
+    for name, inside in theirs.items():
+        (tmp_path / name / inside).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / inside).write_text("keep")
+    for name, inside in {".run.old-2024_jan": "notes.txt", ".run.tmp-2024_jan": "thesis.tex"}.items():
+        (tmp_path / name).mkdir(mode=0o700)  # the old version's name and mode, but not what it put there
+        (tmp_path / name / inside).write_text("keep")
+        theirs[name] = inside
+    # The old version moved any DIR aside: a user's folder in a dead .old- folder is kept, DIR being there.
+    moved = _dead_folder(tmp_path, ".run.old-", "before-the-locks")
+    (moved / "previous").mkdir()
+    (moved / "previous" / "thesis.tex").write_text("keep")
+    theirs[moved.name] = "previous/thesis.tex"
+    # Dead runs' folders: marked (killed during its run), empty (killed before its marker), old version's.
+    ours = [_dead_folder(tmp_path, ".run.tmp-", "current"), _dead_folder(tmp_path, ".run.old-", "current"),
+            _dead_folder(tmp_path, ".run.tmp-", "before-the-locks")]
+    (ours[0] / "report.html").write_text("<html")
+    (ours[1] / TEMPORARY).unlink(missing_ok=True)
+    before = _snapshot(tmp_path)
+    assert _main(capsys, "--out", str(out), "--set", "sampler.seed=2") == (0, [])
+    assert _seed(out) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*theirs, "run"])
+    def kept(snapshot):
+        return {name: value for name, value in snapshot.items() if name.split("/")[0] in theirs}
+
+    assert kept(_snapshot(tmp_path)) == kept(before)
+    assert all((tmp_path / name / inside).read_text() == "keep" for name, inside in theirs.items())
+
+
+def test_the_temporary_marker_does_not_stay_in_the_results(tmp_path, capsys, stand_ins):
+    out = tmp_path / "run"
+    for seed in (1, 2):  # a first result, then one that replaces it
+        assert _main(capsys, "--out", str(out), "--set", f"sampler.seed={seed}") == (0, [])
+        assert not (out / TEMPORARY).exists() and _seed(out) == seed
+    # Left in DIR by a run killed right after its swap: the next run still takes DIR for a result.
+    (out / TEMPORARY).write_text("{}")
+    assert _main(capsys, "--out", str(out), "--set", "sampler.seed=3") == (0, [])
+    assert _seed(out) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 # --- finding 13: permissions -----------------------------------------------------------------------------------------

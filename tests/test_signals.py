@@ -138,3 +138,19 @@ def test_a_signal_as_figures_or_files_are_written_exits_with_its_status(tmp_path
     out = tmp_path / "runs" / "r"
     code = cli.main(["run", "--out", str(out)])
     _expect(code, capsys.readouterr().err, signum, out)
+
+
+@pytest.mark.parametrize("stage", ["import", "compile"])
+def test_the_test_hook_leaves_nothing_installed_once_a_run_returns(tmp_path, capsys, monkeypatch, instant_analysis,
+                                                                   stage):
+    """In-process JAX is imported already, so the import hook is never asked, and the stand-in analysis compiles
+    nothing: neither stage fires. The hook used to stay in ``sys.meta_path`` (it would have fired at the next
+    import of a JAX submodule, in whatever came next), and every run left a JAX listener registered."""
+    from jax._src import monitoring
+
+    monkeypatch.setenv("JAXSCHOOLS_TEST_SIGNAL_AT", stage)
+    meta_path, listeners = list(sys.meta_path), list(monitoring.get_event_duration_listeners())
+    assert cli.main(["run", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert sys.meta_path == meta_path
+    assert list(monitoring.get_event_duration_listeners()) == listeners
