@@ -22,11 +22,12 @@ from typing import Any, Callable, NamedTuple
 
 from jaxschools.errors import InputError, JaxschoolsError
 from jaxschools.input_files import MAX_CONFIG_BYTES
+from jaxschools.moments import PRIORS
 from jaxschools.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, read_text
 
-# Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation; a new
-# prior also needs its row in ``jaxschools.validation.MIN_SCHOOLS``.
-PRIORS = ("flat", "half_cauchy", "half_normal")
+# Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation. The priors
+# are ``jaxschools.moments.PRIORS``: a new prior starts there, with the tail of its p(tau | y), from which
+# ``validation.MIN_SCHOOLS`` and the moments' existence follow.
 PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
 KERNELS = ("rwmh", "hmc", "nuts")
 # What a [sweep] varies: nothing, a numeric config value, a prior, or the data (see default.toml).

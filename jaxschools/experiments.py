@@ -494,7 +494,7 @@ def _run_simulation(config, data, store, progress, mesh=None):
                   burn_in=sim["burn_in"], max_iterations=config["laplace"]["max_iterations"])
     for kind in sim["priors"]:
         prior = _prior_from(config, kind)
-        key = jax.random.fold_in(root, ["flat", "half_cauchy", "half_normal"].index(kind))
+        key = jax.random.fold_in(root, moments.PRIORS.index(kind))
         y, mu, tau, theta = _simulate(key, data, prior, num, sim["mu"], sim["tau"])
         truth = jnp.concatenate([mu[:, None], tau[:, None], theta], axis=1)
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, 7), jnp.arange(num))

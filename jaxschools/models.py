@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxschools.data import Schools
+from jaxschools.moments import PRIORS  # the one list of prior names
 
 __all__ = [
     "PRIORS",
@@ -45,7 +46,6 @@ __all__ = [
     "logdensity_for",
 ]
 
-PRIORS = ("flat", "half_cauchy", "half_normal")
 PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
 
 _LOG_2PI = math.log(2.0 * math.pi)

@@ -64,6 +64,7 @@ import math
 from typing import NamedTuple
 
 __all__ = [
+    "PRIORS",
     "QUANTITIES",
     "STATISTICS",
     "Missing",
@@ -81,6 +82,9 @@ STATISTICS = {"mean": 1, "sd": 2}
 
 # p(tau | y) ~ tau^-(J + offset) at large tau; None for a tail faster than any power (half-normal).
 _TAU_TAIL_OFFSET = {"flat": -1, "half_cauchy": 2, "half_normal": None}
+# The prior families, the one list of their names (``config.PRIORS`` is this tuple): a new prior starts with
+# the tail of its p(tau | y) above (then ``models.Prior`` and its exact form in ``exact``).
+PRIORS = tuple(_TAU_TAIL_OFFSET)
 # Quantities whose k-th moment exists with tau's k-th under the flat prior (their conditional spread ~ tau).
 _LIKE_TAU_WHEN_FLAT = ("mu", "tau", "theta_out")
 _LIKE_TAU_ALWAYS = ("tau", "theta_out")

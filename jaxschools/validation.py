@@ -21,21 +21,15 @@ import numpy as np
 from jaxschools import input_files
 from jaxschools.errors import InputError
 from jaxschools.moments import messages as moment_messages
-from jaxschools.moments import min_schools
+from jaxschools.moments import PRIORS, min_schools
 
 COLUMNS = ("name", "y", "sigma")
 NUMBER_COLUMNS = ("y", "sigma")
 
-# The fewest schools each prior needs, for: (the analysis to run at all, tau's posterior mean to exist,
-# tau's posterior variance to exist). The moment thresholds come from ``jaxschools.moments`` (p(tau | y) ~
-# tau^(1 - J) under the flat prior, p(tau) tau^-J with the normal prior on mu: flat 4 and 5, half-Cauchy 1 and
-# 2, half-normal none); the flat prior's posterior is proper only for J >= 3, and the proper priors still
-# need J >= 2 here because the pooled chi-squared homogeneity test has J - 1 degrees of freedom.
-# Keep the keys equal to ``jaxschools.config.PRIORS`` (a test checks it).
-MIN_SCHOOLS = {
-    prior: (max(min_schools(prior, "tau", 0), 2), min_schools(prior, "tau", 1), min_schools(prior, "tau", 2))
-    for prior in ("flat", "half_cauchy", "half_normal")
-}
+# The fewest schools each prior needs for the analysis to run at all: a proper posterior (``jaxschools.moments``:
+# the flat prior's p(tau | y) ~ tau^(1 - J) is integrable only for J >= 3), and at least 2, because the pooled
+# chi-squared homogeneity test has J - 1 degrees of freedom. Which moments exist is ``moments``' alone.
+MIN_SCHOOLS = {prior: max(min_schools(prior, "tau", 0), 2) for prior in PRIORS}
 
 
 def read_text(path, what="data file", limit=None):
@@ -393,7 +387,7 @@ def check_groups(num_schools, prior):
     if prior not in MIN_SCHOOLS:
         known = ", ".join(repr(name) for name in MIN_SCHOOLS)
         raise InputError(f"unknown prior {prior!r}; expected one of {known}")
-    needed = MIN_SCHOOLS[prior][0]
+    needed = MIN_SCHOOLS[prior]
     if num_schools < needed:
         why = (
             "the posterior is improper (p(tau | y) is not integrable)"

@@ -260,7 +260,19 @@ def test_input_error_is_a_value_error():
 
 
 def test_every_prior_has_its_minimum_numbers_of_schools():
-    assert set(MIN_SCHOOLS) == set(PRIORS)
+    """One list of prior names: the config's choices, the moments' tails and the minimum J agree; the minimum
+    is a proper posterior's (flat: p(tau | y) ~ tau^(1 - J) integrable for J >= 3, BDA3 section 5.4) and 2 for
+    the pooled chi-squared test."""
+    from jaxschools import moments
+
+    assert tuple(PRIORS) == moments.PRIORS == tuple(MIN_SCHOOLS)
+    assert MIN_SCHOOLS == {"flat": 3, "half_cauchy": 2, "half_normal": 2}
+    from jaxschools import models
+
+    assert models.PRIORS == moments.PRIORS
+    for prior in PRIORS:
+        moments.tail_exponent(prior, 8)  # every name has a tail and a density
+        assert models.make_prior(prior).kind == prior
 
 
 @pytest.mark.parametrize(
