@@ -8,9 +8,11 @@ import importlib
 
 __version__ = "0.1.0"
 
+# Every public module (a module whose name starts with "_" is private); tests/test_moments.py checks the list.
 _SUBMODULES = (
     "adaptation",
     "analysis",
+    "calibration",
     "classical",
     "cli",
     "config",
@@ -19,15 +21,21 @@ _SUBMODULES = (
     "diagnostics",
     "errors",
     "exact",
+    "exact_check",
+    "experiment_plots",
     "experiments",
     "inference_data",
+    "input_files",
     "kernels",
     "laplace",
     "models",
+    "moments",
+    "output_folder",
     "plots",
     "posterior",
     "predictive",
     "report",
+    "resources",
     "sampling",
     "sharding",
     "streaming",

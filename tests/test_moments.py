@@ -341,3 +341,24 @@ def test_sweep_cells_null_the_means_that_do_not_exist():
         theta_mean = np.asarray(cell["theta"]["mean"])
         assert np.all(np.isfinite(theta_mean[:num_schools]))
         assert np.all(np.isfinite(theta_mean[num_schools:]) == exists)
+
+
+def test_every_public_module_is_an_attribute_of_the_package():
+    """``jaxschools.moments`` (and every other module not named with a leading underscore) is reachable from
+    the package, lazily, as ``import jaxschools as js; js.moments``."""
+    import pathlib
+    import subprocess
+    import sys
+
+    import jaxschools
+
+    package = pathlib.Path(jaxschools.__file__).parent
+    public = sorted(path.stem if path.is_file() else path.name for path in package.iterdir()
+                    if not path.name.startswith("_") and (path.suffix == ".py" or (path / "__init__.py").is_file()))
+    assert sorted(jaxschools._SUBMODULES) == public
+    assert jaxschools.moments.PRIORS == ("flat", "half_cauchy", "half_normal")
+    # Reaching the pure-Python ones does not import JAX.
+    code = ("import sys, jaxschools as js; js.moments, js.exact_check, js.resources, js.output_folder, "
+            "js.input_files; print(any(m == 'jax' or m.startswith('jax.') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
