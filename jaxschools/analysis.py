@@ -28,7 +28,9 @@ from jaxschools.kernels import hmc, nuts, rwmh
 
 __all__ = ["Analysis", "analyze", "SCHEMA_VERSION", "to_json"]
 
-SCHEMA_VERSION = 1
+# 2 (issue #13): nulls where a moment does not exist or a diagnostic is undefined, exact_check,
+# posterior.<name>.mcse_sd, mcmc.flags.frozen_chains and exact_mismatch; CHANGELOG.md lists the changes.
+SCHEMA_VERSION = 2
 
 # A chain accepting less than this share of proposals is flagged as stuck.
 STUCK_ACCEPTANCE = 0.01

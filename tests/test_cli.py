@@ -45,7 +45,7 @@ def test_outputs_exist(default_run):
 
 def test_summary_has_the_contract_keys(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
-    assert summary["schema_version"] >= 1
+    assert summary["schema_version"] == 2  # CHANGELOG.md: nulls, exact_check, mcse_sd, frozen_chains since 2
     for section, keys in CONTRACT_KEYS.items():
         assert keys <= set(summary[section]), section
     for name in ("mu", "log_tau", "tau"):
@@ -176,8 +176,11 @@ def test_a_sampler_that_cannot_move_is_flagged_not_reported_as_converged(default
         assert summary["posterior"][name]["mcse_mean"] is None and summary["posterior"][name]["ess_bulk"] is None
     check = summary["exact_check"]
     assert check["num_compared"] == 0 and check["num_undefined"] == 23 and not check["flagged"]
+    assert check["undefined"] == {"moment_does_not_exist": 0, "mcse_needs_higher_moment": 0,
+                                  "draws_do_not_vary": 23, "missing": 0}
     page = (out / "report.html").read_text()
     top = page[: page.index('<section id="data"')]
+    assert "23 sampler estimates have no Monte Carlo standard error: their draws do not vary" in top
     assert "No convergence warnings" not in page
     assert 'id="warnings"' in top and "did not move" in top and "below floating-point resolution" in top
     assert "Its ESS and R-hat are undefined" in top
@@ -192,6 +195,7 @@ def test_healthy_run_has_no_stuck_or_exact_flags(default_run):
     assert flags["frozen_chains"] == [] and flags["stuck_chains"] == [] and "exact_mismatch" not in flags
     check = summary["exact_check"]
     assert check["num_compared"] == 23 and check["num_undefined"] == 0 and not check["flagged"]
+    assert set(check["undefined"].values()) == {0}
     assert check["max_abs_z"] < check["threshold"]
     page = (default_run / "report.html").read_text()
     assert "did not move" not in page and "differ from the exact posterior" not in page

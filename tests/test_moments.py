@@ -318,6 +318,11 @@ def test_summary_of_three_schools_under_the_flat_prior():
 
     page = report.render_html(summary, [], drawn=False)  # the nulls render, with the reason
     assert "Left blank because they do not exist" in page and "need J &gt;= 5" in page
+    # The four (means and sds of mu and tau) are not compared with the exact posterior because they do not
+    # exist, which the report says; not that their draws do not vary.
+    assert summary["exact_check"]["undefined"] == {"moment_does_not_exist": 4, "mcse_needs_higher_moment": 0,
+                                                   "draws_do_not_vary": 0, "missing": 0}
+    assert "4 posterior moments do not exist for this prior" in page and "draws do not vary within" not in page
 
 
 def test_sweep_cells_null_the_means_that_do_not_exist():
