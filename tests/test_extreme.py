@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxschools import analysis, config, exact, laplace, moments, report, sampling
+from jaxschools import analysis, config, exact, laplace, report, sampling
 from jaxschools.data import Schools
 from jaxschools.kernels import rwmh
 from jaxschools.kernels.base import metropolis_accept
@@ -47,19 +47,44 @@ def _all_finite(*values):
         assert array.size and np.all(np.isfinite(array)), value
 
 
-def _check_finite(summary):
+# p(tau | y) ~ tau^-a as tau -> inf (BDA3 eq. 5.21, mu integrated out): under the flat prior the Gaussian integral
+# over mu leaves V_mu^(1/2) prod_j v_j^(-1/2) ~ tau^(1 - J); a N(mu_loc, mu_scale^2) prior on mu leaves
+# tau^-J, times the half-Cauchy's tau^-2; the half-normal's tail is Gaussian (faster than any power).
+def _tail_exponent(kind, num_schools):
+    return {"flat": num_schools - 1, "half_cauchy": num_schools + 2, "half_normal": math.inf}[kind]
+
+
+def _moment_exists(kind, name, order, num_schools):
+    """E[|name|^order | y] < inf, written out here from the tail exponent a (not from ``jaxschools.moments``):
+    the posterior is proper iff a > 1; E[tau^k] < inf iff a > k + 1; mu | tau, y has variance V_mu ~ tau^2 / J
+    under the flat prior (so mu has tau's conditions) and V_mu <= mu_scale^2 under a normal prior on mu (every
+    moment); log tau has exponential tails, so every moment of a proper posterior (tests/test_moments.py checks
+    these exponents by quadrature)."""
+    a = _tail_exponent(kind, num_schools)
+    if a <= 1:
+        return False
+    if name == "tau" or (name == "mu" and kind == "flat"):
+        return a > order + 1
+    return True
+
+
+def _check_finite(summary, frozen=False):
     """The numbers a reader uses: every one of them a finite number (None is allowed only where the contract
-    says a value does not exist: the improper prior's evidence, the diagonal of p_greater, and the means and
-    sds that do not exist for this prior and J, ``jaxschools.moments``: those are None, sampled and exact)."""
+    says a value does not exist: the improper prior's evidence, the diagonal of p_greater, the means and
+    sds that do not exist for this prior and J (:func:`_moment_exists`: those are None, sampled and exact),
+    and, when ``frozen`` (no chain moved), the ESS, which is then undefined and must be None)."""
     post, theta, queries = summary["posterior"], summary["theta"], summary["queries"]
     kind, num_schools = summary["config"]["model"]["prior"], len(summary["data"]["names"])
-    moment = {(name, key): moments.exists(kind, name, moments.STATISTICS[key], num_schools)
-              for name in ("mu", "log_tau", "tau") for key in ("mean", "sd")}
+    moment = {(name, key): _moment_exists(kind, name, order, num_schools)
+              for name in ("mu", "log_tau", "tau") for key, order in (("mean", 1), ("sd", 2))}
+    ess = summary["mcmc"]["ess"]
+    if frozen:
+        assert ess == {"mu": None, "log_tau": None}, ess
     _all_finite(summary["laplace"]["mode"], summary["laplace"]["cov"], summary["mcmc"]["acceptance_rate"],
                 *(post[name][key] for (name, key), exists in moment.items() if exists),
                 *(theta[key] for key in ("mean", "sd", "q025", "q975")), summary["shrinkage"],
-                queries["p_exceeds"]["p"], queries["p_best"], summary["mcmc"]["ess"]["mu"],
-                summary["mcmc"]["ess"]["log_tau"], summary["exact"]["theta"]["mean"])
+                queries["p_exceeds"]["p"], queries["p_best"], *([] if frozen else [ess["mu"], ess["log_tau"]]),
+                summary["exact"]["theta"]["mean"])
     for (name, key), exists in moment.items():
         assert (post[name][key] is not None) == exists and (summary["exact"][name][key] is not None) == exists
     assert ("nonexistent_moments" in summary["exact"]) == (not all(moment.values()))
@@ -239,19 +264,29 @@ def test_laplace_on_a_density_without_a_usable_mode_reports_not_converged(logden
 
 
 def test_stuck_chains_are_flagged_in_the_summary_and_the_report():
-    """Proposals 10,000 Laplace standard deviations wide: hardly any is accepted."""
-    result = _analyze(Y8, SIGMA8, "sampler.scale=1e4")
+    """Proposals 1e100 Laplace standard deviations wide: one is accepted only if both of its standard normal
+    components are within ~1e-99 of 0 (else mu is ~1e100 off, a log density of ~-1e200, or log tau is, and
+    tau overflows or the Jacobian term is -1e100), which no float64 normal draw is. So, certainly, no chain
+    moves: acceptance 0, every chain frozen and stuck, ESS, R-hat and MCSE undefined (null, not perfect:
+    issue #13); all else finite. J = 8 under the flat prior: p(tau | y) ~ tau^-7, so every mean and sd
+    exists and none of them may be null."""
+    result = _analyze(Y8, SIGMA8, "sampler.scale=1e100")
     summary = _strict_json(result.summary)
-    flags = summary["mcmc"]["flags"]
-    assert flags["stuck_chains"] == [0, 1, 2, 3] and flags["not_mixed"]
-    assert all(rate < 0.01 for rate in summary["mcmc"]["acceptance_rate"])
+    mcmc = summary["mcmc"]
+    flags = mcmc["flags"]
+    assert mcmc["acceptance_rate"] == [0.0] * 4
+    assert flags["frozen_chains"] == flags["stuck_chains"] == [0, 1, 2, 3] and flags["not_mixed"]
+    for group in ("ess", "ess_tail", "rhat"):
+        assert mcmc[group] == {"mu": None, "log_tau": None}, group
+    for name in ("mu", "log_tau", "tau"):
+        stats = summary["posterior"][name]
+        assert stats["mcse_mean"] is None and stats["ess_bulk"] is None, name
+        assert all(value is not None for value in (stats["mean"], stats["sd"], summary["exact"][name]["mean"],
+                                                   summary["exact"][name]["sd"])), name
+    assert "nonexistent_moments" not in summary["exact"]
     page = report.render_html(summary, [], drawn=False)
     assert "stuck" in page and "not shown to have mixed" in page
-    if flags["frozen_chains"] == [0, 1, 2, 3]:
-        # No chain moved during its kept draws: ESS is undefined (null), not perfect (issue #13); all else finite.
-        assert summary["mcmc"]["ess"] == {"mu": None, "log_tau": None}
-        summary["mcmc"]["ess"] = {"mu": 0.0, "log_tau": 0.0}
-    _check_finite(summary)
+    _check_finite(summary, frozen=True)
 
 
 # --- kernels: a proposal whose log-density is not finite is never accepted -------------------------------------
