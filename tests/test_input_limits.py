@@ -322,8 +322,19 @@ def test_ecdf_band_is_a_central_binomial_band_of_one_level_at_every_point(num_ra
 
 @pytest.mark.parametrize("num_ranks", [19, 10**6])
 def test_ecdf_band_holds_its_simultaneous_level_for_uniform_ranks(num_ranks):
-    """Uniform ranks drawn here (numpy, another seed) and their ECDF counted here fall outside the band about
-    alpha of the time, within 4 binomial standard errors (plus the band's own Monte Carlo error)."""
+    """Uniform ranks drawn here (numpy, another seed) and their ECDF counted here fall outside the band at
+    most alpha of the time, up to the Monte Carlo error of the two estimates involved:
+
+    * the rate measured here, from ``trials`` independent experiments: variance alpha (1 - alpha) / trials;
+    * the band's own: its pointwise level is the alpha-quantile of S = ``calibration._BAND_SIMULATIONS``
+      simulated worst tail probabilities, and the probability mass below an empirical alpha-quantile of S
+      draws is Beta(alpha S, (1 - alpha) S + 1), variance ~ alpha (1 - alpha) / S.
+
+    So outside <= alpha + 4 sqrt(alpha (1 - alpha) (1 / trials + 1 / S)) (0.075 for 600 trials and S =
+    2,000). One-sided: the counts are integers, and discreteness can only make the band hold more often than
+    its nominal level (a tie at the simulated quantile counts as inside); that the band is not needlessly
+    wide is checked by its pointwise level staying above a Bonferroni one (the test above). Measured with
+    20,000 trials: 0.205 outside for both L here."""
     alpha, trials, n = 0.2, 600, 100
     points = calibration.evaluation_points(num_ranks)
     _, lower, upper = calibration.ecdf_band(num_ranks, n, alpha)
@@ -331,8 +342,8 @@ def test_ecdf_band_holds_its_simultaneous_level_for_uniform_ranks(num_ranks):
     ranks = rng.integers(0, num_ranks + 1, size=(trials, n))
     counts = (ranks[:, :, None] < points[None, None, :]).sum(axis=1)
     outside = np.mean(np.any((counts < lower) | (counts > upper), axis=1))
-    sd = np.sqrt(alpha * (1 - alpha) / trials)
-    assert abs(outside - alpha) < 4 * sd + 0.02, outside
+    margin = 4 * np.sqrt(alpha * (1 - alpha) * (1 / trials + 1 / calibration._BAND_SIMULATIONS))
+    assert outside <= alpha + margin, (outside, alpha, margin)
     np.testing.assert_array_equal(calibration.ecdf_counts(ranks[0], num_ranks), counts[0])
 
 
