@@ -6,7 +6,8 @@ inside ``import jax``, inside the first compilation, after the K-th chunk of a s
 steps (minutes if it ran to its end) is dispatched, as the figures start, before summary.json is written.
 The exit status, the one ``error:`` line, the absence of a crash (a segmentation fault, exit 139, was the
 bug: the interpreter tore down while XLA still ran the one giant sampling call) and an untouched output
-folder are asserted.
+folder are asserted. In-process, on a real analysis computed once, a real signal also arrives inside the real
+figure drawing (plots.plot_contour) and midway through json.dump of summary.json.
 
 The chunked sampler behind it must draw what one ``sampling.run`` call draws, bit for bit: checked here for
 chains in several groups with padding, blocks split across chunks of every size, and an adaptive burn-in.
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -154,3 +156,86 @@ def test_the_test_hook_leaves_nothing_installed_once_a_run_returns(tmp_path, cap
     assert capsys.readouterr().err == ""
     assert sys.meta_path == meta_path
     assert list(monitoring.get_event_duration_listeners()) == listeners
+
+
+# --- a signal inside the real figure drawing and the real JSON writer ---------------------------------------
+
+SMALL_RUN = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200"]  # tests/test_cli.py's sizes
+
+
+@pytest.fixture(scope="module")
+def real_result():
+    """A real analysis (experiments.run on the command line's resolved config; the sizes of tests/test_cli.py's
+    runs, whose compilations it shares in a whole-suite run), computed once for the tests below."""
+    from jaxschools import data, experiments
+
+    resolved, table, _ = cli._read_inputs(cli._parser().parse_args(["run", *SMALL_RUN]))
+    return experiments.run(resolved, data.from_table(table))
+
+
+def _main_thread_signal(signum):
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def test_a_signal_during_real_figure_drawing_exits_130(tmp_path, capsys, monkeypatch, real_result):
+    """SIGINT arrives inside plots.plot_contour (real matplotlib drawing, inside plots.attempt, which catches
+    every Exception of a figure): the interrupt passes through, the run exits 130 with one error line and
+    nothing is published. Only the analysis is the precomputed real one."""
+    from jaxschools import experiments, plots
+
+    monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")  # leave this process's JAX configuration alone
+    monkeypatch.setattr(experiments, "run", lambda *args, **kwargs: real_result)
+    real_figure, drawn = plots._figure, []
+
+    def figure_then_signal(width, height):
+        figure = real_figure(width, height)
+        drawn.append(figure)
+        _main_thread_signal(signal.SIGINT)  # the handler runs at the next instruction, mid-figure
+        return figure
+
+    monkeypatch.setattr(plots, "_figure", figure_then_signal)
+    out = tmp_path / "runs" / "r"
+    code = cli.main(["run", "--out", str(out), *SMALL_RUN])
+    _expect(code, capsys.readouterr().err, signal.SIGINT, out)
+    assert len(drawn) == 1  # the first figure was being drawn when the signal came; no other was started
+
+
+def test_a_signal_while_summary_json_is_being_written_exits_143(tmp_path, capsys, monkeypatch, real_result):
+    """SIGTERM arrives after the first piece of summary.json is written by the real ``cli._write_json``
+    (json.dump of the real summary, through a file whose write() sends it once): exit 143, one error line,
+    no partial summary.json published."""
+    from jaxschools import experiments
+
+    monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")
+    monkeypatch.setattr(experiments, "run", lambda *args, **kwargs: real_result)
+    written = []
+
+    class SignallingFile:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            self.handle.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+        def write(self, text):
+            self.handle.write(text)
+            written.append(text)
+            if len(written) == 1:
+                _main_thread_signal(signal.SIGTERM)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    def open_signalling(path, *args, **kwargs):
+        handle = open(path, *args, **kwargs)
+        return SignallingFile(handle) if Path(path).name == "summary.json" else handle
+
+    monkeypatch.setattr(cli, "open", open_signalling, raising=False)
+    out = tmp_path / "runs" / "r"
+    code = cli.main(["run", "--out", str(out), "--set", "output.figures=false", *SMALL_RUN])
+    _expect(code, capsys.readouterr().err, signal.SIGTERM, out)
+    assert 1 <= len(written) < 100  # cut short: the whole summary is thousands of pieces
