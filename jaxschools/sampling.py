@@ -558,8 +558,8 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
 
     ``between(stage)``, if given, is called after each chunk is dispatched, with ``stage`` ``"sampling-chunk:K"``
     (K = 1, 2, ... over the whole run), before waiting for the chunk: where the command line checks for
-    Ctrl-C and SIGTERM. It is the reason for this function: a single jitted call cannot be interrupted
-    (on a CPU, a call runs to its end before Python can act on a signal).
+    Ctrl-C and SIGTERM, and where its tests send a signal at a named chunk: the run gets control back at
+    fixed points whose work is bounded, on any backend, rather than only while it waits on one long call.
 
     Not traceable (a Python loop that waits on the device) and without ``mesh`` or ``stream``; use
     :func:`run` for those.
