@@ -110,16 +110,7 @@ def _arviz_checks(min_chains):
 
         @functools.wraps(fn)
         def checked(x, *args, **kwargs):
-            x = jnp.asarray(x)
-            if not jnp.issubdtype(x.dtype, jnp.floating):
-                x = x.astype(jnp.result_type(float))
-            if x.ndim == 1:
-                x = x[None, :]
-            if x.ndim != 2:
-                raise ValueError(
-                    f"expected draws shaped (chain, draw), got shape {x.shape}; "
-                    "use jax.vmap for batches"
-                )
+            x = _as_chains(x)
             if x.shape[0] < min_chains or x.shape[1] < 4:
                 return jnp.full((), jnp.nan, x.dtype)
             out = compiled(x, *args, **kwargs)

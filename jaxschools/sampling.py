@@ -339,6 +339,19 @@ def _run_streaming(rng_key, algorithm, initial_position, num_samples: int, num_c
     return streaming.finalize(carry[1], stream, num_chains, num_samples, batch_length, initial_position[0])
 
 
+def _checked_arguments(num_samples, num_chains, burn_in, initial_position):
+    """The sizes as Python ints and the start as an array, refused with a ValueError when they cannot run."""
+    num_samples, num_chains, burn_in = int(num_samples), int(num_chains), int(burn_in)
+    if num_samples < 1 or num_chains < 1 or burn_in < 0:
+        raise ValueError(
+            f"need num_samples >= 1, num_chains >= 1 and burn_in >= 0; got {num_samples}, {num_chains}, {burn_in}"
+        )
+    initial_position = jnp.asarray(initial_position)
+    if initial_position.ndim == 2 and initial_position.shape[0] != num_chains:
+        raise ValueError(f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}")
+    return num_samples, num_chains, burn_in, initial_position
+
+
 def run(
     rng_key,
     algorithm,
@@ -377,16 +390,8 @@ def run(
     Traceable (callable inside ``jit``/``vmap``, e.g. over datasets); called eagerly it compiles
     once per kind of algorithm and shapes and reuses that code on later calls.
     """
-    num_samples, num_chains, burn_in = int(num_samples), int(num_chains), int(burn_in)
-    if num_samples < 1 or num_chains < 1 or burn_in < 0:
-        raise ValueError(
-            f"need num_samples >= 1, num_chains >= 1 and burn_in >= 0; got {num_samples}, {num_chains}, {burn_in}"
-        )
-    initial_position = jnp.asarray(initial_position)
-    if initial_position.ndim == 2 and initial_position.shape[0] != num_chains:
-        raise ValueError(
-            f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}"
-        )
+    num_samples, num_chains, burn_in, initial_position = _checked_arguments(
+        num_samples, num_chains, burn_in, initial_position)
     if mesh is not None:
         sharding.leading(mesh)  # a clear error for anything but a one-dimensional Mesh
     if stream is not None:
@@ -566,14 +571,8 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
     """
     import time
 
-    num_samples, num_chains, burn_in = int(num_samples), int(num_chains), int(burn_in)
-    if num_samples < 1 or num_chains < 1 or burn_in < 0:
-        raise ValueError(
-            f"need num_samples >= 1, num_chains >= 1 and burn_in >= 0; got {num_samples}, {num_chains}, {burn_in}"
-        )
-    initial_position = jnp.asarray(initial_position)
-    if initial_position.ndim == 2 and initial_position.shape[0] != num_chains:
-        raise ValueError(f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}")
+    num_samples, num_chains, burn_in, initial_position = _checked_arguments(
+        num_samples, num_chains, burn_in, initial_position)
     _, groups, group_size = _layout(num_chains, None, _chains_per_group(None))
     chunk_number = 0
 
