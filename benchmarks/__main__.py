@@ -1,7 +1,8 @@
 """``python -m benchmarks [--smoke]``: run every benchmark, print the tables, rewrite benchmarks/RESULTS.md.
 
 Figures come only from here, never from timed tests. ``--smoke`` runs each at a tiny size (part of the test
-suite) and writes nothing.
+suite) and writes nothing. Needs the test and bench extras (``pip install -e '.[test,bench]'``); without
+NumPyro its rows are left out.
 """
 
 from __future__ import annotations
