@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -239,13 +238,13 @@ def test_bad_input_is_refused_with_one_error_line_and_nothing_written(key, tmp_p
 
 
 CHILD = """
-import json, sys, time
+import json, sys
 from jaxschools.cli import main
 cases = json.load(sys.stdin)
-codes, start = [], time.perf_counter()
+codes = []
 for args in cases:
     codes.append(main(args))
-print(json.dumps({"codes": codes, "seconds": time.perf_counter() - start,
+print(json.dumps({"codes": codes,
                   "jax": sorted(m for m in sys.modules if m == "jax" or m.startswith(("jax.", "jaxlib")))}))
 """
 
@@ -258,15 +257,11 @@ def test_every_refusal_comes_before_jax_is_imported(tmp_path):
         folder.mkdir()
         argvs.append(case.build(folder))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    start = time.perf_counter()
+    # No bound on the time taken (the machine may be loaded): the timeout only turns a hang into a failure.
     proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(argvs), capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
-    elapsed = time.perf_counter() - start
+                          env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["codes"] == [2] * len(CASES)
     assert result["jax"] == []
-    # Importing JAX alone takes a second or more and one analysis tens of seconds; the whole battery of
-    # refusals, interpreter start-up included, takes well under that.
-    assert elapsed < 10, elapsed
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == len(CASES)
