@@ -107,8 +107,8 @@ _BARY = _BARY / np.abs(_BARY).max()
 _NEGLIGIBLE_LOG_WEIGHT = -45.0
 _MAX_ROOT_ITERATIONS = 100  # safeguarded Newton: a few steps as a rule; bisection alone needs < 100 in float64
 _DEFAULT_NODES = 1024
-# P(theta_i > theta_j) grows as J^2: past this many schools it is None (the contract's summary.json limit,
-# the same as posterior.P_GREATER_MAX_SCHOOLS; not imported, to keep this module free of the sampler stack).
+# P(theta_i > theta_j) grows as J^2: past this many schools it is None (null in summary.json), the same
+# limit as posterior.P_GREATER_MAX_SCHOOLS (not imported, to keep this module free of the sampler stack).
 P_GREATER_MAX_SCHOOLS = 200
 
 QUANTILES = {"q025": 0.025, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q975": 0.975}
