@@ -1,9 +1,27 @@
 """Shared fixtures. The suite runs in float64 (the CLI's setting); float32 tests ask for it explicitly."""
 
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# In-process CLI runs switch on JAX's persistent compilation cache in JAXSCHOOLS_CACHE_DIR (default: a folder in
+# the user's home) for the rest of the session. Point it at a fresh folder of this run, set here at import time
+# so that subprocesses started by tests inherit it, and removed when the session ends. A caller who sets the
+# variable (an empty value turns the cache off) keeps their choice.
+_OWN_CACHE_DIR = None
+if "JAXSCHOOLS_CACHE_DIR" not in os.environ:
+    _OWN_CACHE_DIR = tempfile.mkdtemp(prefix="jaxschools-test-xla-")
+    os.environ["JAXSCHOOLS_CACHE_DIR"] = _OWN_CACHE_DIR
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE_DIR is not None:
+        shutil.rmtree(_OWN_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
