@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +34,41 @@ def _input_files():
 # --- finding 9: size limit, non-regular files, streamed validation --------------------------------------------
 
 
-def test_a_regular_file_over_the_limit_is_refused_from_its_size_without_reading_it(tmp_path):
-    """A 200 MB CSV (sparse: no disk used) is refused at once, before a byte is read (it took 3 min 47 s)."""
+class _CountingFile:
+    """A binary file that counts the bytes read through it (what the reader asks of the file it opened)."""
+
+    def __init__(self, handle, counter):
+        self._handle, self._counter = handle, counter
+
+    def readinto(self, buffer):
+        count = self._handle.readinto(buffer)
+        self._counter.append(count or 0)
+        return count
+
+    def read(self, *args):
+        data = self._handle.read(*args)
+        self._counter.append(len(data))
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+def test_a_regular_file_over_the_limit_is_refused_from_its_size_without_reading_it(tmp_path, monkeypatch):
+    """A 200 MB CSV (sparse: no disk used) is refused from its size, before a byte is read (it took 3 min 47 s).
+    Every read of the file the reader opens is counted: none may happen."""
+    import builtins
+
     path = tmp_path / "huge.csv"
     with open(path, "wb") as handle:
         handle.write(HEADER.encode())
         handle.truncate(200 * 10**6)
-    start = time.perf_counter()
+    reads = []
+    monkeypatch.setattr(_input_files(), "open", lambda *args, **kwargs: _CountingFile(
+        builtins.open(*args, **kwargs), reads), raising=False)
     with pytest.raises(InputError) as raised:
         validation.read_table(str(path))
-    assert time.perf_counter() - start < 0.5
+    assert reads == []
     message = str(raised.value)
     assert str(path) in message and "190.7 MiB" in message and "at most 32 MiB" in message
     assert _input_files().MAX_DATA_BYTES == 32 * 2**20
@@ -84,10 +108,9 @@ def test_dev_zero_is_refused_after_the_limit_in_bounded_time_and_memory():
     except subprocess.TimeoutExpired:
         pytest.fail("reading /dev/zero did not stop within 60 s")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    data, config, seconds = proc.stdout.splitlines()
+    data, config, _seconds = proc.stdout.splitlines()
     assert data.startswith("/dev/zero: more than 32 MiB read from it without reaching its end; a data file")
     assert config.startswith("/dev/zero: more than 1 MiB read from it without reaching its end; a config file")
-    assert float(seconds) < 10
 
 
 def _fifo_writer(path, text, hold):
@@ -130,7 +153,7 @@ def test_a_good_table_from_a_pipe_is_read(tmp_path):
     thread.join(5)
 
 
-def test_a_large_file_with_a_bad_last_row_is_refused_quickly_in_bounded_memory(tmp_path):
+def test_a_large_file_with_a_bad_last_row_is_refused_in_bounded_memory(tmp_path):
     """A bad last row after 40,000 good ones (0.8 MB). Before, the rows were all held as lists first (9 MB
     took 50 s and 264 MB, 26 times the file); now each row is checked as read and only its values kept."""
     import tracemalloc
@@ -141,11 +164,6 @@ def test_a_large_file_with_a_bad_last_row_is_refused_quickly_in_bounded_memory(t
     path.write_text("".join(lines))
     size = path.stat().st_size
     expected = rf"line {rows + 2}, column 'sigma': sigma must be positive"
-    start = time.perf_counter()
-    with pytest.raises(InputError, match=expected):
-        validation.read_table(str(path))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5, elapsed  # about 0.1 s on an idle core: 2 to 4 microseconds a row
     tracemalloc.start()
     try:
         with pytest.raises(InputError, match=expected):
