@@ -83,6 +83,18 @@ def test_a_config_file_over_its_limit_is_refused(tmp_path):
         config.load_config(str(path))
 
 
+def _run_child(script: str, timeout: int, what: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter (it sets its own memory limit) with a timeout; it must exit 0."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} within {timeout} s")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 DEV_ZERO_CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
@@ -101,13 +113,7 @@ print(time.perf_counter() - start)
 def test_dev_zero_is_refused_after_the_limit_in_bounded_time_and_memory():
     """/dev/zero never ends: read up to the limit (32 MiB for data, 1 MiB for a config), then refused. In a
     child under a 2 GiB address-space limit and a timeout, as it was read without end (a MemoryError)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    try:
-        proc = subprocess.run([sys.executable, "-c", DEV_ZERO_CHILD], capture_output=True, text=True, env=env,
-                              timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail("reading /dev/zero did not stop within 60 s")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run_child(DEV_ZERO_CHILD, 60, "reading /dev/zero did not stop")
     data, config, _seconds = proc.stdout.splitlines()
     assert data.startswith("/dev/zero: more than 32 MiB read from it without reaching its end; a data file")
     assert config.startswith("/dev/zero: more than 1 MiB read from it without reaching its end; a config file")
@@ -308,13 +314,7 @@ def test_ecdf_band_for_a_million_ranks_finishes_in_bounded_time():
     """num_ranks = 10^6 hung (2,000 x 10^6 simulated counts) and ignored SIGTERM; now a few seconds, for any
     L. In a child with a timeout and a 4 GiB memory limit of its own, so a regression fails here instead of
     hanging the suite or filling the machine's memory."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    try:
-        proc = subprocess.run([sys.executable, "-c", BAND_CHILD], capture_output=True, text=True, env=env,
-                              timeout=90)
-    except subprocess.TimeoutExpired:
-        pytest.fail("ecdf_band(10**6, ...) did not finish within 90 s")
-    assert proc.returncode == 0, proc.stderr
+    _run_child(BAND_CHILD, 90, "ecdf_band(10**6, ...) did not finish")
 
 
 def _gamma_interval(points, num_ranks, n, lower, upper):

@@ -145,29 +145,23 @@ def test_a_signal_at_any_step_of_the_write_phase_leaves_a_complete_result(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary or old folder left
 
 
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGTERM, signal.SIGINT)], ids=["one", "two"])
 def test_a_signal_while_the_temporary_folder_is_made_does_not_leave_it_behind(tmp_path, capsys, stand_ins,
-                                                                               monkeypatch):
+                                                                               monkeypatch, signals):
+    """With two, both arrive while the step runs (their exception waits for its end): the first decides the exit
+    (the later one used to win)."""
     real = cli._prepare_output
 
     def prepare(out_dir):
         folder = real(out_dir)
-        _send(signal.SIGTERM)()
+        for signum in signals:
+            _send(signum)()
         return folder
 
     monkeypatch.setattr(cli, "_prepare_output", prepare)
     assert cli.main(["run", "--out", str(tmp_path / "run"), "--quiet"]) == 143
     assert capsys.readouterr().err == "error: terminated; no results were written\n"
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_second_signal_during_clean_up_still_cleans_up(tmp_path, capsys, stand_ins):
-    out = tmp_path / "run"
-    previous = _previous_results(out)
-    stand_ins["report"] = _send(signal.SIGINT)
-    stand_ins["remove-tmp"] = _send(signal.SIGTERM)
-    assert cli.main(["run", "--out", str(out), "--quiet", "--set", "sampler.seed=2"]) in (130, 143)
-    assert len(capsys.readouterr().err.splitlines()) == 1
-    assert _files(out) == previous and [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 @pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)],
@@ -192,23 +186,6 @@ def test_the_first_signal_decides_the_outcome_and_a_second_during_clean_up_is_ig
     assert capsys.readouterr().err == f"error: {word}; {kept if chunks else 'no results were written'}\n"
     assert _files(out) == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ([".run.cells", "run"] if chunks else ["run"])
-
-
-def test_two_signals_while_the_temporary_folder_is_made_exit_with_the_first(tmp_path, capsys, stand_ins,
-                                                                              monkeypatch):
-    """Both arrive while the step runs (their exception waits for its end): the later one used to win."""
-    real = cli._prepare_output
-
-    def prepare(out_dir):
-        folder = real(out_dir)
-        _send(signal.SIGTERM)()
-        _send(signal.SIGINT)()
-        return folder
-
-    monkeypatch.setattr(cli, "_prepare_output", prepare)
-    assert cli.main(["run", "--out", str(tmp_path / "run"), "--quiet"]) == 143
-    assert capsys.readouterr().err == "error: terminated; no results were written\n"
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_signal_whose_exception_python_swallows_still_stops_the_run(tmp_path, capsys, stand_ins, monkeypatch):
