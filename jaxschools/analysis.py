@@ -104,10 +104,13 @@ def _stats(draws) -> dict:
     return {key: summary[key] for key in ("mean", "sd", "q025", "q975", "mcse_mean", "ess_bulk", "ess_tail", "rhat")}
 
 
+# Built once: a jit of a fresh vmap inside the function would be a new function, compiled again on every call.
+_BATCHED_MCSE_SD = jax.jit(jax.vmap(diagnostics.mcse_sd))
+
+
 def _sd_mcse(mu, log_tau) -> list:
     """MCSE of the posterior sd of mu, log tau and tau from (chain, draw) draws (Vehtari et al. 2021)."""
-    stacked = jnp.stack([mu, log_tau, jnp.exp(log_tau)])
-    return list(jax.jit(jax.vmap(diagnostics.mcse_sd))(stacked))
+    return list(_BATCHED_MCSE_SD(jnp.stack([mu, log_tau, jnp.exp(log_tau)])))
 
 
 def _frozen_chains(positions, reference: dict, fit: laplace.LaplaceFit) -> list[int]:
