@@ -53,7 +53,7 @@ def _datasets(num):
 
 def run(smoke: bool = False) -> dict:
     import jaxschools as js
-    from jaxschools import experiments
+    from jaxschools.app import experiments
 
     num, loop_num, batch = (40, 4, 20) if smoke else (NUM_DATASETS, LOOP_DATASETS, BATCH)
     num_samples, burn_in = (50, 20) if smoke else (2000, 1000)

@@ -26,7 +26,7 @@ THRESHOLD = 28.0
 
 
 def _inference(dtype, smoke):
-    from jaxschools import diagnostics, posterior
+    from jaxschools.core import diagnostics, posterior
 
     js, data, logdensity, fit = eight_schools_fit(dtype)
     algo = js.kernels.rwmh(logdensity, fit.cov, 2.0)

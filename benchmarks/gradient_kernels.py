@@ -9,7 +9,7 @@ Samplers (each 4 chains vmapped, 1,000 warm-up and 2,000 kept draws per chain, S
 with target acceptance 0.8 and a diagonal metric, every chain adapting on its own):
 
 * jaxschools NUTS and HMC (8 leapfrog steps on average, jittered by +-50%) on the non-centered joint
-  density of (mu, log tau, eta_1..8), through ``jaxschools.sampling.run`` with ``adaptation.window_adaptation``;
+  density of (mu, log tau, eta_1..8), through ``jaxschools.core.sampling.run`` with ``adaptation.window_adaptation``;
 * jaxschools random-walk Metropolis on the marginal (mu, log tau) density, its scale and covariance tuned
   by ``adaptation.rwmh_adaptation`` from the Laplace fit (theta integrated out, so one density evaluation
   per draw and no gradient);

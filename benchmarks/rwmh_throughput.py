@@ -1,18 +1,18 @@
 """Random-walk Metropolis throughput on the eight schools (float64, every draw kept).
 
-Chain-steps per second of ``jaxschools.sampling.run`` at 1, 64, 1,024 and 16,384 chains, against, in the same
+Chain-steps per second of ``jaxschools.core.sampling.run`` at 1, 64, 1,024 and 16,384 chains, against, in the same
 process and on the same proposal N(x, scale^2 cov) (scale 2, the Laplace covariance):
 
 * BlackJAX's ``normal_random_walk`` in its faster idiom: a ``lax.scan`` over steps of a ``vmap``-ped step,
   given ``scale * chol(cov)`` (it multiplies the noise by the matrix it is given);
 * a NumPy implementation vectorised over chains (a Python loop over steps);
 * the floor: the log-density and the random numbers our sampler draws (two normals from
-  ``jaxschools.kernels.noise`` and a float64 uniform) for the same number of points in one fused, vectorised
+  ``jaxschools.core.kernels.noise`` and a float64 uniform) for the same number of points in one fused, vectorised
   call (no chain dependence, no loop): the work a sampler of this target drawing those numbers must do. XLA
   materialises its intermediates over all points, so at many points it is not a strict bound (on one core at
   16,384 chains a sampler can come within a few per cent of it).
 
-Our proposal normals take 32 random bits each (exactly symmetric, 2^24 values; ``jaxschools.kernels.noise``),
+Our proposal normals take 32 random bits each (exactly symmetric, 2^24 values; ``jaxschools.core.kernels.noise``),
 BlackJAX's ``normal_random_walk`` 64 (``jax.random.normal``). So that the table separates the cheaper noise from
 the rest of the sampler, the one-core table also runs BlackJAX's random walk given our noise
 (``additive_step_random_walk`` with ``scale * chol(cov) @ symmetric_normal``).
@@ -41,7 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import best_time, eight_schools_fit  # noqa: E402
-from jaxschools.kernels.noise import symmetric_normal  # noqa: E402
+from jaxschools.core.kernels.noise import symmetric_normal  # noqa: E402
 
 CHAINS = (1, 64, 1024, 16384)
 # Steps per chain at each chain count: about the same total work where it stays quick.
@@ -121,7 +121,7 @@ def _rows(chain_counts, smoke: bool, with_numpy: bool = True, use_mesh: bool = T
     ``same_noise``, also BlackJAX's random walk drawing our proposal normals."""
     import blackjax
 
-    from jaxschools import sharding
+    from jaxschools.core import sharding
 
     js, data, logdensity, fit = eight_schools_fit()
     factor = 2.0 * jnp.linalg.cholesky(fit.cov)
@@ -209,7 +209,7 @@ def markdown(result: dict) -> str:
         f"Chain-steps per second (best of {REPEATS}, interleaved, after compiling), {devices} {result['platform']} device(s). "
         "jaxschools is the public `sampling.run`; BlackJAX is `normal_random_walk` in a scan of a vmapped step "
         "(the same proposal N(x, 2^2 cov), except that our normals take 2^24 values, |z| <= 5.42, from 32 random "
-        "bits each, exactly symmetric (`jaxschools.kernels.noise`), and BlackJAX's 64 bits each); the floor is "
+        "bits each, exactly symmetric (`jaxschools.core.kernels.noise`), and BlackJAX's 64 bits each); the floor is "
         "the log-density and the random numbers our sampler draws for the same points in one fused call; NumPy is "
         "vectorised over chains with a Python loop over steps. "
         + (f"*Sharded*: the chains (or the floor's points) split over the {devices} devices with a "

@@ -23,11 +23,11 @@ THRESHOLD, SCHOOL = 28.0, 0  # the seed's question: P(theta_A > 28)
 
 
 def _p_exceeds(position, data):
-    """P(theta_A > 28 | mu, tau, y): the conditional normal's upper tail (jaxschools.posterior)."""
+    """P(theta_A > 28 | mu, tau, y): the conditional normal's upper tail (jaxschools.core.posterior)."""
     import jax.numpy as jnp
     from jax.scipy.special import ndtr
 
-    from jaxschools import posterior
+    from jaxschools.core import posterior
 
     mean, variance = posterior.conditional_theta(position[0], position[1], data)
     return ndtr((mean[SCHOOL] - THRESHOLD) / jnp.sqrt(variance[SCHOOL]))

@@ -2,7 +2,7 @@
 
 The cells are the shipped proposal-scale sweep (experiments/proposal_scales.toml: the seed's whole inference,
 4 chains x (5,000 + 5,000) steps, at 14 proposal scales). Both sides call the same traced cell function
-(``jaxschools.experiments._sweep_cell``) with the same key and compile once before timing:
+(``jaxschools.app.experiments._sweep_cell``) with the same key and compile once before timing:
 
 * vmapped: all cells stacked on a leading axis, one compiled call;
 * loop: one compiled single-cell function called once per cell from Python.
@@ -19,8 +19,8 @@ from benchmarks.common import best_time
 
 def run(smoke: bool = False) -> dict:
     import jaxschools as js
-    from jaxschools import experiments
-    from jaxschools._jit import filter_jit
+    from jaxschools.app import experiments
+    from jaxschools.core._jit import filter_jit
 
     sets = ["sweep.kind='config'", "sweep.key='sampler.scale'"]
     if smoke:

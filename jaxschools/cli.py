@@ -3,8 +3,8 @@
 Order of work, so that bad input is answered instantly and never leaves anything behind:
 
 1. parse arguments, resolve the config and read the data with the pure-Python layer
-   (:mod:`jaxschools.config`, :mod:`jaxschools.validation`), and check that DIR is a folder a run may
-   write into (:mod:`jaxschools.output_folder`): no JAX import yet;
+   (:mod:`jaxschools.app.config`, :mod:`jaxschools.core.validation`), and check that DIR is a folder a run may
+   write into (:mod:`jaxschools.app.output_folder`): no JAX import yet;
 2. create a locked temporary folder beside DIR (which also proves DIR's parent is writable), after
    removing the temporary folders of dead runs into DIR;
 3. import JAX, switch on float64 before any array exists, run the analysis, write every output
@@ -29,8 +29,8 @@ How long a signal waits: Python acts on it between its own instructions. While t
 that XLA computes asynchronously, jaxlib lets the signal through at once (measured on the 2-core CPU: 0.2 s from
 SIGINT to exit 130 in the middle of one 3,000,000-step adaptive HMC warm-up, a single jitted call). What runs
 synchronously finishes first: a compilation (seconds on a CPU), one figure, one file. The chains of the
-analysis also run as a host loop over short jitted chunks (:func:`jaxschools.sampling.run_in_chunks`, each
-sized to last about :data:`~jaxschools.sampling.CHUNK_SECONDS`, 0.25 s, and at most twice the one before), so
+analysis also run as a host loop over short jitted chunks (:func:`jaxschools.core.sampling.run_in_chunks`, each
+sized to last about :data:`~jaxschools.core.sampling.CHUNK_SECONDS`, 0.25 s, and at most twice the one before), so
 the run checks for signals, and the test hook below fires, between chunks on every backend; an adaptive
 warm-up (HMC and NUTS tune their burn-in in one call) and one chunk of sweep cells or simulated datasets
 (``sweep.chunk_size``, ``simulation.batch_size``) are single calls, interrupted only while waited on.
@@ -60,8 +60,9 @@ import time
 import warnings
 from pathlib import Path
 
-from jaxschools import config as config_module
-from jaxschools import datasets, output_folder, resources, validation
+from jaxschools.app import config as config_module
+from jaxschools.core import datasets, validation
+from jaxschools.app import output_folder, resources
 from jaxschools.errors import InputError, JaxschoolsError
 
 __all__ = ["main", "console"]
@@ -337,7 +338,9 @@ def _run(args) -> int:
         _TEST_SIGNAL.after_import(jax)
         jax.config.update("jax_enable_x64", True)
         _use_compilation_cache(jax)
-        from jaxschools import data, experiments, report, sharding
+        from jaxschools.core import data, sharding
+        from jaxschools.app import experiments
+        from jaxschools.presentation import report
 
         dataset = data.from_table(table)
         # Sweeps and simulations split their cells over every local device (GPUs, or host devices forced by
@@ -355,7 +358,7 @@ def _run(args) -> int:
         _between("figures")
         report.write_outputs(result, tmp_dir, figures=resolved["output"]["figures"])
         if resolved["output"]["netcdf"]:
-            from jaxschools import inference_data
+            from jaxschools.interop import inference_data
 
             if progress:
                 progress("ArviZ InferenceData: posterior.nc")

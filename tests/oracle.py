@@ -1,6 +1,6 @@
 """Test-only oracle: the exact posterior of the eight-schools model by scipy quadrature.
 
-Written independently of ``jaxschools.exact`` (plain numpy/scipy, a different rule: adaptive
+Written independently of ``jaxschools.core.exact`` (plain numpy/scipy, a different rule: adaptive
 ``scipy.integrate.quad`` over log tau). Given tau, mu | tau, y is Gaussian (BDA3 eqs. 5.20-5.21), so
 every quantity below is a 1-D integral over log tau of a closed-form conditional quantity.
 """

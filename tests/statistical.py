@@ -3,7 +3,7 @@ r"""The statistical test layer: does a sampler's output match the exact posterio
 Every kernel in the project must pass this on the targets it is meant for (``tests/test_statistical_layer.py``
 runs it); the checks are on the coordinates every target shares, ``x = (mu, log tau)`` = ``positions[..., :2]``
 (the marginal's whole position, the joint densities' first two coordinates), against the exact posterior by
-quadrature (:mod:`jaxschools.exact`, itself checked against scipy in ``tests/test_exact.py``).
+quadrature (:mod:`jaxschools.core.exact`, itself checked against scipy in ``tests/test_exact.py``).
 
 The checks run in this order, and the first that fails decides the message:
 
@@ -14,7 +14,7 @@ The checks run in this order, and the first that fails decides the message:
 
 2. **Moments and quantiles**: for mu and log tau, the posterior mean and the 2.5, 25, 50, 75 and 97.5%
    quantiles, each as z = (estimate - exact) / MCSE, must have |z| < 5. MCSE of a mean: sd / sqrt(ESS_mean);
-   of a quantile: :func:`jaxschools.diagnostics.mcse_quantile` (the Beta approximation to the order
+   of a quantile: :func:`jaxschools.core.diagnostics.mcse_quantile` (the Beta approximation to the order
    statistic's position; Vehtari et al. 2021). Both are ArviZ's. A correct sampler has z
    approximately N(0, 1), so each comparison wrongly fails with probability 2 Phi(-5) = 5.7e-7, the twelve of
    them with at most 7e-6 (Bonferroni).
@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from jaxschools import diagnostics, exact
+from jaxschools.core import diagnostics, exact
 
 __all__ = [
     "Reference",
@@ -142,7 +142,7 @@ class Check(NamedTuple):
 # The exact reference.
 
 
-# The inverse CDF of log tau of jaxschools.exact (the one behind exact.summary's quantiles and exact.sample,
+# The inverse CDF of log tau of jaxschools.core.exact (the one behind exact.summary's quantiles and exact.sample,
 # both tested against scipy), at K probabilities at once; compiled once per shape of the quadrature rule.
 _log_tau_quantiles = jax.jit(jax.vmap(exact._logtau_icdf, in_axes=(None, 0)))
 

@@ -8,8 +8,8 @@ import numpy as np
 from test_hmc import DATASETS, adapted_chains, check_statistical_layer
 
 import jaxschools as js
-from jaxschools import adaptation
-from jaxschools.kernels.base import SamplingAlgorithm
+from jaxschools.core import adaptation
+from jaxschools.core.kernels.base import SamplingAlgorithm
 
 
 def window_bounds(num_steps, **buffers):

@@ -22,8 +22,8 @@ from test_config import BAD_FILES, BAD_SETS
 from test_resources import SMALL_REFUSED
 from test_validation import MALFORMED
 
-from jaxschools import config as config_module
-from jaxschools import validation
+from jaxschools.app import config as config_module
+from jaxschools.core import validation
 from jaxschools.cli import main
 from jaxschools.errors import InputError
 
@@ -126,7 +126,7 @@ CASES.update({
         {"file": "x"}, ["run", "--out", "{dir}/file/sub/out"], ["cannot write results to {dir}/file/sub/out"],
     ),
     "out:below-a-device": Case({}, ["run", "--out", "/dev/null/run"], ["cannot write results to /dev/null/run"]),
-    # Output folders a run may not replace (jaxschools/output_folder.py; tests/test_output_safety.py has the rest).
+    # Output folders a run may not replace (jaxschools/app/output_folder.py; tests/test_output_safety.py has the rest).
     "out:empty-argument": Case({}, ["run", "--out", ""], ["--out is empty"]),
     "out:an-existing-file": Case({"precious.txt": "keep"}, ["run", "--out", "{dir}/precious.txt"],
                                  ["cannot write results to {dir}/precious.txt: it is an existing file"]),

@@ -22,8 +22,8 @@ import pytest
 from oracle import eight_schools_oracle
 
 import jaxschools as js
-from jaxschools.kernels.base import BoundInit
-from jaxschools.kernels.rwmh import RWMHState
+from jaxschools.core.kernels.base import BoundInit
+from jaxschools.core.kernels.rwmh import RWMHState
 
 blackjax = pytest.importorskip("blackjax")
 

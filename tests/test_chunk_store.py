@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxschools.experiments import ChunkStore, run_chunked
+from jaxschools.app.experiments import ChunkStore, run_chunked
 
 NUM_CELLS, CHUNK = 5, 2  # three chunks: two full, the last one cell
 
@@ -117,7 +117,7 @@ def test_the_last_shorter_chunk_is_checked_against_its_own_size(tmp_path):
 
 
 def test_load_raises_corrupt_chunk_and_none_when_absent(tmp_path):
-    from jaxschools.experiments import CorruptChunk
+    from jaxschools.app.experiments import CorruptChunk
 
     store = ChunkStore(tmp_path)
     like = {"square": jax.ShapeDtypeStruct((2, 3), jnp.float64), "stats": jax.ShapeDtypeStruct((2, 2), jnp.float32)}

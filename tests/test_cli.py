@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxschools import output_folder
+from jaxschools.app import output_folder
 from jaxschools.cli import main
 
 SMALL = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200", "--quiet"]
@@ -208,7 +208,8 @@ def test_a_sampler_far_from_the_exact_posterior_is_warned_about(default_run):
 
     from scipy import stats
 
-    from jaxschools import exact_check, report
+    from jaxschools.app import exact_check
+    from jaxschools.presentation import report
 
     summary = json.loads((default_run / "summary.json").read_text())
     shifted = copy.deepcopy(summary)

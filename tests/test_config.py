@@ -1,4 +1,4 @@
-"""Tests of jaxschools.config: the schema, --set parsing and the layered resolution of a run's configuration."""
+"""Tests of jaxschools.app.config: the schema, --set parsing and the layered resolution of a run's configuration."""
 
 import json
 import math
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from jaxschools import config as config_module
-from jaxschools.config import SCHEMA, check_queries, load_config, output_dir, parse_set
+from jaxschools.app import config as config_module
+from jaxschools.app.config import SCHEMA, check_queries, load_config, output_dir, parse_set
 from jaxschools.errors import InputError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -321,7 +321,7 @@ def test_a_new_section_needs_only_schema_entries(monkeypatch):
 
 def test_input_layer_does_not_import_jax():
     code = (
-        "import jaxschools.config, jaxschools.validation, sys; "
+        "import jaxschools.app.config, jaxschools.core.validation, sys; "
         "assert not any(m == 'jax' or m.startswith('jax.') for m in sys.modules)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

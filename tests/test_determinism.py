@@ -20,9 +20,9 @@ import jaxlib
 import numpy as np
 import pytest
 
-from jaxschools import laplace, models, sampling
+from jaxschools.core import laplace, models, sampling
 from jaxschools.cli import main
-from jaxschools.kernels import rwmh
+from jaxschools.core.kernels import rwmh
 
 ROOT = Path(__file__).resolve().parents[1]
 

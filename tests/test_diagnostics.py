@@ -1,4 +1,4 @@
-"""jaxschools.diagnostics against ArviZ (the test-only oracle), in float64.
+"""jaxschools.core.diagnostics against ArviZ (the test-only oracle), in float64.
 
 XLA compilation dominates the run time, so every diagnostic is compiled into one
 jitted function (``diagnose``) that is reused for all inputs of a shape and dtype.
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxschools import diagnostics as dg
+from jaxschools.core import diagnostics as dg
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

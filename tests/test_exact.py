@@ -1,4 +1,4 @@
-"""The exact posterior (jaxschools.exact) against independent oracles.
+"""The exact posterior (jaxschools.core.exact) against independent oracles.
 
 The oracle below is written from BDA3 section 5.4 in plain numpy/scipy: the textbook forms of eqs. 5.17-5.21
 (the flat prior) or scipy's multivariate normal with mu integrated out as a rank-one covariance term (proper
@@ -13,7 +13,7 @@ import pytest
 from scipy import integrate, optimize, special, stats
 
 import jaxschools as js
-from jaxschools import exact
+from jaxschools.core import exact
 
 Y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])

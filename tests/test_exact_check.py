@@ -1,11 +1,11 @@
-"""jaxschools.exact_check: the sampler-vs-exact z-scores and their Bonferroni alarm (pure Python; scipy as oracle)."""
+"""jaxschools.app.exact_check: the sampler-vs-exact z-scores and their Bonferroni alarm (pure Python; scipy as oracle)."""
 
 import json
 
 import pytest
 from scipy import stats
 
-from jaxschools import exact_check
+from jaxschools.app import exact_check
 
 
 @pytest.mark.parametrize("m", [1, 2, 23, 207, 200_007])
@@ -74,7 +74,7 @@ def _full_summary(prior, num_schools, mcse=0.1):
     }
 
 
-# (prior, J) -> the undefined z-scores by reason, from the tails of p(tau | y) (jaxschools.moments' docstring):
+# (prior, J) -> the undefined z-scores by reason, from the tails of p(tau | y) (jaxschools.core.moments' docstring):
 # a mean's MCSE needs E[x^2], an sd's E[x^4]; flat E[tau^k], E[|mu|^k] need J >= k + 3, half-Cauchy E[tau^k]
 # J >= k (mu: always), half-normal always.
 @pytest.mark.parametrize("prior, num_schools, expected", [
@@ -114,7 +114,7 @@ def test_draws_that_do_not_vary_are_told_apart_from_missing_moments():
 
 
 def _page(summary):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     num_schools = len(summary["data"]["names"])
     summary["data"].update(y=[1.0] * num_schools, sigma=[1.0] * num_schools)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxschools as js
-from jaxschools import calibration, experiments
+from jaxschools.core import calibration
+from jaxschools.app import experiments
 
 SMALL = ["sampler.num_samples=300", "sampler.burn_in=150", "sweep.chunk_size=3"]
 

@@ -21,10 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxschools import analysis, config, exact, laplace, report, sampling
-from jaxschools.data import Schools
-from jaxschools.kernels import rwmh
-from jaxschools.kernels.base import metropolis_accept
+from jaxschools.app import analysis, config
+from jaxschools.core import exact, laplace, sampling
+from jaxschools.presentation import report
+from jaxschools.core.data import Schools
+from jaxschools.core.kernels import rwmh
+from jaxschools.core.kernels.base import metropolis_accept
 
 Y8 = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA8 = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
@@ -55,7 +57,7 @@ def _tail_exponent(kind, num_schools):
 
 
 def _moment_exists(kind, name, order, num_schools):
-    """E[|name|^order | y] < inf, written out here from the tail exponent a (not from ``jaxschools.moments``):
+    """E[|name|^order | y] < inf, written out here from the tail exponent a (not from ``jaxschools.core.moments``):
     the posterior is proper iff a > 1; E[tau^k] < inf iff a > k + 1; mu | tau, y has variance V_mu ~ tau^2 / J
     under the flat prior (so mu has tau's conditions) and V_mu <= mu_scale^2 under a normal prior on mu (every
     moment); log tau has exponential tails, so every moment of a proper posterior (tests/test_moments.py checks

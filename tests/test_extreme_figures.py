@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from jaxschools import plots, report, validation
+from jaxschools.presentation import plots, report
+from jaxschools.core import validation
 from jaxschools.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

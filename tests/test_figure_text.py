@@ -4,7 +4,7 @@ Matplotlib typesets any text with an even number of unescaped '$' as mathtext: a
 shown as an italic x, and one named "$\\frac$" made drawing fail (``ParseFatalException``), on the old main
 after a whole sweep, because ``experiment_plots._theta_sweep`` and the leave-one-out ticks did not escape
 names. Every place where names, sweep values or swept keys become matplotlib text now goes through one
-helper, :func:`jaxschools.plots.plain_text`; each figure below is drawn with hostile names and every text in
+helper, :func:`jaxschools.presentation.plots.plain_text`; each figure below is drawn with hostile names and every text in
 it is checked to be shown as typed.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from jaxschools import experiment_plots, plots
+from jaxschools.presentation import experiment_plots, plots
 
 # Unparseable mathtext; two dollars around plain text; an escaped dollar the user typed; a lone dollar.
 HOSTILE = ("$\\frac$", "$x$ high", "a\\$b$c$", "cost $5")
@@ -92,7 +92,7 @@ def test_sbc_legends():
 
 def test_prior_predictive_names_the_first_school():
     pytest.importorskip("jax")
-    from jaxschools import data
+    from jaxschools.core import data
 
     schools = data.Schools(y=[28.0, 8.0, -3.0], sigma=[15.0, 10.0, 16.0], names=HOSTILE[:3])
     config = {"model": {"mu_loc": 0.0, "mu_scale": 5.0, "tau_scale": 5.0},

@@ -20,8 +20,8 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from jaxschools import diagnostics  # noqa: E402
-from jaxschools.kernels import hmc, nuts, rwmh  # noqa: E402
+from jaxschools.core import diagnostics  # noqa: E402
+from jaxschools.core.kernels import hmc, nuts, rwmh  # noqa: E402
 
 
 def _standard_normal(x):

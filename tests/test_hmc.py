@@ -4,7 +4,7 @@ The statistical layer (STYLE.md) runs the analysis's own sampling stage (``analy
 start, warm-up adaptation, frozen kernel) on two datasets of different scales at once (vmapped, one
 compilation), checks that the chains mixed (R-hat < 1.01, bulk and tail ESS >= 400) and only then that each
 posterior mean lies within 5 Monte Carlo standard errors of the exact value from the scipy quadrature
-oracle (tests/oracle.py, independent of jaxschools.exact), with ArviZ's diagnostics. The helpers here are
+oracle (tests/oracle.py, independent of jaxschools.core.exact), with ArviZ's diagnostics. The helpers here are
 shared with test_nuts.py, test_adaptation.py and test_extending.py.
 """
 
@@ -17,10 +17,11 @@ import pytest
 from oracle import Oracle
 
 import jaxschools as js
-from jaxschools import analysis, laplace, models
-from jaxschools._jit import filter_jit
-from jaxschools.kernels.hmc import HMCState
-from jaxschools.kernels.integrators import integrator_state, kinetic_energy, leapfrog
+from jaxschools.app import analysis
+from jaxschools.core import laplace, models
+from jaxschools.core._jit import filter_jit
+from jaxschools.core.kernels.hmc import HMCState
+from jaxschools.core.kernels.integrators import integrator_state, kinetic_energy, leapfrog
 
 Z = 5.0
 # Two datasets with the same J (so they share one compilation) on scales 100 times apart: the eight

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import jaxschools as js
-from jaxschools import experiments, inference_data, laplace, models, sampling
+from jaxschools.app import experiments
+from jaxschools.interop import inference_data
+from jaxschools.core import laplace, models, sampling
 from jaxschools.cli import main
 
 az = pytest.importorskip("arviz")

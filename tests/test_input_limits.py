@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxschools import calibration, validation
+from jaxschools.core import calibration, validation
 from jaxschools.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ HEADER = "name,y,sigma\n"
 
 def _input_files():
     # Imported here, so that on a checkout without the module only the tests that use it fail.
-    from jaxschools import input_files
+    from jaxschools.core import input_files
 
     return input_files
 
@@ -75,7 +75,7 @@ def test_a_regular_file_over_the_limit_is_refused_from_its_size_without_reading_
 
 
 def test_a_config_file_over_its_limit_is_refused(tmp_path):
-    from jaxschools import config
+    from jaxschools.app import config
 
     path = tmp_path / "big.toml"
     path.write_text("# x\n" * (2**20 // 4 + 1))
@@ -98,7 +98,8 @@ def _run_child(script: str, timeout: int, what: str) -> subprocess.CompletedProc
 DEV_ZERO_CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
-from jaxschools import config, validation
+from jaxschools.app import config
+from jaxschools.core import validation
 from jaxschools.errors import InputError
 start = time.perf_counter()
 for read in (validation.read_table, config.load_config):
@@ -267,7 +268,7 @@ def test_printable_names_of_any_script_are_accepted_and_outer_tabs_stripped(tmp_
 
 def test_ess_per_second_of_a_cell_with_undefined_ess_is_none_not_a_type_error():
     """The add_school crash (experiments.py:345): a cell whose ESS is null divided None by the seconds."""
-    from jaxschools import experiments
+    from jaxschools.app import experiments
 
     rows = [{"ess": {"mu": 400.0, "log_tau": 200.0}}, {"ess": {"mu": None, "log_tau": 10.0}}]
     assert experiments._ess_per_second(rows, 2.0) == [{"mu": 200.0, "log_tau": 100.0}, None]
@@ -277,7 +278,7 @@ def test_ess_per_second_of_a_cell_with_undefined_ess_is_none_not_a_type_error():
 @pytest.mark.parametrize("value, accepted", [(1e-300, False), (1e-151, False), (1e151, False), (1e-150, True),
                                              (1e150, True), (10.0, True)])
 def test_new_sigma_is_bounded_where_its_square_is_a_normal_float64(value, accepted):
-    from jaxschools import config
+    from jaxschools.app import config
 
     sets = ["sweep.kind=add_school", "sweep.values=[1.0]", f"sweep.new_sigma={value!r}"]
     if accepted:
@@ -289,7 +290,7 @@ def test_new_sigma_is_bounded_where_its_square_is_a_normal_float64(value, accept
 
 
 def test_num_ranks_beyond_the_draws_kept_is_refused():
-    from jaxschools import config
+    from jaxschools.app import config
 
     resolved = config.load_config(sets=["simulation.num_datasets=10", "simulation.num_ranks=1000000"])
     with pytest.raises(InputError, match=r"simulation\.num_ranks = 1000000 is more than the 8000 draws"):
@@ -301,7 +302,7 @@ def test_num_ranks_beyond_the_draws_kept_is_refused():
 BAND_CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
-from jaxschools import calibration
+from jaxschools.core import calibration
 start = time.perf_counter()
 for num_ranks, num_datasets in ((10**6, 100), (2**31 - 1, 1000)):
     z, lower, upper = calibration.ecdf_band(num_ranks, num_datasets, 0.01)

@@ -64,7 +64,8 @@ class _FakeResult:
 @pytest.fixture
 def stand_ins(monkeypatch):
     """Replace the analysis and the report with instant ones; ``hooks[step]()`` runs at each named step."""
-    from jaxschools import experiments, report
+    from jaxschools.app import experiments
+    from jaxschools.presentation import report
 
     hooks = {}
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")  # leave this process's JAX configuration alone

@@ -1,5 +1,5 @@
-"""Which posterior moments exist (issue #13, finding 14): the rule of ``jaxschools.moments`` against an oracle
-written here in numpy/scipy (not through ``jaxschools.exact``), and its use by ``exact.summary``, the summary
+"""Which posterior moments exist (issue #13, finding 14): the rule of ``jaxschools.core.moments`` against an oracle
+written here in numpy/scipy (not through ``jaxschools.core.exact``), and its use by ``exact.summary``, the summary
 of an analysis and the command line's warnings.
 
 The oracle: p(tau | y) ∝ p(tau) ∫ p(mu) prod_j N(y_j | mu, sigma_j^2 + tau^2) dmu, the integral over mu done in
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from jaxschools import exact
-from jaxschools.data import Schools
+from jaxschools.core import exact
+from jaxschools.core.data import Schools
 
 Y8 = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA8 = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
 PRIOR_KINDS = ("flat", "half_cauchy", "half_normal")
-MU_LOC, MU_SCALE, TAU_SCALE = 0.0, 5.0, 5.0  # the defaults of jaxschools.models.Prior
+MU_LOC, MU_SCALE, TAU_SCALE = 0.0, 5.0, 5.0  # the defaults of jaxschools.core.models.Prior
 
 
 # --- the oracle --------------------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def _tail_slope(kind, y, sigma, quantity, order, tau=1e6):
 def test_rule_matches_the_measured_tail(kind, num_schools):
     """E[|X|^k] < inf iff the posterior is proper (slope of p(tau | y) < -1 at infinity) and p(tau | y)
     E[|X|^k | tau] falls faster than 1/tau; near 0 p(tau | y) is finite, so the upper tail decides."""
-    from jaxschools import moments  # here, not at the top: the other tests also run on code without it
+    from jaxschools.core import moments  # here, not at the top: the other tests also run on code without it
 
     y, sigma = Y8[:num_schools], SIGMA8[:num_schools]
     proper = None
@@ -297,7 +297,7 @@ def test_summary_of_three_schools_under_the_flat_prior():
     chains are those of tests/test_extreme.py's J = 3 case): theta's exact means are the oracle's (not null)
     and the sampled ones have an sd; mu's and tau's means and sds, exact and sampled, and a new school's, are
     null with the reason; log tau's are not."""
-    from jaxschools import analysis, config
+    from jaxschools.app import analysis, config
 
     data = Schools(jnp.asarray(Y3), jnp.asarray(SIGMA3))
     summary = json.loads(json.dumps(analysis.analyze(config.load_config(), data).summary, allow_nan=False))
@@ -314,7 +314,7 @@ def test_summary_of_three_schools_under_the_flat_prior():
     for block in (summary["posterior"]["log_tau"], summary["exact"]["log_tau"]):
         assert block["mean"] is not None and block["sd"] is not None
     assert "with J = 3 schools (need J >= 4)" in summary["exact"]["nonexistent_moments"]
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     page = report.render_html(summary, [], drawn=False)  # the nulls render, with the reason
     assert "Left blank because they do not exist" in page and "need J &gt;= 5" in page
@@ -332,7 +332,8 @@ def test_sweep_cells_null_the_means_that_do_not_exist():
     schools' theta means always finite."""
     import jax
 
-    from jaxschools import experiments, models
+    from jaxschools.app import experiments
+    from jaxschools.core import models
 
     key = jax.random.fold_in(jax.random.key(0), 1)
     for num_schools in (3, 4):
@@ -346,24 +347,3 @@ def test_sweep_cells_null_the_means_that_do_not_exist():
         theta_mean = np.asarray(cell["theta"]["mean"])
         assert np.all(np.isfinite(theta_mean[:num_schools]))
         assert np.all(np.isfinite(theta_mean[num_schools:]) == exists)
-
-
-def test_every_public_module_is_an_attribute_of_the_package():
-    """``jaxschools.moments`` (and every other module not named with a leading underscore) is reachable from
-    the package, lazily, as ``import jaxschools as js; js.moments``."""
-    import pathlib
-    import subprocess
-    import sys
-
-    import jaxschools
-
-    package = pathlib.Path(jaxschools.__file__).parent
-    public = sorted(path.stem if path.is_file() else path.name for path in package.iterdir()
-                    if not path.name.startswith("_") and (path.suffix == ".py" or (path / "__init__.py").is_file()))
-    assert sorted(jaxschools._SUBMODULES) == public
-    assert jaxschools.moments.PRIORS == ("flat", "half_cauchy", "half_normal")
-    # Reaching the pure-Python ones does not import JAX.
-    code = ("import sys, jaxschools as js; js.moments, js.exact_check, js.resources, js.output_folder, "
-            "js.input_files; print(any(m == 'jax' or m.startswith('jax.') for m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""The random walk's proposal normals (jaxschools.kernels.noise): exactly symmetric, and normal quantiles.
+"""The random walk's proposal normals (jaxschools.core.kernels.noise): exactly symmetric, and normal quantiles.
 
 Symmetry is what makes the random-walk Metropolis step exact, so it is checked on every one of the 2^24 values
 the map can produce, not on a sample. Their values are checked against scipy's normal quantile function.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from jaxschools.kernels import noise
+from jaxschools.core.kernels import noise
 
 CELLS = 2**24
 

@@ -7,11 +7,11 @@ import pytest
 from test_hmc import adapted_chains, assert_mean, check_statistical_layer
 
 import jaxschools as js
-from jaxschools.kernels.base import SamplingAlgorithm
-from jaxschools.kernels.hmc import HMCState
-from jaxschools.kernels.hmc import init as hmc_init
-from jaxschools.kernels.nuts import NUTSState
-from jaxschools.kernels.nuts import init as nuts_init
+from jaxschools.core.kernels.base import SamplingAlgorithm
+from jaxschools.core.kernels.hmc import HMCState
+from jaxschools.core.kernels.hmc import init as hmc_init
+from jaxschools.core.kernels.nuts import NUTSState
+from jaxschools.core.kernels.nuts import init as nuts_init
 
 SCALES = jnp.array([0.1, 0.5, 1.0, 3.0, 10.0])
 

@@ -1,6 +1,6 @@
 """Output-folder safety of `jaxschools run` (issue #13, findings 1, 11, 12 and 13).
 
-The rule (``jaxschools/output_folder.py``): a run writes only into a folder that does not exist, is empty, or
+The rule (``jaxschools/app/output_folder.py``): a run writes only into a folder that does not exist, is empty, or
 holds an earlier jaxschools result; anything else is refused before any work with one ``error:`` line and exit
 status 2, and nothing of the user's is moved or deleted. Dead runs' temporary folders are removed by the next
 run into the same place, live ones never; results get the umask's permissions.
@@ -33,7 +33,8 @@ TEMPORARY = ".jaxschools-temporary"  # the marker of a run's temporary folder (o
 @pytest.fixture
 def stand_ins(monkeypatch):
     """The analysis and the report replaced by instant ones; ``hooks["analysis"]()`` runs during the analysis."""
-    from jaxschools import experiments, report
+    from jaxschools.app import experiments
+    from jaxschools.presentation import report
 
     hooks = {}
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")  # leave this process's JAX configuration alone
@@ -388,7 +389,7 @@ def test_a_run_killed_with_sigkill_leaves_a_temporary_folder_that_the_next_run_r
 
 def _dead_folder(parent: Path, prefix: str, version: str) -> Path:
     """A temporary folder as a run of ``version`` made it, left by a kill -9 (its lock released)."""
-    from jaxschools import output_folder
+    from jaxschools.app import output_folder
 
     if version == "before-the-locks":
         return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
@@ -401,7 +402,7 @@ def _dead_folder(parent: Path, prefix: str, version: str) -> Path:
 def test_a_run_killed_between_the_two_renames_gets_its_previous_results_back(tmp_path, capsys, stand_ins,
                                                                              version):
     """DIR was moved into ``.DIR.old-*`` and the new results not yet moved in: the next run puts it back."""
-    from jaxschools import output_folder
+    from jaxschools.app import output_folder
 
     out = tmp_path / "run"
     assert _main(capsys, "--out", str(out), "--set", "sampler.seed=1")[0] == 0

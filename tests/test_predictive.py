@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 import jaxschools as js
-from jaxschools import predictive
+from jaxschools.core import predictive
 
 ALPHA = 1e-4
 N = 100_000

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jaxschools import diagnostics, exact, laplace, models, moments, posterior, sampling
-from jaxschools.data import Schools
-from jaxschools.kernels import rwmh
+from jaxschools.core import diagnostics, exact, laplace, models, moments, posterior, sampling
+from jaxschools.core.data import Schools
+from jaxschools.core.kernels import rwmh
 
 J = 8
 EXACT = 1e-11

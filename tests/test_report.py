@@ -1,4 +1,4 @@
-"""Tests of jaxschools.plots and jaxschools.report on small real analyses.
+"""Tests of jaxschools.presentation.plots and jaxschools.presentation.report on small real analyses.
 
 Two analyses are built once for the module: the eight schools (4 chains), and a J = 3 dataset on a
 scale of millions, with a single chain and hostile school names (HTML and matplotlib mathtext).
@@ -16,8 +16,8 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from jaxschools import config as config_module  # noqa: E402
-from jaxschools import data as data_module  # noqa: E402
+from jaxschools.app import config as config_module  # noqa: E402
+from jaxschools.core import data as data_module  # noqa: E402
 
 MALICIOUS = "<script>alert(1)</script>"
 HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
@@ -36,9 +36,9 @@ def x64():
 
 def _analyze(sets, dataset):
     try:
-        from jaxschools import analysis
+        from jaxschools.app import analysis
     except ImportError as error:  # a module the analysis needs (e.g. exact) is not written yet
-        pytest.skip(f"jaxschools.analysis cannot be imported yet: {error}")
+        pytest.skip(f"jaxschools.app.analysis cannot be imported yet: {error}")
     return analysis.analyze(config_module.load_config(None, sets=sets), dataset)
 
 
@@ -55,7 +55,7 @@ def hostile_analysis(x64):
 
 @pytest.fixture(scope="module")
 def eight_report(eight_analysis, tmp_path_factory):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     out = tmp_path_factory.mktemp("eight")
     path = report.write_outputs(eight_analysis, out)
@@ -64,7 +64,7 @@ def eight_report(eight_analysis, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hostile_report(hostile_analysis, tmp_path_factory):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     out = tmp_path_factory.mktemp("hostile")
     path = report.write_outputs(hostile_analysis, out)
@@ -140,7 +140,7 @@ def test_single_chain_run_is_flagged(hostile_analysis, hostile_report):
 
 
 def test_figures_false_writes_tables_only(eight_analysis, tmp_path):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     path = report.write_outputs(eight_analysis, tmp_path, figures=False)
     assert path == tmp_path / "report.html"
@@ -151,7 +151,7 @@ def test_figures_false_writes_tables_only(eight_analysis, tmp_path):
 
 
 def test_make_figures_three_schools_one_chain(hostile_analysis):
-    from jaxschools import plots
+    from jaxschools.presentation import plots
 
     specs = plots.make_figures(hostile_analysis)
     assert [spec.name for spec in specs] == FIGURE_NAMES
@@ -164,7 +164,7 @@ def test_make_figures_three_schools_one_chain(hostile_analysis):
 
 
 def test_forest_keeps_the_most_outlying_schools_in_data_order():
-    from jaxschools import plots
+    from jaxschools.presentation import plots
 
     num_schools = 45
     y = np.zeros(num_schools)
@@ -182,7 +182,7 @@ def test_forest_keeps_the_most_outlying_schools_in_data_order():
 
 
 def test_z_scores_beyond_four_mcse_are_flagged(eight_analysis):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     summary = copy.deepcopy(eight_analysis.summary)
     if not summary.get("exact"):
@@ -195,7 +195,7 @@ def test_z_scores_beyond_four_mcse_are_flagged(eight_analysis):
 
 
 def test_report_without_exact_reference(eight_analysis):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     summary = {key: value for key, value in eight_analysis.summary.items() if key != "exact"}
     page = report.render_html(summary)
@@ -208,14 +208,14 @@ def test_report_without_exact_reference(eight_analysis):
      (28.0, "28"), (5000, "5,000"), (True, "yes"), (-0.0, "0")],
 )
 def test_numbers_are_formatted_for_any_scale(value, text):
-    from jaxschools import report
+    from jaxschools.presentation import report
 
     assert report.fmt(value) == text
 
 
 def _shrinkage_mu_line(analysis):
     """(label, height) of the shrinkage figure's mu line (the solid horizontal line on the left panel)."""
-    from jaxschools import plots
+    from jaxschools.presentation import plots
 
     spec = next(spec for spec in plots.make_figures(analysis) if spec.name == "shrinkage")
     left = spec.figure.get_axes()[0]

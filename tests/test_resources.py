@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxschools import config as config_module
-from jaxschools import resources
+from jaxschools.app import config as config_module
+from jaxschools.app import resources
 from jaxschools.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_every_terms_advice_fits_its_keys():
     """Each term's advice names real keys and says the right thing for each: "lower" or "a smaller" only a
     number, "fewer" only a list, "set ... = false" a boolean, another value of a choice; terms no key shrinks
     (the runtime, P(best)'s draws) say to raise the limit, never "use fewer schools"."""
-    from jaxschools.config import SCHEMA
+    from jaxschools.app.config import SCHEMA
 
     seen = set()
     for sets in EVERY_TERM:
@@ -267,8 +267,8 @@ def test_a_limit_below_the_runtime_asks_for_a_higher_limit_only():
 
 
 def test_the_library_sizes_the_estimate_repeats_are_the_librarys():
-    """resources cannot import jaxschools.exact (JAX), so it repeats these; they must stay equal."""
-    from jaxschools import exact, posterior
+    """resources cannot import jaxschools.core.exact (JAX), so it repeats these; they must stay equal."""
+    from jaxschools.core import exact, posterior
 
     assert resources.EXACT_RULE_NODES == exact._DEFAULT_NODES
     assert resources.P_GREATER_MAX_SCHOOLS == exact.P_GREATER_MAX_SCHOOLS == posterior.P_GREATER_MAX_SCHOOLS

@@ -13,7 +13,7 @@ from jax.scipy.special import ndtr
 from oracle import eight_schools_oracle
 
 import jaxschools as js
-from jaxschools import analysis
+from jaxschools.app import analysis
 
 Z = 5.0
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jaxschools as js
-from jaxschools import sharding
+from jaxschools.core import sharding
 
 TOLERANCE = 1e-10  # the bar; identical keys make the runs equal up to XLA's rounding differences
 
@@ -28,7 +28,8 @@ _SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import jaxschools as js
-    from jaxschools import experiments, sharding
+    from jaxschools.app import experiments
+    from jaxschools.core import sharding
 
     assert jax.device_count() == 4, jax.devices()
     mesh = sharding.mesh()

@@ -25,8 +25,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxschools import cli, laplace, models, sampling
-from jaxschools.analysis import _kernel
+from jaxschools import cli
+from jaxschools.core import laplace, models, sampling
+from jaxschools.app.analysis import _kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +122,8 @@ def test_a_signal_at_a_named_stage_of_a_real_run_exits_with_its_status(tmp_path,
 @pytest.fixture
 def instant_analysis(monkeypatch):
     """The analysis and the report replaced by instant stand-ins: the stages after sampling, in-process."""
-    from jaxschools import experiments, report
+    from jaxschools.app import experiments
+    from jaxschools.presentation import report
 
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")
 
@@ -170,7 +172,8 @@ SMALL_RUN = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200"]
 def real_result():
     """A real analysis (experiments.run on the command line's resolved config; the sizes of tests/test_cli.py's
     runs, whose compilations it shares in a whole-suite run), computed once for the tests below."""
-    from jaxschools import data, experiments
+    from jaxschools.core import data
+    from jaxschools.app import experiments
 
     resolved, table, _ = cli._read_inputs(cli._parser().parse_args(["run", *SMALL_RUN]))
     return experiments.run(resolved, data.from_table(table))
@@ -184,7 +187,8 @@ def test_a_signal_during_real_figure_drawing_exits_130(tmp_path, capsys, monkeyp
     """SIGINT arrives inside plots.plot_contour (real matplotlib drawing, inside plots.attempt, which catches
     every Exception of a figure): the interrupt passes through, the run exits 130 with one error line and
     nothing is published. Only the analysis is the precomputed real one."""
-    from jaxschools import experiments, plots
+    from jaxschools.app import experiments
+    from jaxschools.presentation import plots
 
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")  # leave this process's JAX configuration alone
     monkeypatch.setattr(experiments, "run", lambda *args, **kwargs: real_result)
@@ -207,7 +211,7 @@ def test_a_signal_while_summary_json_is_being_written_exits_143(tmp_path, capsys
     """SIGTERM arrives after the first piece of summary.json is written by the real ``cli._write_json``
     (json.dump of the real summary, through a file whose write() sends it once): exit 143, one error line,
     no partial summary.json published."""
-    from jaxschools import experiments
+    from jaxschools.app import experiments
 
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")
     monkeypatch.setattr(experiments, "run", lambda *args, **kwargs: real_result)

@@ -37,12 +37,12 @@ from oracle import eight_schools_oracle
 from statistical import assert_matches_exact, check_against_exact, exact_reference
 
 import jaxschools as js
-from jaxschools import exact, laplace, models, posterior, sampling
-from jaxschools.adaptation import window_adaptation
-from jaxschools.kernels.base import SamplingAlgorithm, metropolis_accept
-from jaxschools.kernels.hmc import hmc
-from jaxschools.kernels.nuts import nuts
-from jaxschools.kernels.rwmh import RWMHInfo, RWMHState, rwmh
+from jaxschools.core import exact, laplace, models, posterior, sampling
+from jaxschools.core.adaptation import window_adaptation
+from jaxschools.core.kernels.base import SamplingAlgorithm, metropolis_accept
+from jaxschools.core.kernels.hmc import hmc
+from jaxschools.core.kernels.nuts import nuts
+from jaxschools.core.kernels.rwmh import RWMHInfo, RWMHState, rwmh
 
 # One chain shape for every case: the diagnostics and the driver compile once per shape and are reused.
 # 4 x 40,000 random-walk draws give a mean-ESS of log tau near 5,000 on the eight schools: the Jacobian bug's
@@ -101,7 +101,7 @@ class KernelCase(NamedTuple):
     """One kernel on the targets it is meant for.
 
     ``build(target) -> algorithm`` or ``(algorithm, run_kwargs)``: any BlackJAX-style ``SamplingAlgorithm``;
-    ``run_kwargs`` go to :func:`jaxschools.sampling.run` (e.g. ``{"adaptation": window_adaptation(...)}``).
+    ``run_kwargs`` go to :func:`jaxschools.core.sampling.run` (e.g. ``{"adaptation": window_adaptation(...)}``).
     ``parameterization``: ``marginal`` | ``centered`` | ``noncentered``: the density the kernel samples
     (its positions start with (mu, log tau), which is what the layer checks). ``datasets``: keys of
     :data:`DATASETS`. ``known_bias``: empty, or why this combination is expected to fail the layer.

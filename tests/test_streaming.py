@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxschools as js
-from jaxschools import adaptation, sampling, streaming
+from jaxschools.core import adaptation, sampling, streaming
 
 EDGES = np.stack([np.linspace(-20.0, 30.0, 26), np.linspace(-4.0, 5.0, 26)])
 NUM_CHAINS, NUM_SAMPLES, BURN_IN, NUM_BATCHES = 5, 3000, 100, 6  # 3000 = 46 blocks of 64 + 56: a partial block

@@ -1,13 +1,13 @@
-"""Tests of jaxschools.validation: reading school data files and checking concrete values."""
+"""Tests of jaxschools.core.validation: reading school data files and checking concrete values."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from jaxschools.config import PRIORS
+from jaxschools.app.config import PRIORS
 from jaxschools.errors import InputError
-from jaxschools.validation import MIN_SCHOOLS, check_groups, check_schools, default_names, read_table
+from jaxschools.core.validation import MIN_SCHOOLS, check_groups, check_schools, default_names, read_table
 
 EIGHT_SCHOOLS_CSV = """name,y,sigma
 A,28,15
@@ -263,11 +263,11 @@ def test_every_prior_has_its_minimum_numbers_of_schools():
     """One list of prior names: the config's choices, the moments' tails and the minimum J agree; the minimum
     is a proper posterior's (flat: p(tau | y) ~ tau^(1 - J) integrable for J >= 3, BDA3 section 5.4) and 2 for
     the pooled chi-squared test."""
-    from jaxschools import moments
+    from jaxschools.core import moments
 
     assert tuple(PRIORS) == moments.PRIORS == tuple(MIN_SCHOOLS)
     assert MIN_SCHOOLS == {"flat": 3, "half_cauchy": 2, "half_normal": 2}
-    from jaxschools import models
+    from jaxschools.core import models
 
     assert models.PRIORS == moments.PRIORS
     for prior in PRIORS:

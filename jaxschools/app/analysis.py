@@ -1,0 +1,474 @@
+"""One complete analysis of one dataset: the seed's path, from a resolved config to a summary.
+
+data -> classical estimates -> log-density -> Laplace fit -> chains -> diagnostics -> theta draws
+-> queries (Rao-Blackwellised) -> exact reference -> ``summary`` (the JSON-ready dict that becomes
+summary.json) plus the arrays the figures need.
+
+This module owns the root PRNG key of a run (``jax.random.key(config.sampler.seed)``), split into
+named subkeys, so every draw in a run is determined by the seed.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxschools.core import adaptation, classical, diagnostics, exact, laplace, models, moments, posterior, sampling
+from jaxschools.app import exact_check
+from jaxschools.core import predictive as predictive_checks
+from jaxschools.core.data import Schools
+from jaxschools.core.kernels import hmc, nuts, rwmh
+
+__all__ = ["Analysis", "analyze", "SCHEMA_VERSION", "to_json"]
+
+# 2 (issue #13): nulls where a moment does not exist or a diagnostic is undefined, exact_check,
+# posterior.<name>.mcse_sd, mcmc.flags.frozen_chains and exact_mismatch; CHANGELOG.md lists the changes.
+SCHEMA_VERSION = 2
+
+# A chain accepting less than this share of proposals is flagged as stuck.
+STUCK_ACCEPTANCE = 0.01
+RHAT_THRESHOLD, ESS_THRESHOLD = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
+# Exact draws for P(theta_j is best): this many, or fewer when draws x J would exceed EXACT_NUMBERS.
+EXACT_DRAWS, EXACT_NUMBERS = 10_000, 10_000_000
+
+
+class Chains(NamedTuple):
+    """One sampling stage's draws in the marginal coordinates, whatever target the kernel explored.
+
+    ``samples.positions`` is (chain, draw, 2) = (mu, log tau); the per-draw divergence flags and the
+    adapted parameters stay in ``samples``. ``theta`` is (chain, draw, J) from the chain itself for the
+    joint targets and None for the marginal one (whose theta are drawn afterwards).
+    """
+
+    parameterization: str
+    samples: sampling.Samples
+    theta: Any
+
+
+class Analysis(NamedTuple):
+    """``summary``: JSON-ready dict (summary.json). The rest: arrays for figures and reports.
+
+    ``logdensity`` is always the marginal (mu, log tau) density (the contour plot's); ``contrast`` holds
+    the chains of ``model.contrast`` when the config asks for one; ``predictive`` the posterior predictive
+    draws (a new school, replicated data) and their check (:mod:`jaxschools.core.predictive`).
+    """
+
+    summary: dict
+    data: Schools
+    logdensity: Any
+    fit: laplace.LaplaceFit
+    samples: sampling.Samples
+    theta: jax.Array
+    timings: dict
+    contrast: Chains | None = None
+    predictive: predictive_checks.Predictive | None = None
+
+
+def to_json(value):
+    """Arrays and numpy scalars to plain Python lists and numbers; NaN and inf become None."""
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        return to_json(np.asarray(value).tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _stage(progress: Callable | None, message: str):
+    if progress is not None:
+        progress(message)
+
+
+def _default_query(config: dict, data: Schools) -> tuple[int, float]:
+    """P(theta_k > c): k and c from [queries], defaulting to the first school and its own y."""
+    school = config["queries"].get("school")
+    index = data.names.index(school) if school else 0
+    threshold = config["queries"].get("threshold")
+    if threshold is None:
+        threshold = float(data.y[index])
+    return index, float(threshold)
+
+
+def _stats(draws) -> dict:
+    summary = posterior.summarize_draws(draws)
+    return {key: summary[key] for key in ("mean", "sd", "q025", "q975", "mcse_mean", "ess_bulk", "ess_tail", "rhat")}
+
+
+# Built once: a jit of a fresh vmap inside the function would be a new function, compiled again on every call.
+_BATCHED_MCSE_SD = jax.jit(jax.vmap(diagnostics.mcse_sd))
+
+
+def _sd_mcse(mu, log_tau) -> list:
+    """MCSE of the posterior sd of mu, log tau and tau from (chain, draw) draws (Vehtari et al. 2021)."""
+    return list(_BATCHED_MCSE_SD(jnp.stack([mu, log_tau, jnp.exp(log_tau)])))
+
+
+def _frozen_chains(positions, reference: dict, fit: laplace.LaplaceFit) -> list[int]:
+    """Chains whose mu or log tau barely moved (``diagnostics.frozen_chains``), as a list of indices.
+
+    The scale is the exact posterior's, robustly: (q97.5 - q2.5) / 3.92, the sd of a normal with the same
+    central 95% interval (it exists even where the posterior sd does not); the Laplace sd where that is
+    not finite. A chain is frozen when its within-chain sd of mu or of log tau is at most
+    ``diagnostics.FROZEN_RTOL`` (1e-3) times that scale, or its draws are equal to rounding.
+    """
+    frozen = np.zeros(positions.shape[0], bool)
+    for d, key in enumerate(("mu", "log_tau")):
+        low, high = (float(np.asarray(reference[key][q])) for q in ("q025", "q975"))
+        scale = (high - low) / (2 * 1.959963984540054)
+        if not (math.isfinite(scale) and scale > 0):
+            scale = math.sqrt(float(fit.cov[d, d])) if float(fit.cov[d, d]) > 0 else float("nan")
+        frozen |= np.asarray(diagnostics.frozen_chains(positions[..., d], scale))
+    return [int(c) for c in np.flatnonzero(frozen)]
+
+
+def _with_exact_check(summary: dict, prior_kind: str, num_schools: int) -> dict:
+    """Add ``exact_check`` (:mod:`jaxschools.app.exact_check`) and, when it fails, ``mcmc.flags.exact_mismatch``.
+
+    The MCSE of an sd needs a finite fourth moment: where that does not exist (flat prior, J < 7, for mu and
+    tau) the sd's z-score would be meaningless, so its MCSE is nulled first (log tau has every moment).
+    """
+    for name in ("mu", "tau"):
+        block = summary["posterior"][name]
+        if not moments.exists(prior_kind, name, 4, num_schools):
+            block["mcse_sd"] = None
+    verdict = exact_check.check(summary, prior=prior_kind, num_schools=num_schools)
+    summary["exact_check"] = verdict
+    if verdict and verdict["flagged"]:
+        summary["mcmc"]["flags"]["exact_mismatch"] = verdict["num_beyond"]
+    return summary
+
+
+KERNEL_NAMES = {"rwmh": "random-walk Metropolis", "hmc": "Hamiltonian Monte Carlo", "nuts": "NUTS"}
+
+
+def _kernel(sampler_cfg: dict, target, cov):
+    """The configured kernel on ``target`` and its warm-up adaptation (None when not adapting).
+
+    ``cov`` seeds the metric: the Laplace covariance on the marginal target, the identity on a joint
+    one (which has no mode to fit). Random-walk Metropolis keeps the full covariance as its proposal,
+    as the seed does; HMC and NUTS use its diagonal unless ``sampler.dense_mass``.
+    """
+    kind, dtype = sampler_cfg["kernel"], cov.dtype
+    adapt = sampler_cfg["adapt"] if sampler_cfg["adapt"] is not None else kind != "rwmh"
+    target_accept = sampler_cfg["target_accept"] or adaptation.DEFAULT_TARGET_ACCEPT[kind]
+    if kind == "rwmh":
+        scale = jnp.asarray(sampler_cfg["scale"], dtype)
+        warmup = adaptation.rwmh_adaptation(cov, scale, target_accept=target_accept) if adapt else None
+        return rwmh(target, cov, scale), warmup
+    metric = cov if sampler_cfg["dense_mass"] else jnp.diag(cov)
+    step_size = jnp.asarray(sampler_cfg["step_size"], dtype)
+    if kind == "hmc":
+        algorithm = hmc(target, step_size, metric, sampler_cfg["num_steps"], sampler_cfg["jitter"])
+    else:
+        algorithm = nuts(target, step_size, metric, sampler_cfg["max_depth"])
+    warmup = adaptation.window_adaptation(step_size, metric, target_accept=target_accept) if adapt else None
+    return algorithm, warmup
+
+
+def sample_chains(config: dict, data: Schools, prior, fit: laplace.LaplaceFit, parameterization: str,
+                  init_key, sample_key, *, between: Callable | None = None) -> Chains:
+    """The sampling stage: the configured kernel on the ``parameterization`` target, from the Laplace fit.
+
+    Chains start at the Laplace mode plus ``init_spread`` Laplace standard deviations (``init_key``).
+    On a joint target, theta is added to each start by a draw from theta | mu, tau, y (BDA3 eq. 5.17;
+    key ``fold_in(init_key, 1)``), as eta = (theta - mu) / tau for the non-centered form, and the joint
+    draws are mapped back to (mu, log tau) and theta = theta (centered) or mu + tau eta (non-centered).
+    Traceable: tests vmap it over datasets. With ``between`` (the command line's interrupt check), the chains run
+    as a host loop over short chunks (:func:`jaxschools.core.sampling.run_in_chunks`: the same draws, not traceable)
+    and ``between("sampling-chunk:K")`` is called after each.
+    """
+    sampler_cfg = config["sampler"]
+    dtype = data.y.dtype
+    num_chains, num_samples, burn_in = sampler_cfg["num_chains"], sampler_cfg["num_samples"], sampler_cfg["burn_in"]
+    cov = jnp.where(jnp.all(jnp.isfinite(fit.cov)) & fit.converged, fit.cov, jnp.eye(2, dtype=dtype))
+    starts = sampling.overdispersed_positions(init_key, fit.mode, cov, num_chains, sampler_cfg["init_spread"])
+    if parameterization == "marginal":
+        target = models.marginal_logdensity(data, prior)
+    else:
+        target = models.joint_logdensity(data, prior, parameterization)
+        theta = posterior.theta_draws(jax.random.fold_in(init_key, 1), starts[:, None, :], data)[:, 0, :]
+        if parameterization == "noncentered":
+            theta = (theta - starts[:, :1]) * jnp.exp(-starts[:, 1:2])
+        starts = jnp.concatenate([starts, theta], axis=-1)
+        cov = jnp.eye(starts.shape[-1], dtype=dtype)
+    algorithm, warmup = _kernel(sampler_cfg, target, cov)
+    if between is None:
+        samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
+                               burn_in=burn_in, adaptation=warmup)
+    else:
+        samples = sampling.run_in_chunks(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
+                                         burn_in=burn_in, adaptation=warmup, between=between)
+    if parameterization == "marginal":
+        return Chains(parameterization, samples, None)
+    positions = samples.positions
+    mu, log_tau, block = positions[..., :1], positions[..., 1:2], positions[..., 2:]
+    theta = block if parameterization == "centered" else mu + jnp.exp(log_tau) * block
+    return Chains(parameterization, samples._replace(positions=positions[..., :2]), theta)
+
+
+def divergence_summary(chains: Chains, median_log_tau) -> dict:
+    """Divergent transitions of a run: count, rate, and where they fall (``mcmc.divergences`` and kin).
+
+    ``below_median_tau`` is the share of divergent transitions whose draw has log tau below the exact
+    posterior median: about 0.5 if divergences fell anywhere, near 1 when they pile up in the neck of
+    the funnel at small tau (Betancourt & Girolami 2015). Null without divergences or trajectories.
+    """
+    samples = chains.samples
+    if samples.is_divergent is None:
+        return {"divergences": None, "divergence_rate": None, "divergences_below_median_tau": None}
+    flags = np.asarray(samples.is_divergent)
+    count = int(flags.sum())
+    log_tau = np.asarray(samples.positions[..., 1])
+    below = float(np.mean(log_tau[flags] < float(median_log_tau))) if count else None
+    return {"divergences": count, "divergence_rate": count / flags.size, "divergences_below_median_tau": below}
+
+
+def _adapted(samples: sampling.Samples, sampler_cfg: dict) -> dict:
+    """The step size per chain (as tuned, or as configured) and the mean gradient evaluations per draw.
+
+    Both null for random-walk Metropolis, which has neither.
+    """
+    out = {"step_size": None, "num_integration_steps": None}
+    parameters = samples.parameters or {}
+    if "step_size" in parameters:
+        out["step_size"] = parameters["step_size"]
+    elif sampler_cfg["kernel"] != "rwmh":
+        out["step_size"] = [sampler_cfg["step_size"]] * samples.positions.shape[0]
+    if samples.num_integration_steps is not None:
+        out["num_integration_steps"] = jnp.mean(samples.num_integration_steps.astype(float))
+    return out
+
+
+def _contrast_summary(chains: Chains, median_log_tau, sampler_cfg: dict) -> dict:
+    """``mcmc.contrast``: the second parameterization's divergences, mixing and posterior means."""
+    positions = chains.samples.positions
+    mu, log_tau = positions[..., 0], positions[..., 1]
+    return {
+        "parameterization": chains.parameterization,
+        **divergence_summary(chains, median_log_tau),
+        **_adapted(chains.samples, sampler_cfg),
+        "acceptance_rate": chains.samples.acceptance_rate,
+        "ess": {"mu": diagnostics.ess(mu), "log_tau": diagnostics.ess(log_tau)},
+        "rhat": {"mu": diagnostics.rhat(mu), "log_tau": diagnostics.rhat(log_tau)},
+        "posterior": {"mu": {"mean": jnp.mean(mu)}, "log_tau": {"mean": jnp.mean(log_tau)}},
+    }
+
+
+def _null_nonexistent_moments(summary: dict, prior_kind: str, mask) -> dict:
+    """``summary`` with every mean, sd and MCSE of a mean that does not exist set to NaN (``null`` in JSON).
+
+    Existence is decided per quantity from the prior family and J, the schools in the likelihood
+    (:mod:`jaxschools.core.moments`): under the flat prior p(tau | y) ~ tau^(1 - J), so mu and tau need J >= 4 for a
+    mean and J >= 5 for an sd; under the half-Cauchy E[tau] needs J >= 1 and sd(tau) J >= 2; theta_j of a
+    school in the likelihood and log tau keep every moment; a new (or left-out) school's theta and y have
+    tau's conditions. The exact values are already NaN there (``exact.summary``); the sampler's estimates of
+    them (means of draws, which never settle) are nulled by the same rule. An MCSE of a mean needs the
+    variance too. The reason is recorded as ``exact.nonexistent_moments``.
+    """
+    observed = np.asarray(mask, bool)
+    num_schools = int(observed.sum())
+
+    def allowed(quantity, statistic):
+        return moments.exists(prior_kind, quantity, moments.STATISTICS[statistic], num_schools)
+
+    def theta_allowed(statistic):
+        order = moments.STATISTICS[statistic]
+        return np.where(observed, moments.exists(prior_kind, "theta", order, num_schools),
+                        moments.exists(prior_kind, "theta_out", order, num_schools))
+
+    def null(block, key, ok):
+        if key in block and block[key] is not None:
+            block[key] = np.where(ok, np.asarray(block[key], float), np.nan)
+
+    for name in ("mu", "tau", "log_tau"):
+        block = summary["posterior"][name]
+        null(block, "mean", allowed(name, "mean"))
+        null(block, "sd", allowed(name, "sd"))
+        null(block, "mcse_mean", allowed(name, "mean") & allowed(name, "sd"))
+    theta = summary["theta"]
+    null(theta, "mean", theta_allowed("mean"))
+    null(theta, "sd", theta_allowed("sd"))
+    null(theta, "mean_mcse", theta_allowed("mean") & theta_allowed("sd"))
+    for block in summary["predictive"]["new_school"]["theta"], summary["predictive"]["new_school"]["y"]:
+        null(block, "mean", allowed("theta_out", "mean"))
+        null(block, "sd", allowed("theta_out", "sd"))
+        null(block, "mcse_mean", allowed("theta_out", "mean") & allowed("theta_out", "sd"))
+    contrast = summary["mcmc"].get("contrast")
+    if contrast is not None:
+        for name, block in contrast["posterior"].items():
+            null(block, "mean", allowed(name, "mean"))
+    reasons = moments.messages(prior_kind, num_schools, ("mu", "tau", "log_tau", "theta", "theta_out"))
+    if reasons:
+        summary["exact"] = {**summary["exact"], "nonexistent_moments": "; ".join(reasons)}
+    return summary
+
+
+def provenance() -> dict:
+    """What produced a result: versions, platform and the x64 flag (recorded in every summary)."""
+    import jaxlib
+
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "backend": jax.default_backend(),
+        "x64": bool(jax.config.read("jax_enable_x64")),
+    }
+
+
+def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
+            between: Callable | None = None) -> Analysis:
+    """Run the analysis a resolved config describes (see ``jaxschools/configs/default.toml``).
+
+    ``between``: called between the chunks of the sampling stages (see :func:`sample_chains`); the command
+    line's check for Ctrl-C and SIGTERM. Without it the chains run in one jitted call each.
+    """
+    timings = {}
+    start = time.perf_counter()
+    model_cfg, sampler_cfg = config["model"], config["sampler"]
+    prior = models.make_prior(
+        model_cfg["prior"], mu_loc=model_cfg["mu_loc"], mu_scale=model_cfg["mu_scale"], tau_scale=model_cfg["tau_scale"]
+    )
+    parameterization, kind = model_cfg["parameterization"], sampler_cfg["kernel"]
+    root = jax.random.key(sampler_cfg["seed"])
+    init_key, sample_key, theta_key, exact_key = jax.random.split(root, 4)
+
+    logdensity = models.marginal_logdensity(data, prior)
+    _stage(progress, "Laplace approximation")
+    fit = laplace.fit(logdensity, laplace.default_init(data), max_iterations=config["laplace"]["max_iterations"])
+    timings["laplace_s"] = time.perf_counter() - start
+
+    num_chains, num_samples, burn_in = sampler_cfg["num_chains"], sampler_cfg["num_samples"], sampler_cfg["burn_in"]
+    target_name = "" if parameterization == "marginal" else f" on the {parameterization} joint density"
+    _stage(progress, f"{KERNEL_NAMES[kind]}{target_name}: {num_chains} chains x {burn_in + num_samples} steps")
+    t0 = time.perf_counter()
+    chains = sample_chains(config, data, prior, fit, parameterization, init_key, sample_key, between=between)
+    samples = chains.samples
+    samples.positions.block_until_ready()
+    timings["sampling_s"] = time.perf_counter() - t0
+    contrast = None
+    if model_cfg["contrast"] is not None:
+        _stage(progress, f"{KERNEL_NAMES[kind]} on the {model_cfg['contrast']} target, for contrast")
+        t0 = time.perf_counter()
+        contrast = sample_chains(config, data, prior, fit, model_cfg["contrast"], init_key, sample_key,
+                                 between=between)
+        contrast.samples.positions.block_until_ready()
+        timings["contrast_sampling_s"] = time.perf_counter() - t0
+
+    _stage(progress, "posterior summaries")
+    positions = samples.positions
+    mu, log_tau = positions[..., 0], positions[..., 1]
+    # Joint targets sample theta themselves; the marginal one draws theta | mu, tau, y afterwards.
+    theta = chains.theta if chains.theta is not None else posterior.theta_draws(theta_key, positions, data)
+    school, threshold = _default_query(config, data)
+    num_schools = data.num_schools
+    want_matrix = num_schools <= posterior.P_GREATER_MAX_SCHOOLS
+    answers = posterior.queries(positions, theta, data, school, threshold, p_greater=want_matrix)
+    theta_stats = posterior.summarize_draws(theta)
+    # A new school and replicated data (BDA3 ch. 6), from a key of their own hung off theta_key.
+    predictive = predictive_checks.posterior_predictive(jax.random.fold_in(theta_key, 1), positions, theta, data)
+
+    mu_stats, log_tau_stats, tau_stats = _stats(mu[..., None]), _stats(log_tau[..., None]), _stats(jnp.exp(log_tau)[..., None])
+    scalar = lambda stats: {key: value[0] for key, value in stats.items()}  # noqa: E731
+    mu_stats, log_tau_stats, tau_stats = scalar(mu_stats), scalar(log_tau_stats), scalar(tau_stats)
+    for stats, value in zip((mu_stats, log_tau_stats, tau_stats), _sd_mcse(mu, log_tau)):
+        stats["mcse_sd"] = value
+
+    acceptance = samples.acceptance_rate
+    # An undefined R-hat or ESS (nan: one chain, or draws that do not vary) is not evidence of mixing.
+    rhats = [float(mu_stats["rhat"]), float(log_tau_stats["rhat"])]
+    rhat_max = max(rhats) if num_chains > 1 and not any(math.isnan(v) for v in rhats) else float("nan")
+    esses = [float(s[k]) for s in (mu_stats, log_tau_stats) for k in ("ess_bulk", "ess_tail")]
+    ess_min = float("nan") if any(math.isnan(v) for v in esses) else min(esses)
+    flags = {
+        "stuck_chains": [int(c) for c in np.flatnonzero(np.asarray(acceptance) < STUCK_ACCEPTANCE)],
+        "not_mixed": bool(not (rhat_max < RHAT_THRESHOLD) or not (ess_min >= ESS_THRESHOLD)),
+        "laplace_not_converged": not bool(fit.converged),
+    }
+
+    _stage(progress, "exact posterior by quadrature")
+    t0 = time.perf_counter()
+    # P(theta_j is best) by exact simulation costs draws x J: at most ~10^7 numbers, so J = 10,000 takes
+    # 1,000 draws (its Monte Carlo sd, sqrt(p / draws) with p ~ 1/J, is as large as p either way).
+    num_draws = min(EXACT_DRAWS, max(1_000, EXACT_NUMBERS // data.num_schools))
+    reference = exact.summary(data, prior, query_school=school, threshold=threshold, rng_key=exact_key,
+                              num_draws=num_draws)
+    timings["exact_s"] = time.perf_counter() - t0
+    median_log_tau = reference["log_tau"]["q50"]
+    frozen = _frozen_chains(positions, reference, fit)
+    flags["frozen_chains"] = frozen
+    flags["stuck_chains"] = sorted(set(flags["stuck_chains"]) | set(frozen))
+    divergence = divergence_summary(chains, median_log_tau)
+    if divergence["divergences"]:
+        flags["divergent_transitions"] = divergence["divergences"]
+
+    pooled = classical.pooled(data)
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "data": {"names": list(data.names), "y": data.y, "sigma": data.sigma},
+        "separate": classical.separate(data),
+        "pooled": pooled,
+        "laplace": {
+            "mode": fit.mode,
+            "cov": fit.cov,
+            "converged": bool(fit.converged),
+            "log_evidence": fit.log_evidence,
+            "iterations": fit.num_iterations,
+        },
+        "mcmc": {
+            "kernel": sampler_cfg["kernel"],
+            "num_chains": num_chains,
+            "num_samples": num_samples,
+            "burn_in": burn_in,
+            "acceptance_rate": acceptance,
+            "ess": {"mu": mu_stats["ess_bulk"], "log_tau": log_tau_stats["ess_bulk"]},
+            "ess_tail": {"mu": mu_stats["ess_tail"], "log_tau": log_tau_stats["ess_tail"]},
+            "rhat": {"mu": mu_stats["rhat"], "log_tau": log_tau_stats["rhat"]},
+            "divergences": divergence["divergences"],
+            "flags": flags,
+            "parameterization": parameterization,
+            "divergence_rate": divergence["divergence_rate"],
+            "divergences_below_median_tau": divergence["divergences_below_median_tau"],
+            **_adapted(samples, sampler_cfg),
+            "contrast": None if contrast is None else _contrast_summary(contrast, median_log_tau, sampler_cfg),
+        },
+        "posterior": {"mu": mu_stats, "log_tau": log_tau_stats, "tau": tau_stats},
+        "theta": {
+            "mean": answers["theta_mean"],
+            "mean_mcse": answers["theta_mean_mcse"],
+            "sd": theta_stats["sd"],
+            "q025": theta_stats["q025"],
+            "q975": theta_stats["q975"],
+        },
+        "shrinkage": answers["shrinkage"],
+        "shrinkage_mcse": answers["shrinkage_mcse"],
+        "queries": {
+            "p_exceeds": {
+                "school": data.names[school],
+                "threshold": threshold,
+                "p": answers["p_exceeds"],
+                "mcse": answers["p_exceeds_mcse"],
+            },
+            "p_greater": answers.get("p_greater"),
+            "p_best": answers["p_best"],
+        },
+        "predictive": predictive_checks.summarize(predictive),
+        "exact": reference,
+        "config": config,
+        "provenance": provenance(),
+    }
+    summary = _null_nonexistent_moments(summary, prior.kind, data.mask)
+    timings["total_s"] = time.perf_counter() - start
+    summary = _with_exact_check(to_json(summary), prior.kind, int(np.sum(np.asarray(data.mask))))
+    return Analysis(summary, data, logdensity, fit, samples, theta, timings, contrast, predictive)

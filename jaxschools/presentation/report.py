@@ -1,0 +1,964 @@
+"""The run's outputs for people: ``figures/<name>.png`` and a self-contained ``report.html``.
+
+The report reads like the seed analysis (BDA3 section 5.5): the data with separate intervals,
+complete pooling and its chi-squared test, the Laplace approximation, the Metropolis chains and
+their diagnostics (Vehtari et al. 2021), the posterior of (mu, log tau, tau) and of every theta_j,
+the seed's probability question, and two checks against the exact posterior by quadrature: the
+sampler's estimates as z-scores in units of their Monte Carlo standard error, and the Laplace
+mode and curvature next to the exact mean and sd; then the posterior predictive check (BDA3
+section 6.3) and a new school's predictive distribution.
+
+The page is one file: figures are embedded as base64 PNG data URIs and the CSS is inline, so it
+opens anywhere without a network. All text, school names from user files included, is escaped
+with :func:`html.escape`. Everything is rendered from ``analysis.summary`` (the summary.json
+dict) plus the figures, so :func:`render_html` also works on a loaded summary.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import pathlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from jaxschools.core import diagnostics
+from jaxschools.app import exact_check
+from jaxschools.presentation import experiment_plots, plots
+from jaxschools.app._summary_fields import exact_p_exceeds as _exact_p_exceeds
+from jaxschools.app._summary_fields import finite as _finite
+from jaxschools.app._summary_fields import get as _get
+from jaxschools.app._summary_fields import school_label as _school
+
+__all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
+
+DPI = 110
+# Per-school tables stop at this many rows (summary.json has every school).
+MAX_TABLE_ROWS = 200
+# A sampler estimate is flagged (red, and a warning) beyond Bonferroni's threshold for the number of
+# z-scores (jaxschools.app.exact_check: 4.09 MCSEs for the eight schools' 23).
+# Convergence thresholds shown in red in the MCMC table: the ones the analysis flags with.
+RHAT_LIMIT, ESS_LIMIT = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
+_Z975 = 1.959963984540054
+_DASH = "—"
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+class _Html(str):
+    """Markup that is already safe; every other string is escaped when written."""
+
+
+def _e(value) -> str:
+    return value if isinstance(value, _Html) else html.escape(str(value), quote=True)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def fmt(x, spec: str = ".4g") -> str:
+    """A number for people: ``format(x, spec)`` on any scale; None, NaN and inf as a dash."""
+    if x is None:
+        return _DASH
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}"
+    if _finite(x):
+        text = format(float(x), spec)
+        return "0" if text in ("-0", "-0.0") else text
+    if _is_number(x):
+        return _DASH
+    return str(x)
+
+
+def _pm(value, error) -> str:
+    return fmt(value) if not _finite(error) else f"{fmt(value)} ± {fmt(error, '.2g')}"
+
+
+def _sqrt(x):
+    return math.sqrt(x) if _finite(x) and x >= 0 else None
+
+
+def _interval(low, high) -> str:
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def _at(values, j):
+    return _get(values, j)
+
+
+def _table(headers: Sequence, rows: Iterable[Sequence], cls: str = "") -> str:
+    """An HTML table; a cell is a value (formatted, escaped) or ``(value, css_class)``."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
+    body = []
+    for row in rows:
+        cells = []
+        for cell in row:
+            value, css = cell if isinstance(cell, tuple) else (cell, "")
+            text = value if isinstance(value, str) else fmt(value)
+            klass = f' class="{css}"' if css else ""
+            cells.append(f"<td{klass}>{_e(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    klass = f' class="{cls}"' if cls else ""
+    return f"<table{klass}>{head}<tbody>{''.join(body)}</tbody></table>"
+
+
+def _section(anchor: str, title: str, *parts: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2>{"".join(parts)}</section>'
+
+
+def _p(text, cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return f"<p{klass}>{_e(text)}</p>"
+
+
+def _capped(num_rows: int) -> tuple[int, str]:
+    if num_rows <= MAX_TABLE_ROWS:
+        return num_rows, ""
+    note = f"Showing the first {MAX_TABLE_ROWS} of {num_rows} schools; summary.json has all of them."
+    return MAX_TABLE_ROWS, _p(note, "note")
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _extreme(values, pick) -> int | None:
+    """Index of the smallest (``pick=min``) or largest finite value; None when there is none."""
+    finite = [(v, j) for j, v in enumerate(values) if _finite(v)]
+    return pick(finite)[1] if finite else None
+
+
+def _theta_of(name) -> _Html:
+    return _Html(f"θ<sub>{_e(name)}</sub>")
+
+
+def _upper_tail(threshold, mean, sd) -> float | None:
+    """P(X > threshold) for X ~ N(mean, sd^2)."""
+    if not (_finite(threshold) and _finite(mean) and _finite(sd)) or sd <= 0:
+        return None
+    return 0.5 * math.erfc((threshold - mean) / (sd * math.sqrt(2.0)))
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _overview(s: dict, sd_mcse: dict) -> str:
+    """The plain-language summary, generated from the numbers."""
+    names = _get(s, "data", "names", default=[])
+    y, sigma = _get(s, "data", "y", default=[]), _get(s, "data", "sigma", default=[])
+    num_schools = len(names)
+    paragraphs = []
+    if num_schools:
+        lo, hi = _extreme(y, min), _extreme(y, max)
+        text = (f"{num_schools} schools report estimated effects from {fmt(y[lo], '.3g')} ({_school(names, lo)}) "
+                f"to {fmt(y[hi], '.3g')} ({_school(names, hi)}), with standard errors from "
+                f"{fmt(min(sigma), '.3g')} to {fmt(max(sigma), '.3g')}.")
+        pooled = _get(s, "pooled", default={})
+        p_value = pooled.get("p_value")
+        if _finite(pooled.get("mean")):
+            text += (f" Complete pooling gives a common effect of {fmt(pooled['mean'], '.3g')} ± "
+                     f"{fmt(_sqrt(pooled.get('var')), '.3g')}; the χ² test of homogeneity gives "
+                     f"χ² = {fmt(pooled.get('chi2'), '.3g')} on {fmt(pooled.get('df'))} df "
+                     f"(p = {fmt(p_value, '.2g')})")
+            if _finite(p_value):
+                text += (", so the data alone do not rule out a single common effect." if p_value > 0.05
+                         else ", which rejects a single common effect.")
+            else:
+                text += "."
+        paragraphs.append(_p(text))
+
+    mu, tau = _get(s, "posterior", "mu", default={}), _get(s, "posterior", "tau", default={})
+    if mu:
+        text = (f"The hierarchical model puts the population mean μ at {fmt(mu.get('mean'), '.3g')} "
+                f"(95% interval {fmt(mu.get('q025'), '.3g')} to {fmt(mu.get('q975'), '.3g')}) and the between-school "
+                f"standard deviation τ at {fmt(tau.get('mean'), '.3g')} (95% interval {fmt(tau.get('q025'), '.3g')} "
+                f"to {fmt(tau.get('q975'), '.3g')}).")
+        shrink = _get(s, "shrinkage", default=[])
+        lo, hi = _extreme(shrink, min), _extreme(shrink, max)
+        if len(shrink) == num_schools and lo is not None:
+            text += (f" Each school's estimate is pulled toward μ by a factor E[B_j] between "
+                     f"{fmt(shrink[lo], '.2g')} ({_school(names, lo)}, σ = {fmt(sigma[lo], '.3g')}) and "
+                     f"{fmt(shrink[hi], '.2g')} ({_school(names, hi)}, σ = {fmt(sigma[hi], '.3g')}).")
+        paragraphs.append(_p(text))
+
+    query = _get(s, "queries", "p_exceeds", default={})
+    if query and query.get("school") in names:
+        k = list(names).index(query["school"])
+        c, p = query.get("threshold"), query.get("p")
+        theta_k = _get(s, "theta", "mean", k)
+        text = (f"{_e(_capitalised(_school(names, k)))}’s observed effect {_e(fmt(y[k], '.3g'))} shrinks to a "
+                "posterior mean of "
+                f"{_e(fmt(theta_k, '.3g'))} (95% interval {_e(fmt(_get(s, 'theta', 'q025', k), '.3g'))} to "
+                f"{_e(fmt(_get(s, 'theta', 'q975', k), '.3g'))}); "
+                f"P({_theta_of(query['school'])} &gt; {_e(fmt(c, '.3g'))} | y) = "
+                f"{_e(fmt(p, '.2g'))} (MCSE {_e(fmt(query.get('mcse'), '.1g'))}), where its own data alone would say "
+                f"{_e(fmt(_upper_tail(c, y[k], sigma[k]), '.2g'))}.")
+        best = _get(s, "queries", "p_best", default=[])
+        j = _extreme(best, max)
+        if len(best) == num_schools and j is not None:
+            text += (f" The school most likely to have the largest effect is {_e(str(names[j]))}, "
+                     f"with probability only {_e(fmt(best[j], '.2g'))}.")
+        paragraphs.append(f"<p>{text}</p>")
+
+    mcmc = _get(s, "mcmc", default={})
+    if mcmc:
+        acceptance = [a for a in mcmc.get("acceptance_rate") or [] if _finite(a)]
+        ess = [v for v in (_get(mcmc, "ess", "mu"), _get(mcmc, "ess", "log_tau"), _get(mcmc, "ess_tail", "mu"),
+                           _get(mcmc, "ess_tail", "log_tau")) if _finite(v)]
+        rhat = [v for v in (_get(mcmc, "rhat", "mu"), _get(mcmc, "rhat", "log_tau")) if _finite(v)]
+        chains = mcmc.get("num_chains")
+        text = (f"The sampler ({mcmc.get('kernel')}) ran {fmt(chains)} chain{'s' if chains != 1 else ''} of "
+                f"{fmt(mcmc.get('num_samples'))} kept draws after {fmt(mcmc.get('burn_in'))} burn-in")
+        if acceptance:
+            low, high = format(min(acceptance), ".1%"), format(max(acceptance), ".1%")
+            text += f", accepting {low} of proposals" if low == high else f", accepting {low} to {high} of proposals"
+        text += "."
+        if ess:
+            text += f" The smallest bulk or tail ESS is {min(ess):,.0f}"
+            text += f" and the largest R-hat {fmt(max(rhat), '.4g')}." if rhat else " (R-hat needs two chains or more)."
+        elif acceptance:
+            text += " Its ESS and R-hat are undefined: the draws of μ and log τ do not vary within the chains."
+        text += " See the warnings below." if _active_flags(mcmc) else " No convergence warnings."
+        paragraphs.append(_p(text))
+
+    verdict = exact_check.check(s, sd_mcse)
+    if verdict and verdict["num_compared"]:
+        flagged = verdict["num_beyond"]
+        text = (f"Against the exact posterior by quadrature, {verdict['num_compared']} sampler estimates have a "
+                f"largest |z| of {fmt(verdict['max_abs_z'], '.2g')} ({verdict['worst']}); ")
+        text += (f"{flagged} exceed{'s' if flagged == 1 else ''} {fmt(verdict['threshold'], '.3g')} Monte Carlo "
+                 "standard errors (see the warnings below)." if flagged
+                 else "all agree within their Monte Carlo error.")
+        paragraphs.append(_p(text))
+    if verdict and verdict["num_undefined"]:
+        paragraphs.append(_p(_undefined_text(verdict)))
+
+    mode, exact_mean = _get(s, "laplace", "mode", 1), _get(s, "exact", "log_tau", "mean")
+    exact_sd = _get(s, "exact", "log_tau", "sd")
+    if _finite(mode) and _finite(exact_mean):
+        text = (f"The Laplace approximation centres log τ at its mode {fmt(mode, '.3g')} with sd "
+                f"{fmt(_sqrt(_get(s, 'laplace', 'cov', 1, 1)), '.3g')}; the exact posterior has mean "
+                f"{fmt(exact_mean, '.3g')} and sd {fmt(exact_sd, '.3g')}.")
+        if _finite(exact_sd) and abs(mode - exact_mean) > 0.1 * exact_sd:
+            text += (" The posterior of log τ is skewed, so its mode is not its centre: the normal approximation "
+                     "misplaces it, which is why the seed moved on from the Laplace approximation to MCMC.")
+        paragraphs.append(_p(text))
+    return "".join(paragraphs)
+
+
+# Why estimates have no z-score (jaxschools.app.exact_check.REASONS), worded for people: (one, several).
+_UNDEFINED_WORDS = {
+    exact_check.NO_MOMENT: ("{n} posterior moment does not exist for this prior and number of schools, so "
+                            "it is not estimated (see the exact comparison below)",
+                            "{n} posterior moments do not exist for this prior and number of schools, so they "
+                            "are not estimated (see the exact comparison below)"),
+    exact_check.MCSE_NEEDS_MOMENT: ("{n} sampler estimate has no Monte Carlo standard error because it would "
+                                    "need a higher moment that does not exist (an sd's MCSE needs E[x⁴], a "
+                                    "mean's E[x²])",
+                                    "{n} sampler estimates have no Monte Carlo standard error because it would "
+                                    "need a higher moment that does not exist (an sd's MCSE needs E[x⁴], a "
+                                    "mean's E[x²])"),
+    exact_check.NO_VARIATION: ("{n} sampler estimate has no Monte Carlo standard error: its draws do not vary "
+                               "within the chains (or are too few)",
+                               "{n} sampler estimates have no Monte Carlo standard error: their draws do not "
+                               "vary within the chains (or are too few)"),
+    exact_check.MISSING: ("{n} sampler estimate or its exact value is missing",
+                          "{n} sampler estimates or their exact values are missing"),
+}
+
+
+def _undefined_text(verdict: dict) -> str:
+    """Why ``verdict['num_undefined']`` estimates are not checked, by reason; an older summary without
+    ``undefined`` (schema 1) knew only draws that do not vary."""
+    counts = verdict.get("undefined") or {exact_check.NO_VARIATION: verdict["num_undefined"]}
+    parts = [_UNDEFINED_WORDS[key][count != 1].format(n=fmt(count)) for key in exact_check.REASONS
+             if (count := counts.get(key))]
+    return "Not checked against the exact posterior: " + "; ".join(parts) + "."
+
+
+def _active_flags(mcmc: dict) -> dict:
+    return {key: value for key, value in (mcmc.get("flags") or {}).items() if value}
+
+
+def _chain_list(chains) -> str:
+    return f"Chain{'s' if len(chains) > 1 else ''} {', '.join(str(int(c) + 1) for c in chains)}"
+
+
+def _warnings(s: dict, sd_mcse: dict | None = None) -> str:
+    mcmc = _get(s, "mcmc", default={})
+    messages = []
+    acceptance = mcmc.get("acceptance_rate") or []
+    # Frozen chains that rejected (nearly) everything are explained by that; the others get their own message.
+    frozen = [int(c) for c in _get(mcmc, "flags", "frozen_chains", default=[])
+              if not (int(c) < len(acceptance) and _finite(acceptance[int(c)]) and acceptance[int(c)] < 0.01)]
+    for key, value in _active_flags(mcmc).items():
+        if key == "stuck_chains":
+            rest = [int(c) for c in value if int(c) not in frozen]
+            if rest:
+                messages.append(f"{_chain_list(rest)} accepted fewer than 1% of proposals: stuck.")
+        elif key == "frozen_chains":
+            value = frozen
+            if not value:
+                continue
+            rates = [acceptance[c] for c in value if c < len(acceptance) and _finite(acceptance[c])]
+            their = "their" if len(value) > 1 else "its"
+            why = (f" while accepting every proposal: {their} steps are below floating-point resolution (raise "
+                   "sampler.scale or sampler.step_size)" if rates and min(rates) >= 1.0 else "")
+            messages.append(f"{_chain_list(value)} did not move: the within-chain sd of μ or log τ is at most "
+                            f"{fmt(diagnostics.FROZEN_RTOL, 'g')} of the posterior's scale{why}. {'They are' if len(value) > 1 else 'It is'} stuck: "
+                            f"{their} draws are not from the posterior.")
+        elif key == "exact_mismatch":
+            continue  # recomputed below from the numbers on this page
+        elif key == "not_mixed":
+            reasons = []
+            if mcmc.get("num_chains") == 1:
+                reasons.append("only one chain was run, so R-hat cannot check convergence")
+            undefined = [v for group in ("ess", "ess_tail", "rhat") for v in (_get(mcmc, group, "mu"),
+                                                                            _get(mcmc, group, "log_tau"))
+                         if not _finite(v)]
+            if undefined and (mcmc.get("num_chains") or 0) > 1:
+                reasons.append("ESS or R-hat is undefined, because the draws do not vary within the chains")
+            rhat = [v for v in (_get(mcmc, "rhat", "mu"), _get(mcmc, "rhat", "log_tau")) if _finite(v)]
+            if rhat and max(rhat) >= RHAT_LIMIT:
+                reasons.append(f"R-hat reaches {fmt(max(rhat), '.4g')} (want < {RHAT_LIMIT})")
+            ess = [v for group in ("ess", "ess_tail") for v in (_get(mcmc, group, "mu"), _get(mcmc, group, "log_tau"))
+                   if _finite(v)]
+            if ess and min(ess) < ESS_LIMIT:
+                reasons.append(f"the bulk or tail ESS of μ or log τ is as low as {min(ess):,.0f} "
+                               f"(want ≥ {ESS_LIMIT})")
+            because = "; ".join(reasons) or f"R-hat ≥ {RHAT_LIMIT} or ESS < {ESS_LIMIT}"
+            messages.append(f"The chains are not shown to have mixed: {because}. Treat the estimates below with "
+                            "caution; run longer, or more chains.")
+        elif key == "divergent_transitions":
+            messages.append(f"{fmt(value)} transitions diverged: the step size could not resolve the posterior's "
+                            "curvature somewhere (see the divergence figure), and estimates near there may be biased. "
+                            "Raise sampler.target_accept or reparameterize (model.parameterization = noncentered).")
+        elif key == "laplace_not_converged":
+            messages.append("The Laplace optimiser did not converge: its mode and covariance are unreliable, and the "
+                            "proposal used the identity covariance instead.")
+        else:
+            messages.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
+    verdict = exact_check.check(s, sd_mcse)
+    if verdict and verdict["flagged"]:
+        listed = "; ".join(verdict["beyond"][:5]) + ("; …" if verdict["num_beyond"] > 5 else "")
+        messages.append(f"{verdict['num_beyond']} of {verdict['num_compared']} sampler estimates differ from the "
+                        f"exact posterior by more than {fmt(verdict['threshold'], '.3g')} Monte Carlo standard "
+                        f"errors (largest |z| {fmt(verdict['max_abs_z'], '.3g')}: {listed}). The threshold is "
+                        f"Bonferroni's for {verdict['num_compared']} comparisons at a family-wise rate of "
+                        f"{fmt(verdict['alpha'], 'g')}: the draws are not from the posterior.")
+    if not messages:
+        return ""
+    items = "".join(f"<li>{_e(m)}</li>" for m in messages)
+    return f'<div class="warn"><strong>Warning</strong><ul>{items}</ul></div>'
+
+
+def _data_section(s: dict) -> str:
+    names, y, sigma = (_get(s, "data", key, default=[]) for key in ("names", "y", "sigma"))
+    lower, upper = _get(s, "separate", "lower", default=[]), _get(s, "separate", "upper", default=[])
+    shown, note = _capped(len(names))
+    rows = [(str(names[j]), y[j], sigma[j], _interval(_at(lower, j), _at(upper, j))) for j in range(shown)]
+    pooled = _get(s, "pooled", default={})
+    var = pooled.get("var")
+    sd = _sqrt(var)
+    mean = pooled.get("mean")
+    pooled_rows = [
+        ("precision-weighted mean ȳ", mean),
+        ("sd of ȳ", sd),
+        ("95% interval", _interval(mean - _Z975 * sd, mean + _Z975 * sd) if _finite(mean) and sd else _DASH),
+        ("χ² = Σ (y_j − ȳ)² / σ_j²", pooled.get("chi2")),
+        ("degrees of freedom", pooled.get("df")),
+        ("p-value", pooled.get("p_value")),
+    ]
+    return (
+        _section("data", "Data and separate estimates",
+                 _p("Each school alone, with a flat prior: θ_j | y_j ~ N(y_j, σ_j²), 95% interval "
+                    "y_j ± 1.96 σ_j."),
+                 _table(("school", "y", "σ", "separate 95% interval"), rows), note)
+        + _section("pooled", "Complete pooling",
+                   _p("One common effect for every school (BDA3 eq. 5.13), and the χ² test of "
+                      "homogeneity on J − 1 degrees of freedom."),
+                   _table(("quantity", "value"), pooled_rows, "narrow"))
+    )
+
+
+def _laplace_section(s: dict) -> str:
+    fit = _get(s, "laplace", default={})
+    mode, cov = fit.get("mode") or [None, None], fit.get("cov") or [[None, None], [None, None]]
+    sds = [_sqrt(_get(cov, 0, 0)), _sqrt(_get(cov, 1, 1))]
+    corr = _get(cov, 0, 1)
+    corr = corr / (sds[0] * sds[1]) if _finite(corr) and sds[0] and sds[1] else None
+    rows = [
+        ("μ", mode[0], sds[0], _get(cov, 0, 0), _get(cov, 0, 1)),
+        ("log τ", mode[1], sds[1], _get(cov, 1, 0), _get(cov, 1, 1)),
+    ]
+    facts = [
+        ("converged", bool(fit.get("converged"))),
+        ("Newton iterations", fit.get("iterations")),
+        ("correlation of μ and log τ", corr),
+        ("τ at the mode", math.exp(mode[1]) if _finite(mode[1]) else None),
+        ("log evidence (Laplace)", fit.get("log_evidence")),
+    ]
+    return _section(
+        "laplace", "Laplace approximation",
+        _p("Normal approximation to p(μ, log τ | y) at the posterior mode, with covariance the inverse of the "
+           "negative Hessian (exact derivatives). The sampler's proposal uses this covariance."),
+        _table(("", "mode", "sd", "cov[·, μ]", "cov[·, log τ]"), rows),
+        _table(("", ""), facts, "narrow"),
+        "" if fit.get("converged") else _p("The optimiser did not converge.", "bad"),
+    )
+
+
+def _flag_cell(value, bad: bool):
+    return (value, "bad") if bad else value
+
+
+def _gradient_facts(mcmc: dict) -> list:
+    """MCMC table rows for the target, the tuned step size, divergences and their contrast run, where present."""
+    rows = []
+    if mcmc.get("parameterization"):
+        rows.append(("target", f"{mcmc['parameterization']} density"))
+    steps = [v for v in mcmc.get("step_size") or [] if _finite(v)]
+    if steps:
+        rows.append(("adapted step size (per chain)", f"{fmt(min(steps), '.3g')} to {fmt(max(steps), '.3g')}"))
+    if _finite(mcmc.get("num_integration_steps")):
+        rows.append(("gradient evaluations per draw", fmt(mcmc["num_integration_steps"], ".3g")))
+    if _finite(mcmc.get("divergence_rate")):
+        below = mcmc.get("divergences_below_median_tau")
+        where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
+        rows.append(("divergence rate", f"{mcmc['divergence_rate']:.3%}{where}"))
+    contrast = mcmc.get("contrast") or {}
+    if contrast:
+        below = contrast.get("divergences_below_median_tau")
+        where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
+        rate = contrast.get("divergence_rate")
+        rate_text = f" ({rate:.3%}{where})" if _finite(rate) else ""
+        rows.append((f"divergences, {contrast.get('parameterization')} density (contrast run)",
+                     f"{fmt(contrast.get('divergences'))}{rate_text}"))
+    return rows
+
+
+def _mcmc_section(s: dict, sd_mcse: dict | None = None) -> str:
+    mcmc = _get(s, "mcmc", default={})
+    facts = [
+        ("kernel", str(mcmc.get("kernel", _DASH))),
+        ("chains", mcmc.get("num_chains")),
+        ("kept draws per chain", mcmc.get("num_samples")),
+        ("burn-in per chain (discarded)", mcmc.get("burn_in")),
+        ("divergences", mcmc.get("divergences")),
+    ]
+    facts += _gradient_facts(mcmc)
+    acceptance = mcmc.get("acceptance_rate") or []
+    stuck = set(_get(mcmc, "flags", "stuck_chains", default=[]))
+    acceptance_row = [_flag_cell(_fmt_fixed(a), c in stuck) for c, a in enumerate(acceptance)]
+    diagnostics, undefined = [], False
+    for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
+        post = _get(s, "posterior", key, default={})
+        bulk, tail, rhat = post.get("ess_bulk"), post.get("ess_tail"), post.get("rhat")
+        diagnostics.append((
+            label,
+            _flag_cell(fmt(bulk, ".4g"), _finite(bulk) and bulk < ESS_LIMIT),
+            _flag_cell(fmt(tail, ".4g"), _finite(tail) and tail < ESS_LIMIT),
+            _flag_cell(fmt(rhat, ".4f"), _finite(rhat) and rhat >= RHAT_LIMIT),
+        ))
+        # nan from the library: too few draws, or draws that do not vary (jaxschools.core.diagnostics).
+        for column, value in ((1, bulk), (2, tail), (3, rhat if (mcmc.get("num_chains") or 0) > 1 else 0.0)):
+            if post and not _finite(value):
+                undefined = True
+                diagnostics[-1] = diagnostics[-1][:column] + (("undefined", "bad"),) + diagnostics[-1][column + 1:]
+    return _section(
+        "mcmc", "Markov chain Monte Carlo",
+        _warnings(s, sd_mcse),
+        _table(("", ""), facts, "narrow"),
+        "<h3>Acceptance rate per chain</h3>",
+        _table([f"chain {c + 1}" for c in range(len(acceptance))], [acceptance_row]) if acceptance else _p(_DASH),
+        "<h3>Convergence diagnostics</h3>",
+        _p(f"Rank-normalised bulk and tail ESS and split R-hat (Vehtari et al. 2021); red: ESS < {ESS_LIMIT} or "
+           f"R-hat ≥ {RHAT_LIMIT}. R-hat needs at least two chains."),
+        _table(("", "ESS bulk", "ESS tail", "R-hat"), diagnostics),
+        _p("Undefined: ESS and R-hat need at least 4 draws per chain that vary within the chains; draws that do "
+           "not vary say nothing about mixing, so they are not reported as perfect.", "note") if undefined else "",
+    )
+
+
+def _fmt_fixed(x) -> str:
+    return fmt(x, ".3f")
+
+
+def _posterior_section(s: dict) -> str:
+    rows = []
+    for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
+        post = _get(s, "posterior", key, default={})
+        rows.append((label, _pm(post.get("mean"), post.get("mcse_mean")), post.get("sd"),
+                     _interval(post.get("q025"), post.get("q975"))))
+    return _section(
+        "posterior", "Posterior of the population parameters",
+        _p("Posterior mean ± Monte Carlo standard error, sd and central 95% interval from the draws."),
+        _table(("", "mean ± MCSE", "sd", "95% interval"), rows),
+    )
+
+
+def _schools_section(s: dict) -> str:
+    names, y, sigma = (_get(s, "data", key, default=[]) for key in ("names", "y", "sigma"))
+    theta = _get(s, "theta", default={})
+    shrink, shrink_mcse = _get(s, "shrinkage", default=[]), _get(s, "shrinkage_mcse", default=[])
+    best = _get(s, "queries", "p_best", default=[])
+    shown, note = _capped(len(names))
+    rows = []
+    for j in range(shown):
+        rows.append((
+            str(names[j]), y[j], sigma[j],
+            _pm(_get(theta, "mean", j), _get(theta, "mean_mcse", j)),
+            _get(theta, "sd", j),
+            _interval(_get(theta, "q025", j), _get(theta, "q975", j)),
+            _pm(_at(shrink, j), _at(shrink_mcse, j)),
+            _at(best, j),
+        ))
+    return _section(
+        "schools", "School effects",
+        _p("E[θ_j | y] and E[B_j | y], B_j = σ_j² / (σ_j² + τ²) the shrinkage toward μ, "
+           "are Rao-Blackwellised (averages of their closed forms given (μ, τ)), with their MCSE; sd and "
+           "interval come from the θ draws. P(best) is the probability that the school has the largest effect."),
+        _table(("school", "y", "σ", "E[θ | y] ± MCSE", "sd", "95% interval", "shrinkage E[B] ± MCSE",
+                "P(best)"), rows),
+        note,
+    )
+
+
+def _query_section(s: dict) -> str:
+    query = _get(s, "queries", "p_exceeds", default={})
+    if not query:
+        return ""
+    names, y, sigma = (_get(s, "data", key, default=[]) for key in ("names", "y", "sigma"))
+    school, c = query.get("school"), query.get("threshold")
+    k = list(names).index(school) if school in names else None
+    pooled = _get(s, "pooled", default={})
+    pooled_sd = _sqrt(pooled.get("var"))
+    exact = _get(s, "exact", default={})
+    rows = [
+        ("hierarchical model (sampler)", _pm(query.get("p"), query.get("mcse"))),
+        ("hierarchical model (exact)", _exact_p_exceeds(exact) if exact else None),
+        ("separate analysis of this school", _upper_tail(c, y[k], sigma[k]) if k is not None else None),
+        ("complete pooling", _upper_tail(c, pooled.get("mean"), pooled_sd)),
+    ]
+    title = _Html(f"P({_theta_of(school)} &gt; {_e(fmt(c))} | y)")
+    return _section(
+        "query", "Posterior question",
+        f"<p>How likely is {_e(_school([school], 0))}'s true effect to exceed {_e(fmt(c))}? (By default the first "
+        "school and its own observed effect: for the eight schools, the seed's P(θ<sub>A</sub> &gt; 28).) "
+        f"{title} is Rao-Blackwellised (the average over draws of its closed form given (μ, τ)), with its "
+        "MCSE, and set against what the separate and pooled analyses would say:</p>",
+        _table(("model", "probability"), rows, "narrow"),
+    )
+
+
+def _exact_rows(s: dict, sd_mcse: dict) -> list[exact_check.Row]:
+    """The rows comparing the sampler with the exact posterior (shown schools)."""
+    return exact_check.rows(s, sd_mcse, max_schools=MAX_TABLE_ROWS)
+
+
+# The z cell of an estimate without a z-score, by reason (jaxschools.app.exact_check.REASONS).
+_UNDEFINED_CELL = {exact_check.NO_MOMENT: "does not exist", exact_check.MCSE_NEEDS_MOMENT: "no MCSE (needs a higher moment)"}
+
+
+def _exact_section(s: dict, sd_mcse: dict) -> str:
+    if not _get(s, "exact"):
+        return _section("exact", "Sampler vs exact posterior", _p("No exact reference is available for this run."))
+    rows = _exact_rows(s, sd_mcse)
+    verdict = exact_check.check(s, sd_mcse) or {}
+    limit = verdict.get("threshold", exact_check.threshold(len(rows)))
+    table_rows = [
+        (row.label, row.estimate, row.mcse, row.exact,
+         _UNDEFINED_CELL.get(row.reason, "undefined") if row.z is None else
+         _flag_cell(fmt(row.z, ".2f" if abs(row.z) < 1e4 else ".3g"), abs(row.z) > limit))
+        for row in rows
+    ]
+    num_schools = len(_get(s, "data", "names", default=[]))
+    note = _capped(num_schools)[1]
+    missing = _get(s, "exact", "nonexistent_moments")
+    if missing:  # jaxschools.core.moments: these are null, exact and sampled alike
+        note += _p(f"Left blank because they do not exist (p(τ | y) has a power tail): {missing}.", "note")
+    return _section(
+        "exact", "Sampler vs exact posterior",
+        _p("The exact posterior by one-dimensional quadrature over log τ (μ and θ integrated in closed form) "
+           f"against the sampler: z = (estimate − exact) / MCSE, red where |z| > {fmt(limit, '.3g')}, Bonferroni's "
+           f"threshold Φ⁻¹(1 − α / 2m) for the m = {fmt(verdict.get('num_compared', len(rows)))} z-scores at a "
+           f"family-wise false-alarm rate α = {fmt(exact_check.ALPHA, 'g')}. z needs an MCSE: undefined where the "
+           "draws do not vary, and not formed where the MCSE would need a moment that does not exist (an sd's "
+           "MCSE needs E[x⁴], a mean's E[x²]); the MCSE of an sd is that of the draws' sd (Vehtari et al. 2021)."),
+        _table(("quantity", "sampler", "MCSE", "exact", "z"), table_rows),
+        note,
+    )
+
+
+def _laplace_exact_section(s: dict) -> str:
+    exact = _get(s, "exact", default={})
+    if not exact:
+        return ""
+    mode = _get(s, "laplace", "mode", default=[None, None])
+    cov = _get(s, "laplace", "cov", default=[[None, None], [None, None]])
+    rows = []
+    for d, (key, label) in enumerate((("mu", "μ"), ("log_tau", "log τ"))):
+        variance = _get(cov, d, d)
+        sd = _sqrt(variance)
+        mean, exact_sd = _get(exact, key, "mean"), _get(exact, key, "sd")
+        known = _finite(mode[d]) and _finite(mean) and _finite(exact_sd) and exact_sd > 0
+        shift = (mode[d] - mean) / exact_sd if known else None
+        ratio = sd / exact_sd if sd is not None and _finite(exact_sd) and exact_sd > 0 else None
+        rows.append((label, mode[d], sd, mean, exact_sd, shift, ratio))
+    evidence = [(name, value) for name, value in (("log p(y), Laplace", _get(s, "laplace", "log_evidence")),
+                                                  ("log p(y), exact", exact.get("log_evidence"))) if value is not None]
+    return _section(
+        "laplace-exact", "Laplace vs exact posterior",
+        _p("The normal approximation's centre and spread next to the exact posterior mean and sd. Where the posterior "
+           "of log τ is skewed (for the eight schools toward small τ: mode 1.84, mean about 1.44) the mode and "
+           "curvature misdescribe it; this is why the seed moved on from the Laplace approximation to MCMC."),
+        _table(("", "Laplace mode", "Laplace sd", "exact mean", "exact sd", "(mode − mean) / sd", "sd ratio"), rows),
+        _table(("", ""), evidence, "narrow") if evidence else "",
+    )
+
+
+# The test statistics of the posterior predictive check, in the order of jaxschools.core.predictive.STATISTICS
+# (repeated here so that rendering a summary.json needs no JAX).
+_PPC_LABELS = (("max", "largest y_j"), ("min", "smallest y_j"), ("mean", "mean of the y_j"),
+               ("sd", "sd of the y_j"), ("range", "max − min"))
+
+
+def _predictive_section(s: dict) -> str:
+    """The posterior predictive check (BDA3 section 6.3) and a new school's predictive distribution."""
+    predictive = _get(s, "predictive", default={})
+    if not predictive:
+        return ""
+    ppc = predictive.get("ppc") or {}
+    rows = []
+    for key, label in _PPC_LABELS:
+        entry = ppc.get(key)
+        if not entry:
+            continue
+        p = entry.get("p_value")
+        extreme = _finite(p) and min(p, 1 - p) < 0.025
+        rows.append((f"{key}: {label}", entry.get("observed"),
+                     _interval(entry.get("replicated_q025"), entry.get("replicated_q975")),
+                     _flag_cell(_pm(p, entry.get("mcse")), extreme)))
+    new = predictive.get("new_school") or {}
+    new_rows = []
+    for key, label in (("theta", "new school's effect θ̃ ~ N(μ, τ²)"),
+                       ("y", f"its estimate ỹ ~ N(θ̃, σ²), σ = {fmt(new.get('sigma'), '.3g')}")):
+        entry = new.get(key) or {}
+        if entry:
+            new_rows.append((label, _pm(entry.get("mean"), entry.get("mcse_mean")), entry.get("sd"),
+                             _interval(entry.get("q025"), entry.get("q975"))))
+    return _section(
+        "ppc", "Posterior predictive check",
+        _p("Would the model reproduce the data? For each draw, every school is measured again, "
+           "y_rep_j ~ N(θ_j, σ_j²), and a test statistic T of the replicated estimates is set against the "
+           "observed T(y): p = P(T(y_rep) ≥ T(y) | y), with its Monte Carlo standard error (BDA3 section 6.3). "
+           "A p-value near 0 or 1 (red: beyond 0.025 or 0.975) marks a feature the model rarely reproduces; "
+           "a moderate one says only that this T finds no misfit."),
+        _table(("statistic T", "observed T(y)", "95% interval of T(y_rep)", "p ± MCSE"), rows),
+        "<h3>A new school</h3>" if new_rows else "",
+        _p("The posterior predictive distribution of a school not in the data (BDA3 section 5.5), with the "
+           "median standard error of the data; mean ± MCSE, sd and central 95% interval from one draw per "
+           "posterior draw of (μ, τ).") if new_rows else "",
+        _table(("", "mean ± MCSE", "sd", "95% interval"), new_rows) if new_rows else "",
+    )
+
+
+def _figures_section(figures: Sequence[tuple[str, str, bytes]], drawn: bool,
+                     not_drawn: Sequence[tuple[str, str]] = ()) -> str:
+    if not drawn:
+        return _section("figures", "Figures", _p("Figures were not drawn for this run (output.figures = false)."))
+    parts = []
+    if not_drawn:  # extreme data: the numbers above stand, these figures could not be drawn from them
+        items = "; ".join(f"{name} ({why})" for name, why in not_drawn)
+        parts.append(_p(f"{len(not_drawn)} figure{'s' if len(not_drawn) > 1 else ''} could not be drawn for these "
+                        f"data and {'are' if len(not_drawn) > 1 else 'is'} left out: {items}. The numbers in the "
+                        "tables above are unaffected.", "note"))
+    for number, (name, caption, png) in enumerate(figures, start=1):
+        data = base64.b64encode(png).decode("ascii")
+        path = f"figures/{name}.png"
+        parts.append(
+            f'<figure id="fig-{_e(name)}"><img src="data:image/png;base64,{data}" alt="{_e(caption)}" '
+            f'data-file="{_e(path)}"><figcaption><strong>Figure {number}.</strong> {_e(caption)} '
+            f'<span class="file">{_e(path)}</span></figcaption></figure>'
+        )
+    return _section("figures", "Figures", *parts)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _toml_line(key, value) -> str:
+    if value is None:
+        return f"# {key} is unset (derived from the data)"
+    return f"{key} = {_toml_value(value)}"
+
+
+def _toml(config: dict) -> str:
+    """The resolved configuration as TOML (unset optional keys as comments)."""
+    lines = [_toml_line(key, value) for key, value in config.items() if not isinstance(value, dict)]
+    for key, value in config.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines += [_toml_line(k, v) for k, v in value.items() if not isinstance(v, dict)]
+    return "\n".join(lines)
+
+
+def _footer(s: dict) -> str:
+    import matplotlib
+
+    from jaxschools import __version__
+
+    config = _get(s, "config", default={})
+    provenance = dict(_get(s, "provenance", default={}))
+    provenance = {"jaxschools": __version__, **provenance, "numpy": np.__version__,
+                  "matplotlib": matplotlib.__version__, "summary schema": s.get("schema_version")}
+    seed = _get(config, "sampler", "seed")
+    return (
+        '<footer id="provenance"><h2>Configuration and provenance</h2>'
+        f"{_p(f'Seed {fmt(seed)}. The resolved configuration (rerun it with jaxschools run CONFIG.toml):')}"
+        f"<pre>{_e(_toml(config))}</pre>"
+        + _table(("", ""), [(key, value if isinstance(value, (bool, int, float)) else str(value))
+                            for key, value in provenance.items()], "narrow")
+        + "</footer>"
+    )
+
+
+# BDA3 Table 5.2, to recognise the built-in dataset when no data file was given.
+_EIGHT_SCHOOLS = (list("ABCDEFGH"), [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+
+
+def _dataset_label(s: dict) -> str:
+    path = _get(s, "config", "data", "path", default="")
+    if path:
+        return os.path.basename(path)
+    if (_get(s, "data", "names"), _get(s, "data", "y")) == _EIGHT_SCHOOLS:
+        return "the eight schools (BDA3 §5.5, Rubin 1981)"
+    return "a dataset given in Python"
+
+
+_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1d1d1f;
+max-width:980px;margin:2em auto;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+h3{font-size:1.02em;margin:1.2em 0 .4em}
+.sub{color:#555;margin-top:0}.note{color:#666;font-size:.9em}
+nav{font-size:.9em;color:#555}nav a{margin-right:.9em;color:#2456a4;text-decoration:none}
+table{border-collapse:collapse;margin:.6em 0 1em;font-variant-numeric:tabular-nums;font-size:.92em}
+th,td{padding:.25em .7em;border-bottom:1px solid #e6e6e6;text-align:right}
+th{background:#f4f5f7;font-weight:600}td:first-child,th:first-child{text-align:left}
+table.narrow td:last-child{min-width:8em}
+.bad{color:#b00020;font-weight:700}
+.warn{background:#fff4e5;border-left:5px solid #e07b00;padding:.6em 1em;margin:1em 0}
+.warn ul{margin:.3em 0 0 1.2em;padding:0}
+.summary{background:#f4f7fb;border-left:5px solid #2456a4;padding:.4em 1em}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.9em;color:#333}.file{color:#888;font-family:ui-monospace,monospace;font-size:.85em}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+footer{margin-top:2.5em;color:#444}
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<header>
+<h1>{title}</h1>
+<p class="sub">{subtitle}</p>
+<nav>{nav}</nav>
+</header>
+<section id="overview" class="summary"><h2>In brief</h2>{overview}</section>
+{warnings}
+{body}
+{footer}
+</body>
+</html>
+"""
+
+_NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
+        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("ppc", "predictive check"),
+        ("sweep", "sweep"), ("simulation", "simulation"), ("figures", "figures"),
+        ("provenance", "config"))
+
+
+def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *, drawn: bool | None = None,
+                sd_mcse: dict | None = None, not_drawn: Sequence[tuple[str, str]] = ()) -> str:
+    """The report page for a summary (the summary.json dict).
+
+    ``figures``: (name, caption, PNG bytes) in report order, embedded as data URIs; ``drawn`` says whether
+    figures were drawn at all (default: whether any are given or skipped). ``sd_mcse``: MCSE of the posterior
+    sd of ``mu``, ``log_tau`` and ``tau``, where known, for the sampler-vs-exact z-scores. ``not_drawn``:
+    (name, why) of figures that could not be drawn, listed in the figures section.
+    """
+    s = summary
+    drawn = bool(figures or not_drawn) if drawn is None else drawn
+    name = _get(s, "config", "name", default="run")
+    prior = _get(s, "config", "model", "prior", default=_DASH)
+    num_schools = len(_get(s, "data", "names", default=[]))
+    title = f"jaxschools report: {name}"
+    chains = _get(s, "mcmc", "num_chains")
+    subtitle = (f"Dataset: {_dataset_label(s)} · J = {num_schools} schools · prior: {prior} · "
+                f"sampler: {_get(s, 'mcmc', 'kernel', default=_DASH)}, {fmt(chains)} chain{'' if chains == 1 else 's'} "
+                f"· seed {fmt(_get(s, 'config', 'sampler', 'seed'))}")
+    body = "".join((
+        _data_section(s),
+        _laplace_section(s),
+        _mcmc_section(s, sd_mcse),
+        _posterior_section(s),
+        _schools_section(s),
+        _query_section(s),
+        _exact_section(s, sd_mcse or {}),
+        _laplace_exact_section(s),
+        _predictive_section(s),
+        _sweep_section(s),
+        _simulation_section(s),
+        _figures_section(figures, drawn, not_drawn),
+    ))
+    nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV)
+    warnings = _warnings(s, sd_mcse)
+    return _PAGE.format(
+        title=_e(title), subtitle=_e(subtitle), nav=nav, css=_CSS, overview=_overview(s, sd_mcse or {}),
+        warnings=warnings.replace('class="warn"', 'class="warn" id="warnings"', 1) if warnings else "",
+        body=body, footer=_footer(s),
+    )
+
+
+def _sd_mcse(analysis) -> dict:
+    """MCSE of the posterior sd of mu, log tau and tau from the draws (Vehtari et al. 2021)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxschools.core import diagnostics
+
+    positions = jnp.asarray(analysis.samples.positions)
+    stacked = jnp.stack([positions[..., 0], positions[..., 1], jnp.exp(positions[..., 1])])
+    values = np.asarray(jax.jit(jax.vmap(diagnostics.mcse_sd))(stacked), float)
+    return {key: float(v) for key, v in zip(("mu", "log_tau", "tau"), values)}
+
+
+def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
+    """Write ``out_dir/figures/<name>.png`` (when ``figures``) and ``out_dir/report.html``; return the report's path.
+
+    ``analysis``: an :class:`~jaxschools.app.analysis.Analysis`, or an :class:`~jaxschools.app.experiments.Result`
+    (whose sweep and simulation figures follow the analysis's own).
+    Each figure is rendered once at :data:`DPI` to PNG bytes that go both to its file and, base64-encoded,
+    into the page, then released. With ``figures=False`` no figure is drawn and the report has tables only.
+    """
+    result = analysis
+    analysis = getattr(result, "analysis", result)
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    embedded, not_drawn = [], []
+    if figures:
+        figure_dir = out_dir / "figures"
+        figure_dir.mkdir(exist_ok=True)
+        specs = plots.make_figures(analysis)
+        if result is not analysis:
+            specs = specs + experiment_plots.make_figures(result)
+        for spec in specs:
+            if spec.figure is None:  # could not be built for these data: listed in the report instead
+                not_drawn.append((spec.name, spec.not_drawn))
+                continue
+            buffer = io.BytesIO()
+            try:
+                spec.figure.savefig(buffer, format="png", dpi=DPI)
+            except Exception as error:  # noqa: BLE001 - drawing can fail only now (text, limits): skip it
+                not_drawn.append((spec.name, plots.failure_note(error)))
+                continue
+            finally:
+                spec.figure.clear()
+            png = buffer.getvalue()
+            (figure_dir / f"{spec.name}.png").write_bytes(png)
+            embedded.append((spec.name, spec.caption, png))
+    # Summaries since the exact check carry the sd's MCSE themselves (posterior.<name>.mcse_sd).
+    known = "mcse_sd" in (_get(analysis.summary, "posterior", "mu", default={}))
+    page = render_html(analysis.summary, embedded, drawn=figures, sd_mcse=None if known else _sd_mcse(analysis),
+                       not_drawn=not_drawn)
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------
+# Experiments: sweeps and simulation studies (present only when the run had them).
+
+
+def _sweep_section(s: dict) -> str:
+    rows = s.get("sweep")
+    if not rows:
+        return ""
+    column = rows[0]["swept"]
+    has_loo = "loo" in rows[0]
+    headers = [column, "acceptance", "ESS mu", "ESS log tau", "R-hat max", "E[mu]", "E[log tau]", "E[tau]",
+               "P(exceeds)", "Laplace"] + (["elpd_loo (exact)"] if has_loo else [])
+    table_rows = []
+    for row in rows:
+        rhat = [v for v in row["rhat"].values() if v is not None]
+        rhat_max = max(rhat) if rhat else None
+        cells = [
+            str(row["value"]), row["acceptance_rate"], row["ess"]["mu"], row["ess"]["log_tau"],
+            _flag_cell(rhat_max, rhat_max is not None and rhat_max >= RHAT_LIMIT),
+            row["posterior"]["mu"]["mean"], row["posterior"]["log_tau"]["mean"], row["posterior"]["tau"]["mean"],
+            row["queries"]["p_exceeds"], "converged" if row["laplace_converged"] else ("not converged", "bad"),
+        ]
+        if has_loo:
+            cells.append(row["loo"]["elpd_loo"])
+        table_rows.append(cells)
+    intro = (f"{len(rows)} cells, varying {column}, each the whole inference (Laplace fit, "
+             f"{_get(s, 'mcmc', 'num_chains')} chains, summaries), vmapped in one compiled computation per chunk "
+             "and with common random numbers, so differences between cells come from what was varied.")
+    return _section("sweep", "Sweep", _p(intro), _table(headers, table_rows))
+
+
+def _simulation_section(s: dict) -> str:
+    studies = s.get("simulation")
+    if not studies:
+        return ""
+    parts = [_p("Each study draws datasets with the data's sigmas and reruns the whole inference on each, vmapped "
+                "in batches. Interval coverage per level (mean over parameters, and whether every parameter's "
+                "coverage lies inside its Bonferroni-corrected binomial band); SBC ranks against simultaneous "
+                "ECDF bands.")]
+    headers = ["prior", "datasets from", "datasets", "Laplace failures", "not mixed"] + [
+        f"coverage {level}" for level in studies[0]["coverage"]] + ["SBC inside bands", "verdict"]
+    table_rows = []
+    for study in studies:
+        cells = [study["prior"], study["draws_from"], study["num_datasets"],
+                 study["failures"]["laplace_not_converged"], study["failures"]["not_mixed"]]
+        for level, cov in study["coverage"].items():
+            mean_share = sum(cov["share"].values()) / len(cov["share"])
+            inside = cov["inside"]
+            bad = inside is not None and not all(inside.values())
+            cells.append(_flag_cell(mean_share, bad))
+        if study["sbc"] is None:
+            cells += ["n/a (improper prior)", "frequentist coverage, need not be nominal"]
+        else:
+            cells += [("yes", "") if study["sbc"]["all_inside"] else ("no", "bad"),
+                      ("calibrated", "") if study["calibrated"] else ("NOT calibrated", "bad")]
+        table_rows.append(cells)
+    parts.append(_table(headers, table_rows))
+    notes = [study["note"] for study in studies if study.get("note")]
+    if notes:
+        parts.append(_p(notes[0], "note"))
+    return _section("simulation", "Simulation study", *parts)
