@@ -81,6 +81,23 @@ def test_chains_run_in_groups_draw_what_they_draw_side_by_side():
         np.testing.assert_array_equal(getattr(grouped, field), getattr(together, field))
 
 
+def test_block_size_is_a_static_argument_of_the_key_scheme():
+    """``block_size`` is an argument, not a module global read at trace time: a blocked kernel's draws follow it
+    (block b's noise is keyed fold_in(phase_key, b), so other blocks are other draws), the chunked host loop
+    draws the same as ``run`` for the same value, and a value that is not a positive int is refused."""
+    algo = js.kernels.rwmh(gaussian_logdensity, COV, 1.0)
+    kwargs = dict(num_samples=40, num_chains=2, burn_in=24)
+    small = js.sampling.run(jax.random.key(5), algo, jnp.zeros(2), block_size=16, **kwargs)
+    default = js.sampling.run(jax.random.key(5), algo, jnp.zeros(2), **kwargs)
+    assert not np.array_equal(small.positions, default.positions)
+    chunked = js.sampling.run_in_chunks(jax.random.key(5), algo, jnp.zeros(2), block_size=16, chunk_seconds=0,
+                                        **kwargs)
+    np.testing.assert_array_equal(chunked.positions, small.positions)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="block_size"):
+            js.sampling.run(jax.random.key(5), algo, jnp.zeros(2), block_size=bad, **kwargs)
+
+
 def test_per_chain_initial_positions_and_bad_shapes():
     algo = js.kernels.rwmh(gaussian_logdensity, COV, 1.0)
     starts = jnp.array([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])

@@ -7,7 +7,8 @@ tune the kernel's parameters, per chain, and the tuned values are frozen for the
 Randomness: chain ``c`` uses ``fold_in(rng_key, c)``, split into a burn-in and a kept-phase key; step ``t``
 of a phase uses ``fold_in(phase_key, t)``, or, for a kernel that draws its noise a block of steps at a
 time (:class:`~jaxschools.core.kernels.base.BlockedSamplingAlgorithm`, e.g. random-walk Metropolis), block
-``b`` of :data:`BLOCK_SIZE` steps uses ``fold_in(phase_key, b)``. So a chain's draws depend on its key
+``b`` of ``block_size`` steps (a static argument of :func:`run`, default :data:`BLOCK_SIZE`) uses
+``fold_in(phase_key, b)``. So a chain's draws depend on its key
 alone, never on how many chains run beside it, and no (chains x steps) array of keys is ever stored.
 "Alone" up to rounding: XLA may round a batched operation in the last bit differently for another batch shape
 (on the CPU the random walk's draws are identical; on a GPU, and for gradient kernels, whose trajectories
@@ -100,9 +101,10 @@ def _integration_steps(info):
     return None
 
 
-# Steps whose random numbers a blocked kernel draws in one call. Fixed, so that a chain's draws depend on
-# its key alone (not on the number of chains or on the machine). 64 steps of 16,384 chains of the eight
-# schools are 25 MB of noise; larger blocks gained nothing measurable on CPU (benchmarks/RESULTS.md).
+# The default ``block_size``: steps whose random numbers a blocked kernel draws in one call. The same on every
+# machine and for any number of chains, so that a chain's draws depend on its key alone; it is part of the key
+# scheme (another block size gives other draws), hence a static argument rather than a setting. 64 steps of
+# 16,384 chains of the eight schools are 25 MB of noise (benchmarks/RESULTS.md has the measurements).
 BLOCK_SIZE = 64
 
 
@@ -121,8 +123,8 @@ def _add(total, increment):
     return jax.tree_util.tree_map(jnp.add, total, increment)
 
 
-def _block(algorithm, phase_key, carry, block_index, length: int, parameters, record):
-    """Steps ``block_index * BLOCK_SIZE`` to ``+ length`` of a phase.
+def _block(algorithm, phase_key, carry, block_index, length: int, parameters, record, block_size: int):
+    """Steps ``block_index * block_size`` to ``+ length`` of a phase.
 
     ``carry`` is ``(state, total)``; ``record(state, info) -> (kept, increment)``: ``kept`` is stacked per step,
     ``increment`` added into ``total`` (a running sum, so that what is only averaged is never stored per step).
@@ -145,15 +147,10 @@ def _block(algorithm, phase_key, carry, block_index, length: int, parameters, re
         kept, increment = record(state, info)
         return (state, _add(carry[1], increment)), kept
 
-    return jax.lax.scan(step, carry, block_index * BLOCK_SIZE + jnp.arange(length))
+    return jax.lax.scan(step, carry, block_index * block_size + jnp.arange(length))
 
 
-def _block_lengths(num_steps: int) -> tuple[int, int]:
-    """(full blocks, steps in a last, shorter block) of a phase of ``num_steps``."""
-    return divmod(num_steps, BLOCK_SIZE)
-
-
-def _advance(algorithm, phase_key, state, num_steps: int, parameters, record, total=None):
+def _advance(algorithm, phase_key, state, num_steps: int, parameters, record, block_size: int, total=None):
     """``num_steps`` transitions of a phase, block by block (:func:`_block`).
 
     Returns ``((state, total), kept)`` with the kept records stacked to (num_steps, ...). Each block's records
@@ -161,9 +158,9 @@ def _advance(algorithm, phase_key, state, num_steps: int, parameters, record, to
     reshaped: under ``vmap`` the buffer is chain-major, so the (chain, draw, ...) result needs no transpose
     of the whole run at the end.
     """
-    num_blocks, remainder = _block_lengths(num_steps)
+    num_blocks, remainder = divmod(num_steps, block_size)
     carry = (state, total)
-    probe = jax.eval_shape(lambda: _block(algorithm, phase_key, carry, 0, 1, parameters, record)[1])
+    probe = jax.eval_shape(lambda: _block(algorithm, phase_key, carry, 0, 1, parameters, record, block_size)[1])
     kept = jax.tree_util.tree_map(lambda x: jnp.zeros((num_steps,) + x.shape[1:], x.dtype), probe)
 
     def write(kept, records, first_step):
@@ -173,17 +170,18 @@ def _advance(algorithm, phase_key, state, num_steps: int, parameters, record, to
     if num_blocks:
         def one_block(carry_and_kept, block_index):
             carry, kept = carry_and_kept
-            carry, records = _block(algorithm, phase_key, carry, block_index, BLOCK_SIZE, parameters, record)
-            return (carry, write(kept, records, block_index * BLOCK_SIZE)), None
+            carry, records = _block(algorithm, phase_key, carry, block_index, block_size, parameters, record,
+                                    block_size)
+            return (carry, write(kept, records, block_index * block_size)), None
 
         (carry, kept), _ = jax.lax.scan(one_block, (carry, kept), jnp.arange(num_blocks))
     if remainder:
-        carry, records = _block(algorithm, phase_key, carry, num_blocks, remainder, parameters, record)
-        kept = write(kept, records, num_blocks * BLOCK_SIZE)
+        carry, records = _block(algorithm, phase_key, carry, num_blocks, remainder, parameters, record, block_size)
+        kept = write(kept, records, num_blocks * block_size)
     return carry, kept
 
 
-def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
+def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation, block_size: int):
     """Initialise and run the burn-in (tuning with ``adaptation`` if given).
 
     Returns ``(state, parameters, keep_key)``: the state after burn-in, the frozen keyword parameters of the
@@ -192,7 +190,8 @@ def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
     state = algorithm.init(position)
     burn_key, keep_key = jax.random.split(rng_key)
     if adaptation is None:
-        (state, _), _ = _advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: (None, None))
+        (state, _), _ = _advance(algorithm, burn_key, state, burn_in, {}, lambda state, info: (None, None),
+                                 block_size)
         return state, {}, keep_key
 
     # Warm-up, one step at a time: the kernel runs with the current tuning, then the tuning learns from the
@@ -210,12 +209,12 @@ def _warm_up(algorithm, rng_key, position, burn_in: int, adaptation=None):
     return state, adaptation.parameters(adapt_state, True), keep_key  # frozen from here on
 
 
-def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation=None):
+def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, adaptation, block_size: int):
     dtype = jnp.result_type(position)
-    state, parameters, keep_key = _warm_up(algorithm, rng_key, position, burn_in, adaptation)
+    state, parameters, keep_key = _warm_up(algorithm, rng_key, position, burn_in, adaptation, block_size)
     (_, acceptance), (positions, logdensity, divergent, steps) = _advance(
         algorithm, keep_key, state, num_samples, parameters, lambda state, info: _record(state, info, dtype),
-        jnp.zeros((), dtype))
+        block_size, jnp.zeros((), dtype))
     divergences = None if divergent is None else jnp.sum(divergent)
     return Samples(positions, acceptance / num_samples, logdensity, divergences, divergent, steps,
                    parameters if adaptation is not None else None)
@@ -266,13 +265,13 @@ def _chains(rng_key, initial_position, num_chains: int, mesh, total=None):
 
 
 @filter_jit
-def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation=None,
-         mesh=None, chains_per_group: int = CHAINS_PER_GROUP):
+def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int, adaptation,
+         mesh, chains_per_group: int, block_size: int = BLOCK_SIZE):
     devices, groups, group_size = _layout(num_chains, mesh, chains_per_group)
     keys, initial_position = _chains(rng_key, initial_position, num_chains, mesh, devices * groups * group_size)
 
     def one_chain(key, position):
-        return _one_chain(algorithm, key, position, num_samples, burn_in, adaptation)
+        return _one_chain(algorithm, key, position, num_samples, burn_in, adaptation, block_size)
 
     if groups == 1:
         samples = jax.vmap(one_chain)(keys, initial_position)
@@ -296,24 +295,26 @@ def _run(rng_key, algorithm, initial_position, num_samples: int, num_chains: int
 
 @filter_jit
 def _run_streaming(rng_key, algorithm, initial_position, num_samples: int, num_chains: int, burn_in: int,
-                   adaptation, mesh, stream):
+                   adaptation, mesh, stream, block_size: int):
     """As :func:`_run`, keeping :mod:`jaxschools.core.streaming` sums instead of draws: the block loop runs over all
     chains at once (a scan of vmapped blocks), so each block's draws are folded into the sums and dropped."""
     keys, initial_position = _chains(rng_key, initial_position, num_chains, mesh)
     total = keys.shape[0]
     dtype = initial_position.dtype
     states, parameters, keep_keys = jax.vmap(
-        lambda key, position: _warm_up(algorithm, key, position, burn_in, adaptation))(keys, initial_position)
+        lambda key, position: _warm_up(algorithm, key, position, burn_in, adaptation, block_size)
+    )(keys, initial_position)
 
     def record(state, info):
         return (state.position, _acceptance(info).astype(dtype), _divergence(info)), None
 
     first = jax.tree_util.tree_map(lambda x: x[0], (states, parameters))
-    probe = jax.eval_shape(lambda: _block(algorithm, keep_keys[0], (first[0], None), 0, 1, first[1], record))
+    probe = jax.eval_shape(lambda: _block(algorithm, keep_keys[0], (first[0], None), 0, 1, first[1], record,
+                                          block_size))
     has_divergences = probe[1][2] is not None
     sums = streaming.init(stream, total, initial_position[0], has_divergences)
-    blocks_per_batch, num_batches = streaming.batch_schedule(num_samples, stream.num_batches, BLOCK_SIZE)
-    batch_length = blocks_per_batch * BLOCK_SIZE
+    blocks_per_batch, num_batches = streaming.batch_schedule(num_samples, stream.num_batches, block_size)
+    batch_length = blocks_per_batch * block_size
     chain_weight = (jnp.arange(total) < num_chains).astype(dtype)
     if mesh is not None:
         sums = sharding.constrain_leading(sums._replace(histogram=None), mesh)._replace(histogram=sums.histogram)
@@ -321,31 +322,34 @@ def _run_streaming(rng_key, algorithm, initial_position, num_samples: int, num_c
     def block(carry, block_index, length):
         states, sums = carry
         (states, _), (positions, acceptance, divergent) = jax.vmap(
-            lambda key, state, params: _block(algorithm, key, (state, None), block_index, length, params, record)
+            lambda key, state, params: _block(algorithm, key, (state, None), block_index, length, params, record,
+                                              block_size)
         )(keep_keys, states, parameters)
-        in_batch = (block_index < blocks_per_batch * num_batches) & (length == BLOCK_SIZE)
+        in_batch = (block_index < blocks_per_batch * num_batches) & (length == block_size)
         closes = in_batch & ((block_index + 1) % max(blocks_per_batch, 1) == 0)
-        sums = streaming.update(sums, stream, positions, acceptance, divergent, first_step=block_index * BLOCK_SIZE,
+        sums = streaming.update(sums, stream, positions, acceptance, divergent, first_step=block_index * block_size,
                                 num_samples=num_samples, batch_length=batch_length, closes_batch=closes,
                                 in_batch=in_batch, chain_weight=chain_weight)
         return (states, sums), None
 
-    num_blocks, remainder = _block_lengths(num_samples)
+    num_blocks, remainder = divmod(num_samples, block_size)
     carry = (states, sums)
     if num_blocks:
-        carry, _ = jax.lax.scan(lambda c, b: block(c, b, BLOCK_SIZE), carry, jnp.arange(num_blocks))
+        carry, _ = jax.lax.scan(lambda c, b: block(c, b, block_size), carry, jnp.arange(num_blocks))
     if remainder:
         carry, _ = block(carry, num_blocks, remainder)
     return streaming.finalize(carry[1], stream, num_chains, num_samples, batch_length, initial_position[0])
 
 
-def _checked_arguments(num_samples, num_chains, burn_in, initial_position):
+def _checked_arguments(num_samples, num_chains, burn_in, initial_position, block_size):
     """The sizes as Python ints and the start as an array, refused with a ValueError when they cannot run."""
     num_samples, num_chains, burn_in = int(num_samples), int(num_chains), int(burn_in)
     if num_samples < 1 or num_chains < 1 or burn_in < 0:
         raise ValueError(
             f"need num_samples >= 1, num_chains >= 1 and burn_in >= 0; got {num_samples}, {num_chains}, {burn_in}"
         )
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive Python int (a static argument); got {block_size!r}")
     initial_position = jnp.asarray(initial_position)
     if initial_position.ndim == 2 and initial_position.shape[0] != num_chains:
         raise ValueError(f"initial_position has {initial_position.shape[0]} rows but num_chains is {num_chains}")
@@ -363,6 +367,7 @@ def run(
     adaptation=None,
     mesh=None,
     stream=None,
+    block_size: int = BLOCK_SIZE,
 ):
     """Run ``num_chains`` chains of ``algorithm``: ``burn_in`` discarded steps, then ``num_samples`` kept.
 
@@ -383,6 +388,10 @@ def run(
         (memory O(num_chains), whatever num_samples) and return a
         :class:`jaxschools.core.streaming.StreamingSummary` of exactly the draws the same call without ``stream``
         returns (moments, batch-means ESS and MCSE, split R-hat, histograms, statistics' means).
+      block_size: steps per block (static): a blocked kernel draws a block's noise in one call keyed by the
+        block's index, any other kernel's step ``t`` is keyed by ``t``. Part of the key scheme: the default
+        (:data:`BLOCK_SIZE`) gives the draws of every other call with the default; another value other draws
+        for a blocked kernel, and a different compiled program for any kernel.
 
     Returns :class:`Samples` with positions shaped (num_chains, num_samples, dim), or, with ``stream``, a
     :class:`~jaxschools.core.streaming.StreamingSummary`.
@@ -391,7 +400,7 @@ def run(
     once per kind of algorithm and shapes and reuses that code on later calls.
     """
     num_samples, num_chains, burn_in, initial_position = _checked_arguments(
-        num_samples, num_chains, burn_in, initial_position)
+        num_samples, num_chains, burn_in, initial_position, block_size)
     if mesh is not None:
         sharding.leading(mesh)  # a clear error for anything but a one-dimensional Mesh
     if stream is not None:
@@ -400,9 +409,9 @@ def run(
         if stream.num_batches < 2:
             raise ValueError(f"stream.num_batches must be at least 2; got {stream.num_batches}")
         return _run_streaming(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation,
-                              mesh, stream)
+                              mesh, stream, block_size)
     return _run(rng_key, algorithm, initial_position, num_samples, num_chains, burn_in, adaptation, mesh,
-                _chains_per_group(mesh))
+                _chains_per_group(mesh), block_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,7 +463,7 @@ def _index(first):
 
 @filter_jit
 def _chunk_start(rng_key, algorithm, initial_position, num_chains: int, groups: int, group_size: int, adaptation,
-                 burn_in: int, num_samples: int):
+                 burn_in: int, num_samples: int, block_size: int):
     """The chains before their first step, laid out (group, chain in group, ...) as :func:`_run` lays them out:
     (state, burn-in key, kept-phase key, parameters) per chain, and zeroed buffers for every kept record.
 
@@ -473,11 +482,11 @@ def _chunk_start(rng_key, algorithm, initial_position, num_chains: int, groups: 
             state, parameters = algorithm.init(position), {}
             burn_key, keep_key = jax.random.split(key)
         else:
-            state, parameters, keep_key = _warm_up(algorithm, key, position, burn_in, adaptation)
+            state, parameters, keep_key = _warm_up(algorithm, key, position, burn_in, adaptation, block_size)
             burn_key = keep_key
         record = lambda state, info: _record(state, info, dtype)  # noqa: E731
         probe = jax.eval_shape(lambda: _block(algorithm, keep_key, (state, jnp.zeros((), dtype)), 0, 1, parameters,
-                                              record)[1])
+                                              record, block_size)[1])
         kept = jax.tree_util.tree_map(lambda x: jnp.zeros((num_samples,) + x.shape[1:], x.dtype), probe)
         return state, (burn_key, keep_key), parameters, (kept, jnp.zeros((), dtype))
 
@@ -485,14 +494,14 @@ def _chunk_start(rng_key, algorithm, initial_position, num_chains: int, groups: 
 
 
 @_donating_jit
-def _chunk_burn(carry, algorithm, keys, first, count, length: int, groups: int):
+def _chunk_burn(carry, algorithm, keys, first, count, length: int, groups: int, block_size: int):
     """Burn-in blocks ``first`` to ``first + count`` of every chain (``length`` steps each; the last, shorter
     block of a phase runs alone with ``count`` 1), exactly the blocks :func:`_advance` runs."""
 
     def chain(state, burn_key):
         def body(block_index, state):
             return _block(algorithm, burn_key, (state, None), block_index, length, {},
-                          lambda state, info: (None, None))[0][0]
+                          lambda state, info: (None, None), block_size)[0][0]
 
         return jax.lax.fori_loop(first, first + count, body, state)
 
@@ -500,7 +509,7 @@ def _chunk_burn(carry, algorithm, keys, first, count, length: int, groups: int):
 
 
 @_donating_jit
-def _chunk_keep(carry, algorithm, keys, parameters, first, count, length: int, groups: int):
+def _chunk_keep(carry, algorithm, keys, parameters, first, count, length: int, groups: int, block_size: int):
     """Kept blocks ``first`` to ``first + count``: each block's records written into the kept buffers at its
     steps, and its acceptance added to the running sum, as :func:`_advance` does."""
     states, (kept, total) = carry
@@ -510,9 +519,9 @@ def _chunk_keep(carry, algorithm, keys, parameters, first, count, length: int, g
         def body(block_index, carry):
             (state, total), kept = carry
             (state, total), records = _block(algorithm, keep_key, (state, total), block_index, length, parameters,
-                                             lambda state, info: _record(state, info, dtype))
+                                             lambda state, info: _record(state, info, dtype), block_size)
             kept = jax.tree_util.tree_map(
-                lambda buffer, block: jax.lax.dynamic_update_slice_in_dim(buffer, block, block_index * BLOCK_SIZE, 0),
+                lambda buffer, block: jax.lax.dynamic_update_slice_in_dim(buffer, block, block_index * block_size, 0),
                 kept, records)
             return (state, total), kept
 
@@ -551,7 +560,8 @@ def _chunks(total: int, seconds: float):
 
 
 def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num_chains: int = 4, burn_in: int = 0,
-                  adaptation=None, between=None, chunk_seconds: float = CHUNK_SECONDS) -> Samples:
+                  adaptation=None, between=None, chunk_seconds: float = CHUNK_SECONDS,
+                  block_size: int = BLOCK_SIZE) -> Samples:
     """:func:`run`, as a host loop over short jitted chunks: the same draws, to the last bit.
 
     Every chain runs the same blocks of steps with the same keys (``fold_in(phase_key, block)``), laid out in
@@ -566,13 +576,15 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
     Ctrl-C and SIGTERM, and where its tests send a signal at a named chunk: the run gets control back at
     fixed points whose work is bounded, on any backend, rather than only while it waits on one long call.
 
+    ``block_size`` is :func:`run`'s (the same value gives the same draws).
+
     Not traceable (a Python loop that waits on the device) and without ``mesh`` or ``stream``; use
     :func:`run` for those.
     """
     import time
 
     num_samples, num_chains, burn_in, initial_position = _checked_arguments(
-        num_samples, num_chains, burn_in, initial_position)
+        num_samples, num_chains, burn_in, initial_position, block_size)
     _, groups, group_size = _layout(num_chains, None, _chains_per_group(None))
     chunk_number = 0
 
@@ -584,7 +596,8 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
         jax.block_until_ready(done)
 
     states, (burn_keys, keep_keys), parameters, kept = started = _chunk_start(
-        rng_key, algorithm, initial_position, num_chains, groups, group_size, adaptation, burn_in, num_samples)
+        rng_key, algorithm, initial_position, num_chains, groups, group_size, adaptation, burn_in, num_samples,
+        block_size)
     if adaptation is not None:  # the adaptive burn-in ran in that call: one chunk
         checkpoint(started)
 
@@ -603,10 +616,10 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
 
     def phase(carry, num_steps, run_blocks):
         """Every full block of a phase by chunks, then its last, shorter block."""
-        num_blocks, remainder = _block_lengths(num_steps)
+        num_blocks, remainder = divmod(num_steps, block_size)
         box = [carry]
 
-        def blocks(first, count, length=BLOCK_SIZE):
+        def blocks(first, count, length=block_size):
             box[0] = run_blocks(box[0], _index(first), _index(count), length)
             return box[0]
 
@@ -617,7 +630,7 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
 
     if adaptation is None:
         states = phase(states, burn_in, lambda c, first, count, length: _chunk_burn(
-            c, algorithm, burn_keys, first, count, length, groups))
+            c, algorithm, burn_keys, first, count, length, groups, block_size))
     _, kept = phase((states, kept), num_samples, lambda c, first, count, length: _chunk_keep(
-        c, algorithm, keep_keys, parameters, first, count, length, groups))
+        c, algorithm, keep_keys, parameters, first, count, length, groups, block_size))
     return _chunk_finish(kept, parameters, num_chains, num_samples, groups, adaptation is not None)
