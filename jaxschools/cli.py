@@ -439,3 +439,8 @@ def console() -> None:
 
 if __name__ == "__main__":
     console()
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -1,5 +1,7 @@
 """Project exceptions. Pure Python: importable before JAX, so input errors are instant."""
 
+__all__ = ["JaxschoolsError", "InputError"]
+
 
 class JaxschoolsError(Exception):
     """Base class of every error jaxschools raises on purpose."""
@@ -11,3 +13,8 @@ class InputError(JaxschoolsError, ValueError):
     The message names the problem and, where there is one, the row, column or key.
     The command line turns it into ``error: <message>`` on stderr and exit status 2.
     """
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

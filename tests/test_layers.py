@@ -94,3 +94,12 @@ def test_the_input_checks_and_the_pure_python_modules_do_not_load_jax():
     statement = ("import jaxschools as js; js.config, js.validation, js.moments, js.exact_check, js.resources, "
                  "js.output_folder, js.input_files")
     assert _loads_jax(statement) == "False"
+
+
+@pytest.mark.parametrize("short_name", jaxschools._SUBMODULES)
+def test_a_module_shows_its_public_names_only(short_name):
+    """``dir()`` of a public module is its ``__all__``, and everything ``__all__`` names exists: imports
+    (``jax``, ``jnp``, ``betainc``...) do not leak into what a user sees with ``dir`` or tab completion."""
+    module = getattr(jaxschools, short_name)
+    assert sorted(dir(module)) == sorted(module.__all__)
+    assert [name for name in module.__all__ if not hasattr(module, name)] == []

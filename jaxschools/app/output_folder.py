@@ -503,3 +503,8 @@ def discard(tmp_dir) -> None:
     if held is not None:
         os.close(held.fd)
         _remove_empty(held.created)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

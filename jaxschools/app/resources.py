@@ -268,3 +268,8 @@ def check(config: dict, num_schools: int) -> list[Term]:
         f"the largest part is the {largest.what}, {_size(largest.bytes)}: {change} with "
         "--set run.max_memory_gb=... on a machine that has the memory"
     )
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

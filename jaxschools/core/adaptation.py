@@ -334,3 +334,8 @@ def rwmh_adaptation(cov, scale=2.4 / math.sqrt(2.0), *, target_accept: float = D
     """
     return window_adaptation(scale, cov, target_accept=target_accept, adapt_step_size=adapt_scale,
                              adapt_mass_matrix=adapt_cov, parameters=rwmh_parameters, final_buffer=final_buffer)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -147,3 +147,8 @@ def coverage_band(level: float, num_datasets: int, alpha: float):
     lower = int((cdf < alpha / 2).sum())
     upper = int((cdf < 1 - alpha / 2).sum())
     return lower / num_datasets, upper / num_datasets
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

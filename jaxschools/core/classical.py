@@ -37,3 +37,8 @@ def pooled(data: Schools):
     # P(X > chi2) for X ~ chi^2_df is the regularised upper incomplete gamma Q(df/2, chi2/2).
     p_value = gammaincc(0.5 * df, 0.5 * chi2)
     return {"mean": mean, "var": 1.0 / total, "chi2": chi2, "df": df, "p_value": p_value}
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -110,3 +110,8 @@ def from_table(table: dict, dtype=None) -> Schools:
 def load(path, dtype=None) -> Schools:
     """Read a CSV (header ``name,y,sigma``) or JSON (``{"name": [...], "y": [...], "sigma": [...]}``)."""
     return from_table(validation.read_table(path), dtype)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -410,3 +410,7 @@ def frozen_chains(x, scale, rtol=FROZEN_RTOL):
     small = jnp.std(x, axis=1) <= jnp.where(usable, rtol * scale, -jnp.inf)
     return small | _constant_rows(x)
 
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -151,3 +151,8 @@ def read_text(path, what: str = "data file", limit: int = MAX_DATA_BYTES) -> str
     """The whole text of the UTF-8 file at ``path`` (at most ``limit`` bytes); errors as :func:`open_lines`."""
     with open_lines(path, what, limit) as lines:
         return "".join(lines)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -174,3 +174,8 @@ def fit(logdensity, init, *, max_iterations: int = 100, proper: bool | None = No
     if proper is None:
         proper = bool(getattr(logdensity, "proper", True))
     return _fit(logdensity, init, int(max_iterations), bool(proper))
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

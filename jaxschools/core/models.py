@@ -261,3 +261,8 @@ def logdensity_for(data: Schools, prior="flat", parameterization="marginal", **p
     if parameterization == "marginal":
         return marginal_logdensity(data, prior, **prior_scales)
     return joint_logdensity(data, prior, parameterization, **prior_scales)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

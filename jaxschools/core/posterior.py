@@ -155,3 +155,8 @@ def to_inference_data(samples, data: Schools, **kwargs):
     from jaxschools.interop.inference_data import to_inference_data as convert
 
     return convert(samples, data, **kwargs)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

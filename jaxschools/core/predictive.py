@@ -205,3 +205,8 @@ def summarize(predictive: Predictive) -> dict:
         },
         "ppc": ppc,
     }
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -634,3 +634,8 @@ def run_in_chunks(rng_key, algorithm, initial_position, *, num_samples: int, num
     _, kept = phase((states, kept), num_samples, lambda c, first, count, length: _chunk_keep(
         c, algorithm, keep_keys, parameters, first, count, length, groups, block_size))
     return _chunk_finish(kept, parameters, num_chains, num_samples, groups, adaptation is not None)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

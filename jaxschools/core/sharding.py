@@ -78,3 +78,8 @@ def put_leading(tree, mesh_: Mesh):
     The leading axis must already be a multiple of the device count (:func:`pad_leading`)."""
     sharding = leading(mesh_)
     return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -257,3 +257,8 @@ def finalize(state: StreamState, stream: Stream, num_chains: int, num_samples: i
         acceptance_sum / num_samples, divergences, state.histogram,
         None if stream.histogram_edges is None else jnp.asarray(stream.histogram_edges), statistics_mean,
         statistics_mcse)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -23,6 +23,9 @@ from jaxschools.errors import InputError
 from jaxschools.core.moments import messages as moment_messages
 from jaxschools.core.moments import PRIORS, min_schools
 
+__all__ = ["COLUMNS", "NUMBER_COLUMNS", "MIN_SCHOOLS", "MAX_MAGNITUDE", "MIN_SIGMA", "read_text", "read_table", "check_schools",
+           "default_names", "name_problem", "check_groups"]
+
 COLUMNS = ("name", "y", "sigma")
 NUMBER_COLUMNS = ("y", "sigma")
 
@@ -404,3 +407,8 @@ def check_groups(num_schools, prior):
             UserWarning,
             stacklevel=2,
         )
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -188,3 +188,8 @@ def write_netcdf(analysis, path) -> None:
     """Write :func:`from_analysis` to ``path`` (netCDF4 with one group per ArviZ group)."""
     container = from_analysis(analysis)
     container.to_netcdf(str(path))
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

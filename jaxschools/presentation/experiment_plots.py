@@ -223,3 +223,8 @@ def make_figures(result) -> list[FigureSpec]:
                     result.simulation["alpha"]))
         add("coverage", lambda: _coverage(studies))
     return specs
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

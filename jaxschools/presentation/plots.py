@@ -821,3 +821,8 @@ def make_figures(analysis) -> list[FigureSpec]:
 
         specs.append(attempt("p_greater", p_greater))
     return specs
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

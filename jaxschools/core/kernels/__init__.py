@@ -14,3 +14,8 @@ from jaxschools.core.kernels.nuts import nuts
 from jaxschools.core.kernels.rwmh import rwmh
 
 __all__ = ["SamplingAlgorithm", "metropolis_accept", "rwmh", "hmc", "nuts"]
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

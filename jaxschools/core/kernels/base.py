@@ -102,3 +102,8 @@ def accept_given_uniform(log_uniform, log_ratio, current, proposed):
     is_accepted = log_uniform < log_ratio
     state = jax.tree_util.tree_map(lambda new, old: jnp.where(is_accepted, new, old), proposed, current)
     return state, is_accepted, acceptance_rate
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -161,3 +161,8 @@ def hmc(
             jitter=float(jitter),
         ),
     )
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -101,3 +101,8 @@ def leapfrog(state: IntegratorState, step_size, logdensity_fn: Callable, inverse
     logdensity, grad = jax.value_and_grad(logdensity_fn)(position)
     momentum = momentum + half * grad
     return IntegratorState(position, momentum, logdensity, grad)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

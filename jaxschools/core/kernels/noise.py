@@ -59,3 +59,8 @@ def symmetric_normal(rng_key, shape, dtype=None):
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"symmetric_normal needs a floating dtype; got {dtype}")
     return normal_from_bits(jax.random.bits(rng_key, tuple(shape), jnp.uint32), dtype)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

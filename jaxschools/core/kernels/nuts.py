@@ -312,3 +312,8 @@ def nuts(logdensity_fn: Callable, step_size, inverse_mass_matrix, max_depth: int
             max_depth=int(max_depth),
         ),
     )
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -113,3 +113,8 @@ def rwmh(logdensity_fn: Callable, cov, scale=1.0) -> BlockedSamplingAlgorithm:
         jax.tree_util.Partial(_draw, **bound),
         jax.tree_util.Partial(_apply, **bound),
     )
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)
