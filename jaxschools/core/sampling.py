@@ -221,11 +221,10 @@ def _one_chain(algorithm, rng_key, position, num_samples: int, burn_in: int, ada
 
 
 # Chains each CPU device runs side by side at most: more run as several groups, one after another, each group a
-# whole run. A group's block of noise and its per-step arrays then stay in a core's cache (1,024 chains x 64
-# steps of the eight schools' noise are 1.5 MB) instead of streaming through memory: on one pinned core,
-# 16,384 chains ran about 20% faster (7.8e6 -> 9.3-9.7e6 chain-steps/s). Draws are unchanged: a chain's depend
-# on its key alone. (On a device whose XLA threads split the large ungrouped fusions over several cores, the
-# ungrouped run can be faster; the benchmarks' one-core and sharded tables are the like-for-like figures.)
+# whole run, so that a group's block of noise and its per-step arrays stay in a core's cache (1,024 chains x 64
+# steps of the eight schools' noise are 1.5 MB) instead of streaming through memory. Draws are unchanged: a
+# chain's depend on its key alone. The measured gain, and where grouping does not pay, are in
+# docs/architecture.md ("Faster sampling") and benchmarks/RESULTS.md.
 CHAINS_PER_GROUP = 1024
 
 

@@ -19,8 +19,8 @@ continuous normal has mass :math:`6 \times 10^{-8}` beyond :math:`|z| = 5.42` (b
 changes how often a tail proposal is made, never what the chain converges to.
 
 Why: ``jax.random.normal`` in float64 spends 64 random bits and a float64 inverse error function on every
-number. On one CPU core the two normals of a random-walk step on the eight schools took 32-39 ns of its
-100 or so; drawn here they take 17 ns, and the whole step runs about 1.2 times as fast (benchmarks/RESULTS.md).
+number, a large share of a random-walk step on a model this small (the measured share and gain are in
+benchmarks/RESULTS.md and docs/architecture.md).
 ``jax.random.normal``'s own float32 uniform grid is shifted by :math:`2^{-24}` from symmetric, which this
 construction also avoids.
 """
