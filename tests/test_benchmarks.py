@@ -3,7 +3,10 @@
 import runpy
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # every benchmark's programs compiled once, and a one-core child process: about a minute
 def test_benchmarks_smoke(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["benchmarks", "--smoke"])
     # The runner sets XLA_FLAGS for its own (and its children's) JAX; keep that out of later tests' subprocesses.

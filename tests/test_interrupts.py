@@ -374,6 +374,7 @@ def _moments(num_stages, count=7, seed=20251125):
     return moments
 
 
+@pytest.mark.slow  # eight real runs (a complete one, then seven killed): ~45 s
 def test_killing_real_runs_at_seeded_moments_never_leaves_a_partial_result(previous_run):
     work, out, saved, previous, num_stages = previous_run
     new = None  # the first complete new result, to which later ones must be byte-identical

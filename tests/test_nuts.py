@@ -119,6 +119,7 @@ def test_nuts_matches_the_exact_posterior(parameterization):
     assert np.mean(np.asarray(samples.is_divergent)) < 0.001
 
 
+@pytest.mark.slow  # every sampler of the benchmark compiled once (~20 s); a smoke run, not a correctness check
 def test_benchmark_runs_at_smoke_size():
     """benchmarks/gradient_kernels.py end to end at a tiny size; its figures come only from running it by hand."""
     pytest.importorskip("blackjax")

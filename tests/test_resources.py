@@ -303,6 +303,7 @@ MEASURED = {
 }
 
 
+@pytest.mark.slow  # a whole run in a fresh interpreter (JAX started, every program compiled): ~15-25 s each
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
 @pytest.mark.parametrize("key", list(MEASURED))
 def test_the_estimate_bounds_the_measured_peak_of_a_real_run(key, tmp_path):

@@ -94,6 +94,9 @@ def four_devices():
     return json.loads(line[len("REPORT"):])
 
 
+# The tests that use ``four_devices`` or start processes are slow (`pytest -m slow`): a fresh JAX with forced
+# host devices compiles every program again (~50 s on two cores), and the multi-process example ~15 s.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rwmh-6", "rwmh-grouped", "hmc"])
 def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
     result = four_devices[name]
@@ -101,11 +104,13 @@ def test_sharded_chains_draw_what_one_device_draws(four_devices, name):
     assert result["positions"] <= TOLERANCE and result["acceptance"] <= TOLERANCE, result
 
 
+@pytest.mark.slow
 def test_padding_chains_to_the_devices_keeps_the_requested_number(four_devices):
     assert four_devices["rwmh-6"]["shape"] == [6, 500, 2]
     assert four_devices["rwmh-grouped"]["shape"] == [10, 300, 2]
 
 
+@pytest.mark.slow
 def test_sharded_streaming_summaries_match_one_device(four_devices):
     """Six chains padded to eight: the two padding chains must stay out of the pooled summaries too."""
     result = four_devices["streaming"]
@@ -113,6 +118,7 @@ def test_sharded_streaming_summaries_match_one_device(four_devices):
     assert result["histogram"] == 0.0
 
 
+@pytest.mark.slow
 def test_sharded_simulation_study_matches_one_device(four_devices):
     result = four_devices["simulation"]
     assert result["shape"] == [10, 10]  # 10 datasets; mu, tau and 8 school effects
@@ -133,6 +139,7 @@ def test_one_device_mesh_and_bad_meshes():
         sharding.mesh([])
 
 
+@pytest.mark.slow
 def test_the_multi_process_example_matches_one_device(tmp_path):
     """examples/distributed_chains.py in two processes (jax.distributed, two host devices each) summarises the
     chains a single device runs: same keys, so the same summaries up to rounding."""

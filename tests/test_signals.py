@@ -105,6 +105,7 @@ REAL_RUNS = [
 ]
 
 
+@pytest.mark.slow  # a fresh interpreter each (JAX started, the default run's programs compiled): ~10 s each
 @pytest.mark.parametrize("stage, signum, how, kernel", REAL_RUNS,
                          ids=[f"{s}-{n.name}-{k}" for s, n, _, k in REAL_RUNS])
 def test_a_signal_at_a_named_stage_of_a_real_run_exits_with_its_status(tmp_path, stage, signum, how, kernel):
