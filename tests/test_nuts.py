@@ -112,8 +112,12 @@ def test_blackjax_nuts_runs_in_our_driver_with_our_adaptation():
 # ----------------------------------------------------------------------------- the statistical layer
 
 
-@pytest.mark.parametrize("parameterization", ["marginal", "noncentered"])
-def test_nuts_matches_the_exact_posterior(parameterization):
+# NUTS through the analysis's sampling stage on the non-centered joint (theta recovered from eta); the kernel
+# itself, marginal and non-centered on three targets, is test_statistical_layer.py's
+# (test_kernel_matches_exact[nuts-*]), and the analysis's marginal path is test_hmc.py's and
+# test_adaptation.py's.
+def test_nuts_matches_the_exact_posterior():
+    parameterization = "noncentered"
     samples, theta = adapted_chains("nuts", parameterization, num_samples=1500, burn_in=500)
     check_statistical_layer(samples, theta, parameterization)
     assert np.mean(np.asarray(samples.is_divergent)) < 0.001
