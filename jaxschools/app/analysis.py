@@ -278,35 +278,18 @@ def _null_nonexistent_moments(summary: dict, prior_kind: str, mask) -> dict:
     observed = np.asarray(mask, bool)
     num_schools = int(observed.sum())
 
-    def allowed(quantity, statistic):
-        return moments.exists(prior_kind, quantity, moments.STATISTICS[statistic], num_schools)
-
-    def theta_allowed(statistic):
-        order = moments.STATISTICS[statistic]
-        return np.where(observed, moments.exists(prior_kind, "theta", order, num_schools),
-                        moments.exists(prior_kind, "theta_out", order, num_schools))
-
-    def null(block, key, ok):
-        if key in block and block[key] is not None:
-            block[key] = np.where(ok, np.asarray(block[key], float), np.nan)
+    def null(block, quantity, **kwargs):
+        block.update(moments.null_nonexistent(block, prior_kind, quantity, num_schools, np.where, **kwargs))
 
     for name in ("mu", "tau", "log_tau"):
-        block = summary["posterior"][name]
-        null(block, "mean", allowed(name, "mean"))
-        null(block, "sd", allowed(name, "sd"))
-        null(block, "mcse_mean", allowed(name, "mean") & allowed(name, "sd"))
-    theta = summary["theta"]
-    null(theta, "mean", theta_allowed("mean"))
-    null(theta, "sd", theta_allowed("sd"))
-    null(theta, "mean_mcse", theta_allowed("mean") & theta_allowed("sd"))
+        null(summary["posterior"][name], name)
+    null(summary["theta"], "theta", observed=observed)
     for block in summary["predictive"]["new_school"]["theta"], summary["predictive"]["new_school"]["y"]:
-        null(block, "mean", allowed("theta_out", "mean"))
-        null(block, "sd", allowed("theta_out", "sd"))
-        null(block, "mcse_mean", allowed("theta_out", "mean") & allowed("theta_out", "sd"))
+        null(block, "theta_out")
     contrast = summary["mcmc"].get("contrast")
     if contrast is not None:
         for name, block in contrast["posterior"].items():
-            null(block, "mean", allowed(name, "mean"))
+            null(block, name)
     reasons = moments.messages(prior_kind, num_schools, ("mu", "tau", "log_tau", "theta", "theta_out"))
     if reasons:
         summary["exact"] = {**summary["exact"], "nonexistent_moments": "; ".join(reasons)}

@@ -574,28 +574,18 @@ def summary(
 
 
 def _nan_where_no_moment(out: dict, kind: str, mask) -> dict:
-    """``out`` with NaN for each mean and sd that does not exist (:func:`jaxschools.core.moments.min_schools`).
+    """``out`` with NaN for each mean and sd that does not exist (:func:`jaxschools.core.moments.null_nonexistent`;
+    a masked school's theta_j | mu, tau ~ N(mu, tau^2) has tau's conditions, not theta's).
 
     J = sum(mask) may be traced, so this is a select on values, never a Python branch on J.
     """
     num_schools = jnp.sum(jnp.asarray(mask, jnp.int32))
+    mask = jnp.asarray(mask, bool)
     out = dict(out)
-
-    def keep(value, allowed):
-        return jnp.where(allowed, value, jnp.nan)
-
     for name in ("mu", "tau", "log_tau", "theta"):
-        block = dict(out[name])
-        for statistic, order in moments.STATISTICS.items():
-            if name == "theta":
-                # A masked school's theta_j | mu, tau ~ N(mu, tau^2) has tau's conditions, not theta's.
-                needs = jnp.where(mask, moments.min_schools(kind, "theta", order),
-                                  moments.min_schools(kind, "theta_out", order))
-            else:
-                needs = moments.min_schools(kind, name, order)
-            block[statistic] = keep(block[statistic], num_schools >= needs)
-        out[name] = block
-    out["shrinkage"] = keep(out["shrinkage"], num_schools >= moments.min_schools(kind, "shrinkage", 1))
+        out[name] = moments.null_nonexistent(out[name], kind, name, num_schools, jnp.where, observed=mask)
+    out["shrinkage"] = moments.null_nonexistent({"mean": out["shrinkage"]}, kind, "shrinkage", num_schools,
+                                                jnp.where)["mean"]
     return out
 
 

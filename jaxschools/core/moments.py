@@ -68,12 +68,15 @@ __all__ = [
     "QUANTITIES",
     "STATISTICS",
     "Missing",
+    "MOMENT_KEYS",
     "tail_exponent",
     "min_schools",
     "exists",
     "nonexistent",
     "messages",
 ]
+    "defined",
+    "null_nonexistent",
 
 # What the rule covers. "theta" is a school in the likelihood, "theta_out" one out of it (masked, or new).
 QUANTITIES = ("mu", "tau", "log_tau", "theta", "theta_out", "shrinkage")
@@ -148,6 +151,47 @@ _LABELS = {
     "tau": "tau",
     "log_tau": "log tau",
     "theta": "theta",
+# The summary keys that are moments, and the moments each needs: an MCSE of a mean needs the variance as well
+# (Vehtari et al. 2021). summary.json spells the theta block's MCSE "mean_mcse".
+MOMENT_KEYS = {"mean": ("mean",), "sd": ("sd",), "mcse_mean": ("mean", "sd"), "mean_mcse": ("mean", "sd")}
+
+
+def defined(prior, quantity: str, key: str, num_schools, observed=None):
+    """Whether the summary ``key`` (a key of :data:`MOMENT_KEYS`) of ``quantity`` exists with ``num_schools`` in
+    the likelihood. For ``quantity = "theta"`` with ``observed`` (per-school booleans: the mask), per school:
+    theta's rule where the school is in the likelihood, theta_out's (tau's conditions) where it is not.
+
+    Comparisons and boolean operators only, so ``num_schools`` and ``observed`` may be Python, NumPy or JAX values
+    (traced ones under ``vmap``) and the answer is of the same kind.
+    """
+    ok = True
+    for statistic in MOMENT_KEYS[key]:
+        order = STATISTICS[statistic]
+        if quantity == "theta" and observed is not None:
+            here = ((observed & exists(prior, "theta", order, num_schools))
+                    | (~observed & exists(prior, "theta_out", order, num_schools)))
+        else:
+            here = exists(prior, quantity, order, num_schools)
+        ok = ok & here
+    return ok
+
+
+def null_nonexistent(block: dict, prior, quantity: str, num_schools, where, observed=None) -> dict:
+    """A copy of ``block`` (a summary of ``quantity``: ``{"mean": ..., "sd": ..., "q025": ...}``) with every moment
+    that does not exist (:func:`defined`) replaced by NaN, which summary.json writes as null.
+
+    The one rule for nulling, used by the exact summary, the analysis's summary and every sweep cell; ``where``
+    is ``numpy.where`` or ``jax.numpy.where`` (called ``where(ok, value, nan)``; this module imports neither), so a
+    traced J selects values instead of branching. Keys that are not moments (quantiles, probabilities) and
+    values that are None are kept.
+    """
+    out = dict(block)
+    for key in MOMENT_KEYS:
+        if out.get(key) is not None:
+            out[key] = where(defined(prior, quantity, key, num_schools, observed), out[key], math.nan)
+    return out
+
+
     "theta_out": "theta and y of a new or left-out school",
     "shrinkage": "the shrinkage B",
 }
