@@ -67,16 +67,16 @@ __all__ = [
     "PRIORS",
     "QUANTITIES",
     "STATISTICS",
-    "Missing",
     "MOMENT_KEYS",
+    "Missing",
     "tail_exponent",
     "min_schools",
     "exists",
     "nonexistent",
     "messages",
-]
     "defined",
     "null_nonexistent",
+]
 
 # What the rule covers. "theta" is a school in the likelihood, "theta_out" one out of it (masked, or new).
 QUANTITIES = ("mu", "tau", "log_tau", "theta", "theta_out", "shrinkage")
@@ -146,11 +146,6 @@ def nonexistent(prior, num_schools: int, quantities=("mu", "tau", "log_tau", "th
     ]
 
 
-_LABELS = {
-    "mu": "mu",
-    "tau": "tau",
-    "log_tau": "log tau",
-    "theta": "theta",
 # The summary keys that are moments, and the moments each needs: an MCSE of a mean needs the variance as well
 # (Vehtari et al. 2021). summary.json spells the theta block's MCSE "mean_mcse".
 MOMENT_KEYS = {"mean": ("mean",), "sd": ("sd",), "mcse_mean": ("mean", "sd"), "mean_mcse": ("mean", "sd")}
@@ -192,6 +187,11 @@ def null_nonexistent(block: dict, prior, quantity: str, num_schools, where, obse
     return out
 
 
+_LABELS = {
+    "mu": "mu",
+    "tau": "tau",
+    "log_tau": "log tau",
+    "theta": "theta",
     "theta_out": "theta and y of a new or left-out school",
     "shrinkage": "the shrinkage B",
 }
