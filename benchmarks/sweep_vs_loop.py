@@ -29,22 +29,21 @@ def run(smoke: bool = False) -> dict:
     else:
         config = js.config.load_config("experiments/proposal_scales.toml")
     data = js.data.eight_schools()
-    column, values, batch, prior, scale, spread, _ = experiments._sweep_cells(config, data)
+    column, values, batch, prior, knobs, _ = experiments._sweep_cells(config, data)
     vmapped = experiments._cell_function(config, 0, 28.0)
     sampler = config["sampler"]
     key = jax.random.fold_in(jax.random.key(sampler["seed"]), 1)
-    static = dict(num_chains=sampler["num_chains"], num_samples=sampler["num_samples"], burn_in=sampler["burn_in"],
-                  max_iterations=config["laplace"]["max_iterations"])
+    plan = js.inference.plan(config)
 
     @filter_jit
-    def single(data, prior, scale, spread):
-        return experiments._sweep_cell(key, data, prior, scale, spread, 0, 28.0, **static)
+    def single(data, prior, knobs):
+        return experiments._sweep_cell(key, data, prior, knobs, 0, 28.0, plan=plan)
 
     cells = len(values)
-    cell = lambda i: jax.tree_util.tree_map(lambda x: x[i], (batch, prior, scale, spread))  # noqa: E731
+    cell = lambda i: jax.tree_util.tree_map(lambda x: x[i], (batch, prior, knobs))  # noqa: E731
 
     def run_vmapped():
-        jax.block_until_ready(vmapped((batch, prior, scale, spread)))
+        jax.block_until_ready(vmapped((batch, prior, knobs)))
 
     def run_loop():
         for i in range(cells):

@@ -37,7 +37,7 @@ _LAYER_OF = {
     ),
     "inference_data": "interop",
     **dict.fromkeys(
-        ("analysis", "config", "exact_check", "experiments", "output_folder", "resources"), "app"
+        ("analysis", "config", "exact_check", "experiments", "inference", "output_folder", "resources"), "app"
     ),
     **dict.fromkeys(("experiment_plots", "plots", "report"), "presentation"),
     "cli": None,

@@ -39,10 +39,9 @@ def test_a_vmapped_cell_equals_the_same_inference_run_alone(scale_sweep):
     config, result = scale_sweep
     data = js.data.eight_schools()
     key = jax.random.fold_in(jax.random.key(config["sampler"]["seed"]), 1)
-    single = experiments._sweep_cell(
-        key, data, js.models.make_prior("flat"), jnp.asarray(2.0), jnp.asarray(2.0), 0, 28.0,
-        num_chains=4, num_samples=300, burn_in=150, max_iterations=100,
-    )
+    knobs = js.inference.Knobs(scale=jnp.asarray(2.0), step_size=jnp.asarray(1.0), init_spread=jnp.asarray(2.0))
+    single = experiments._sweep_cell(key, data, js.models.make_prior("flat"), knobs, 0, 28.0,
+                                     plan=js.inference.plan(config))
     row = result.summary["sweep"][2]
     np.testing.assert_allclose(row["posterior"]["mu"]["mean"], single["posterior"]["mu"]["mean"], rtol=1e-9)
     np.testing.assert_allclose(row["acceptance_rate"], single["acceptance_rate"], rtol=1e-9)

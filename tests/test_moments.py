@@ -332,14 +332,15 @@ def test_sweep_cells_null_the_means_that_do_not_exist():
     schools' theta means always finite."""
     import jax
 
-    from jaxschools.app import experiments
+    from jaxschools.app import config, experiments, inference
     from jaxschools.core import models
 
     key = jax.random.fold_in(jax.random.key(0), 1)
+    resolved = config.load_config(None, sets=["sampler.num_samples=300", "sampler.burn_in=150"])
+    plan, knobs = inference.plan(resolved), inference.knobs(resolved, jnp.float64)
     for num_schools in (3, 4):
         data = Schools(jnp.asarray(Y8), jnp.asarray(SIGMA8)).replace(mask=jnp.arange(SLOTS) < num_schools)
-        cell = experiments._sweep_cell(key, data, models.make_prior("flat"), jnp.asarray(2.0), jnp.asarray(2.0), 0,
-                                       28.0, num_chains=4, num_samples=300, burn_in=150, max_iterations=100)
+        cell = experiments._sweep_cell(key, data, models.make_prior("flat"), knobs, 0, 28.0, plan=plan)
         exists = num_schools >= 4
         for name in ("mu", "tau"):
             assert np.isfinite(float(cell["posterior"][name]["mean"])) == exists, (name, num_schools)

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from jaxschools import cli
-from jaxschools.core import laplace, models, sampling
-from jaxschools.app.analysis import _kernel
+from jaxschools.app import inference
+from jaxschools.core import adaptation, laplace, models, sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +48,12 @@ def marginal(eight):
 
 def _sampler(marginal, kind, adapt):
     logdensity, fit = marginal
-    config = dict(kernel=kind, adapt=adapt, target_accept=None, scale=2.0, step_size=0.3, dense_mass=False,
-                  num_steps=5, jitter=0.0, max_depth=5)
-    return _kernel(config, logdensity, fit.cov), fit
+    # The sizes are run's arguments here, not the plan's (build does not read them).
+    plan = inference.Plan(kernel=kind, parameterization="marginal", adapt=adapt,
+                          target_accept=adaptation.DEFAULT_TARGET_ACCEPT[kind], dense_mass=False, num_steps=5,
+                          jitter=0.0, max_depth=5, num_chains=1, num_samples=1, burn_in=0, max_iterations=100)
+    return inference.build(plan, inference.Knobs(scale=2.0, step_size=0.3, init_spread=0.0), logdensity,
+                           fit.cov), fit
 
 
 def test_chunked_sampling_draws_exactly_what_one_call_draws(marginal, monkeypatch):

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools.core import adaptation, classical, diagnostics, exact, laplace, models, moments, posterior, sampling
-from jaxschools.app import exact_check
+from jaxschools.core import classical, diagnostics, exact, laplace, models, moments, posterior, sampling
+from jaxschools.app import exact_check, inference
+from jaxschools.app.inference import Chains
 from jaxschools.core import predictive as predictive_checks
 from jaxschools.core.data import Schools
-from jaxschools.core.kernels import hmc, nuts, rwmh
 
 __all__ = ["Analysis", "analyze", "SCHEMA_VERSION", "to_json"]
 
@@ -37,19 +37,6 @@ STUCK_ACCEPTANCE = 0.01
 RHAT_THRESHOLD, ESS_THRESHOLD = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
 # Exact draws for P(theta_j is best): this many, or fewer when draws x J would exceed EXACT_NUMBERS.
 EXACT_DRAWS, EXACT_NUMBERS = 10_000, 10_000_000
-
-
-class Chains(NamedTuple):
-    """One sampling stage's draws in the marginal coordinates, whatever target the kernel explored.
-
-    ``samples.positions`` is (chain, draw, 2) = (mu, log tau); the per-draw divergence flags and the
-    adapted parameters stay in ``samples``. ``theta`` is (chain, draw, J) from the chain itself for the
-    joint targets and None for the marginal one (whose theta are drawn afterwards).
-    """
-
-    parameterization: str
-    samples: sampling.Samples
-    theta: Any
 
 
 class Analysis(NamedTuple):
@@ -148,72 +135,16 @@ def _with_exact_check(summary: dict, prior_kind: str, num_schools: int) -> dict:
     return summary
 
 
-KERNEL_NAMES = {"rwmh": "random-walk Metropolis", "hmc": "Hamiltonian Monte Carlo", "nuts": "NUTS"}
-
-
-def _kernel(sampler_cfg: dict, target, cov):
-    """The configured kernel on ``target`` and its warm-up adaptation (None when not adapting).
-
-    ``cov`` seeds the metric: the Laplace covariance on the marginal target, the identity on a joint
-    one (which has no mode to fit). Random-walk Metropolis keeps the full covariance as its proposal,
-    as the seed does; HMC and NUTS use its diagonal unless ``sampler.dense_mass``.
-    """
-    kind, dtype = sampler_cfg["kernel"], cov.dtype
-    adapt = sampler_cfg["adapt"] if sampler_cfg["adapt"] is not None else kind != "rwmh"
-    target_accept = sampler_cfg["target_accept"] or adaptation.DEFAULT_TARGET_ACCEPT[kind]
-    if kind == "rwmh":
-        scale = jnp.asarray(sampler_cfg["scale"], dtype)
-        warmup = adaptation.rwmh_adaptation(cov, scale, target_accept=target_accept) if adapt else None
-        return rwmh(target, cov, scale), warmup
-    metric = cov if sampler_cfg["dense_mass"] else jnp.diag(cov)
-    step_size = jnp.asarray(sampler_cfg["step_size"], dtype)
-    if kind == "hmc":
-        algorithm = hmc(target, step_size, metric, sampler_cfg["num_steps"], sampler_cfg["jitter"])
-    else:
-        algorithm = nuts(target, step_size, metric, sampler_cfg["max_depth"])
-    warmup = adaptation.window_adaptation(step_size, metric, target_accept=target_accept) if adapt else None
-    return algorithm, warmup
-
-
 def sample_chains(config: dict, data: Schools, prior, fit: laplace.LaplaceFit, parameterization: str,
                   init_key, sample_key, *, between: Callable | None = None) -> Chains:
-    """The sampling stage: the configured kernel on the ``parameterization`` target, from the Laplace fit.
+    """The sampling stage of ``config`` on the ``parameterization`` target: :func:`jaxschools.app.inference.sample`
+    with the config's plan and knobs (the one inference path, which sweeps and simulation studies share).
 
-    Chains start at the Laplace mode plus ``init_spread`` Laplace standard deviations (``init_key``).
-    On a joint target, theta is added to each start by a draw from theta | mu, tau, y (BDA3 eq. 5.17;
-    key ``fold_in(init_key, 1)``), as eta = (theta - mu) / tau for the non-centered form, and the joint
-    draws are mapped back to (mu, log tau) and theta = theta (centered) or mu + tau eta (non-centered).
-    Traceable: tests vmap it over datasets. With ``between`` (the command line's interrupt check), the chains run
-    as a host loop over short chunks (:func:`jaxschools.core.sampling.run_in_chunks`: the same draws, not traceable)
-    and ``between("sampling-chunk:K")`` is called after each.
+    Traceable (tests vmap it over datasets) unless ``between`` is given (the command line's interrupt check).
     """
-    sampler_cfg = config["sampler"]
-    dtype = data.y.dtype
-    num_chains, num_samples, burn_in = sampler_cfg["num_chains"], sampler_cfg["num_samples"], sampler_cfg["burn_in"]
-    cov = jnp.where(jnp.all(jnp.isfinite(fit.cov)) & fit.converged, fit.cov, jnp.eye(2, dtype=dtype))
-    starts = sampling.overdispersed_positions(init_key, fit.mode, cov, num_chains, sampler_cfg["init_spread"])
-    if parameterization == "marginal":
-        target = models.marginal_logdensity(data, prior)
-    else:
-        target = models.joint_logdensity(data, prior, parameterization)
-        theta = posterior.theta_draws(jax.random.fold_in(init_key, 1), starts[:, None, :], data)[:, 0, :]
-        if parameterization == "noncentered":
-            theta = (theta - starts[:, :1]) * jnp.exp(-starts[:, 1:2])
-        starts = jnp.concatenate([starts, theta], axis=-1)
-        cov = jnp.eye(starts.shape[-1], dtype=dtype)
-    algorithm, warmup = _kernel(sampler_cfg, target, cov)
-    if between is None:
-        samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
-                               burn_in=burn_in, adaptation=warmup)
-    else:
-        samples = sampling.run_in_chunks(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
-                                         burn_in=burn_in, adaptation=warmup, between=between)
-    if parameterization == "marginal":
-        return Chains(parameterization, samples, None)
-    positions = samples.positions
-    mu, log_tau, block = positions[..., :1], positions[..., 1:2], positions[..., 2:]
-    theta = block if parameterization == "centered" else mu + jnp.exp(log_tau) * block
-    return Chains(parameterization, samples._replace(positions=positions[..., :2]), theta)
+    plan = inference.plan(config)._replace(parameterization=parameterization)
+    return inference.sample(plan, inference.knobs(config, data.y.dtype), data, prior, fit, init_key, sample_key,
+                            between=between)
 
 
 def divergence_summary(chains: Chains, median_log_tau) -> dict:
@@ -324,6 +255,10 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
         model_cfg["prior"], mu_loc=model_cfg["mu_loc"], mu_scale=model_cfg["mu_scale"], tau_scale=model_cfg["tau_scale"]
     )
     parameterization, kind = model_cfg["parameterization"], sampler_cfg["kernel"]
+    # A user's kernel is imported and tried on each target it will run on now, before any work.
+    plan, knobs = inference.plan(config), inference.knobs(config, data.y.dtype)
+    for name in dict.fromkeys(p for p in (parameterization, model_cfg["contrast"]) if p is not None):
+        inference.check(plan._replace(parameterization=name), knobs, data, prior)
     root = jax.random.key(sampler_cfg["seed"])
     init_key, sample_key, theta_key, exact_key = jax.random.split(root, 4)
 
@@ -334,7 +269,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
 
     num_chains, num_samples, burn_in = sampler_cfg["num_chains"], sampler_cfg["num_samples"], sampler_cfg["burn_in"]
     target_name = "" if parameterization == "marginal" else f" on the {parameterization} joint density"
-    _stage(progress, f"{KERNEL_NAMES[kind]}{target_name}: {num_chains} chains x {burn_in + num_samples} steps")
+    _stage(progress, f"{inference.label(kind)}{target_name}: {num_chains} chains x {burn_in + num_samples} steps")
     t0 = time.perf_counter()
     chains = sample_chains(config, data, prior, fit, parameterization, init_key, sample_key, between=between)
     samples = chains.samples
@@ -342,7 +277,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     timings["sampling_s"] = time.perf_counter() - t0
     contrast = None
     if model_cfg["contrast"] is not None:
-        _stage(progress, f"{KERNEL_NAMES[kind]} on the {model_cfg['contrast']} target, for contrast")
+        _stage(progress, f"{inference.label(kind)} on the {model_cfg['contrast']} target, for contrast")
         t0 = time.perf_counter()
         contrast = sample_chains(config, data, prior, fit, model_cfg["contrast"], init_key, sample_key,
                                  between=between)

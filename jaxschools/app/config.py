@@ -16,25 +16,31 @@ import json
 import math
 import os
 import pathlib
+import re
 import tomllib
 import types
 from typing import Any, Callable, NamedTuple
 
 from jaxschools.errors import InputError, JaxschoolsError
 from jaxschools.core.input_files import MAX_CONFIG_BYTES
-from jaxschools.core.moments import PRIORS
+from jaxschools.core.moments import PARAMETERIZATIONS, PRIORS
 from jaxschools.core.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, read_text
+
+__all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "SWEEP_KINDS", "SWEEPABLE_KEYS", "SCHEMA", "Check", "Spec",
+           "is_user_kernel", "parse_set", "load_config", "output_dir", "check_queries", "adapts", "check_sampler",
+           "check_experiment"]
 
 # Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation. The priors
 # are ``jaxschools.core.moments.PRIORS``: a new prior starts there, with the tail of its p(tau | y), from which
-# ``validation.MIN_SCHOOLS`` and the moments' existence follow.
-PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
+# ``validation.MIN_SCHOOLS`` and the moments' existence follow; the parameterizations are
+# ``moments.PARAMETERIZATIONS``.
 KERNELS = ("rwmh", "hmc", "nuts")
 # What a [sweep] varies: nothing, a numeric config value, a prior, or the data (see default.toml).
 SWEEP_KINDS = ("none", "config", "prior", "set_y", "shift_y", "scale_sigma", "leave_one_out", "add_school")
 # Numeric keys a "config" sweep can vmap over: they are array leaves of the model or the kernel, so every
 # cell shares one compilation. Any other numeric key would change shapes or static structure.
-SWEEPABLE_KEYS = ("sampler.scale", "sampler.init_spread", "model.mu_loc", "model.mu_scale", "model.tau_scale")
+SWEEPABLE_KEYS = ("sampler.scale", "sampler.step_size", "sampler.init_spread", "model.mu_loc", "model.mu_scale",
+                  "model.tau_scale")
 
 
 class Check(NamedTuple):
@@ -44,11 +50,23 @@ class Check(NamedTuple):
     expect: str
 
 
+# A user's kernel: "module:function", a constructor returning a SamplingAlgorithm (docs/extending.md). Only its
+# form is checked here (no import: that would start JAX); jaxschools.app.inference imports it when the run starts.
+USER_KERNEL = Check(lambda value: re.fullmatch(r"[^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*", value) is not None,
+                    "a user kernel named 'module:function' (docs/extending.md)")
+
+
+def is_user_kernel(name: str) -> bool:
+    """Whether ``sampler.kernel`` names a user's kernel (``module:function``) rather than a built-in one."""
+    return name not in KERNELS
+
+
 class Spec(NamedTuple):
     """What one config key accepts.
 
     ``type`` is ``str``, ``bool``, ``int`` (a bool is not one), ``float`` (an int is converted) or a list
     of one of them, written ``list[float]``; ``choices`` and ``check`` then apply to each element.
+    ``also`` accepts a value outside ``choices`` that passes it (a user's kernel ``module:function``).
     ``optional`` keys have no default and resolve to None until set. ``path`` marks a file path: a
     relative one is made absolute against the directory of the config file that sets it (the current
     directory for command-line overrides); the empty string stays empty ("use the built-in").
@@ -59,6 +77,7 @@ class Spec(NamedTuple):
     check: Check | None = None
     optional: bool = False
     path: bool = False
+    also: Check | None = None
 
 
 # The largest count any integer key accepts: counts become int32 indices and shapes in XLA, and a larger
@@ -110,7 +129,7 @@ SCHEMA = {
         "max_iterations": Spec(int, check=at_least(1)),
     },
     "sampler": {
-        "kernel": Spec(str, choices=KERNELS),
+        "kernel": Spec(str, choices=KERNELS, also=USER_KERNEL),
         "scale": Spec(float, check=POSITIVE),
         "num_chains": Spec(int, check=at_least(1)),
         "num_samples": Spec(int, check=at_least(1)),
@@ -248,16 +267,47 @@ def check_queries(config, names):
     raise InputError(f"queries.school = {school!r} is not a school in the data (its schools: {shown}){hint}")
 
 
+def adapts(sampler) -> bool:
+    """Whether warm-up adapts the kernel: ``sampler.adapt`` when set, else on for every kernel but ``rwmh``
+    (whose fixed scale is the seed's)."""
+    return sampler["adapt"] if sampler["adapt"] is not None else sampler["kernel"] != "rwmh"
+
+
+def check_sampler(config):
+    """Check ``[sampler]``'s keys against each other; InputError naming the key.
+
+    A user's kernel has no known acceptance target (0.574 suits MALA, 0.8 HMC, 0.234 a random walk in many
+    dimensions), so adapting it needs ``sampler.target_accept``.
+    """
+    sampler = config["sampler"]
+    if is_user_kernel(sampler["kernel"]) and adapts(sampler) and sampler["target_accept"] is None:
+        raise InputError(
+            f"sampler.target_accept is not set: warm-up adapts the user kernel {sampler['kernel']!r} toward it "
+            "(e.g. 0.574 for MALA); set it, or sampler.adapt = false"
+        )
+
+
 def check_experiment(config, names):
-    """Check ``[sweep]`` and ``[simulation]`` against each other and the data; InputError naming the key.
+    """Check ``[sampler]``, ``[sweep]`` and ``[simulation]`` against each other and the data; InputError naming
+    the key.
 
     Pure Python, so a sweep that cannot run is refused before JAX is imported: a "config" sweep needs a
-    vmappable key (``SWEEPABLE_KEYS``) and values that key accepts; data sweeps need values (positive ones
-    for scale_sigma) and a school in the data; every cell must keep enough schools for its prior;
+    vmappable key (``SWEEPABLE_KEYS``) that the kernel uses (``sampler.scale`` is the random walk's,
+    ``sampler.step_size`` that of every other kernel) and values that key accepts; data sweeps need values
+    (positive ones for scale_sigma) and a school in the data; every cell must keep enough schools for its prior;
     a simulation study ranks the truth among at most as many draws as it keeps (``num_ranks``).
     """
+    check_sampler(config)
     sweep = config["sweep"]
     kind = sweep["kind"]
+    kernel = config["sampler"]["kernel"]
+    if kind == "config" and sweep["key"] in ("sampler.scale", "sampler.step_size"):
+        used = "sampler.scale" if kernel == "rwmh" else "sampler.step_size"
+        if sweep["key"] != used:
+            raise InputError(
+                f"sweep.key = {_show(sweep['key'])}: sampler.kernel = {_show(kernel)} does not use it, so every "
+                f"cell would run the same inference; sweep {used} instead"
+            )
     if sweep["school"] is not None and sweep["school"] not in names:
         raise InputError(f"sweep.school = {sweep['school']!r} is not a school in the data")
     if kind == "config":
@@ -346,10 +396,11 @@ def _element(spec, type_, value, where, expected, base):
         value = float(value)
     if not isinstance(value, type_):
         raise InputError(f"{where}: expected {expected}")
-    if spec.choices and value not in spec.choices:
+    if spec.choices and value not in spec.choices and not (spec.also and spec.also.test(value)):
         near = difflib.get_close_matches(value, spec.choices, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise InputError(f"{where}: expected one of {', '.join(repr(c) for c in spec.choices)}{hint}")
+        other = f", or {spec.also.expect}" if spec.also else ""
+        raise InputError(f"{where}: expected one of {', '.join(repr(c) for c in spec.choices)}{other}{hint}")
     if spec.check and not spec.check.test(value):
         raise InputError(f"{where}: expected {spec.check.expect}")
     if spec.path and value:
@@ -393,3 +444,8 @@ def _show(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return json.dumps(value, default=str)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -3,8 +3,9 @@
 :func:`run` is the Python entry point (``jaxschools.app.experiments.run(config) -> Result``) and what the
 command line calls. It always runs the single analysis of the data (:mod:`jaxschools.app.analysis`), then
 
-* a **sweep** (``[sweep] kind != "none"``): every cell is the marginal model's whole inference (Laplace
-  fit, random-walk chains, summaries) under one variation of the config or the data. Cells are stacked
+* a **sweep** (``[sweep] kind != "none"``): every cell is the whole inference the config names (Laplace
+  fit, then the kernel, parameterization and warm-up of :mod:`jaxschools.app.inference`, the path the single
+  analysis takes; summaries) under one variation of the config or the data. Cells are stacked
   along a leading axis (a config value, a prior scale, a batch of ``Schools`` with masks so J stays
   fixed) and vmapped, so all cells share one compilation. The exception is ``kind = "prior"``, whose
   cells differ in static structure: one compilation per prior.
@@ -36,12 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools.app import analysis
-from jaxschools.core import calibration, diagnostics, exact, laplace, models, posterior, sampling, sharding
+from jaxschools.app import analysis, inference
+from jaxschools.core import calibration, diagnostics, exact, models, posterior, sharding
 from jaxschools.core import moments
 from jaxschools.core._jit import filter_jit
 from jaxschools.core.data import Schools
-from jaxschools.core.kernels import rwmh
 
 __all__ = ["Result", "run", "infer_marginal", "ChunkStore", "CorruptChunk", "run_chunked"]
 
@@ -64,28 +64,19 @@ class Result(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------------
-# The traced core: one cell's inference on the marginal (mu, log tau) target.
+# The traced core: one cell's inference, the config's (jaxschools.app.inference).
 
 
 def infer_marginal(rng_key, data: Schools, prior: models.Prior, scale, init_spread, *, num_chains: int,
                    num_samples: int, burn_in: int, max_iterations: int):
-    """Laplace fit, then random-walk chains from overdispersed starts: the seed's procedure, traceable.
-
-    The proposal covariance is the Laplace covariance when the fit converged and the identity otherwise
-    (never NaN, so a failed fit still yields chains, flagged by ``fit.converged``).
-    Returns ``(fit, samples)``.
-    """
-    init_key, sample_key = jax.random.split(rng_key)
-    logdensity = models.marginal_logdensity(data, prior)
-    fit = laplace.fit(logdensity, laplace.default_init(data), max_iterations=max_iterations)
-    usable = fit.converged & jnp.all(jnp.isfinite(fit.cov))
-    cov = jnp.where(usable, fit.cov, jnp.eye(2, dtype=fit.cov.dtype))
-    mode = jnp.where(jnp.all(jnp.isfinite(fit.mode)), fit.mode, laplace.default_init(data))
-    starts = sampling.overdispersed_positions(init_key, mode, cov, num_chains, init_spread)
-    algorithm = rwmh(logdensity, cov, scale)
-    samples = sampling.run(sample_key, algorithm, starts, num_samples=num_samples, num_chains=num_chains,
-                           burn_in=burn_in)
-    return fit, samples
+    """Laplace fit, then random-walk Metropolis with a fixed ``scale`` on the marginal target: the seed's
+    procedure, traceable; :func:`jaxschools.app.inference.infer` with that plan. Returns ``(fit, samples)``."""
+    plan = inference.Plan(kernel="rwmh", parameterization="marginal", adapt=False, target_accept=None,
+                          dense_mass=False, num_steps=1, jitter=0.0, max_depth=1,  # the random walk uses none
+                          num_chains=num_chains, num_samples=num_samples, burn_in=burn_in,
+                          max_iterations=max_iterations)
+    fit, chains = inference.infer(rng_key, data, prior, plan, inference.Knobs(scale, scale, init_spread))
+    return fit, chains.samples
 
 
 def _mixing(positions):
@@ -97,36 +88,34 @@ def _mixing(positions):
     }
 
 
-def _sweep_cell(rng_key, data, prior, scale, init_spread, school, threshold, *, num_chains, num_samples,
-                burn_in, max_iterations):
-    """One sweep cell: inference and the summaries a sweep row holds."""
+def _sweep_cell(rng_key, data, prior, knobs, school, threshold, *, plan):
+    """One sweep cell: the planned inference (:func:`jaxschools.app.inference.infer`) and the summaries a sweep
+    row holds. theta comes from the chains on a joint target and is drawn given (mu, tau) on the marginal one."""
     infer_key, theta_key = jax.random.split(rng_key)
-    fit, samples = infer_marginal(infer_key, data, prior, scale, init_spread, num_chains=num_chains,
-                                  num_samples=num_samples, burn_in=burn_in, max_iterations=max_iterations)
+    fit, chains = inference.infer(infer_key, data, prior, plan, knobs)
+    samples = chains.samples
     positions = samples.positions
-    theta = posterior.theta_draws(theta_key, positions, data)
+    theta = chains.theta if chains.theta is not None else posterior.theta_draws(theta_key, positions, data)
     answers = posterior.queries(positions, theta, data, school, threshold, p_greater=False)
     flat_theta = theta.reshape((-1, theta.shape[-1]))
     # Means that do not exist for this prior and J (jaxschools.core.moments) are NaN, not a mean of draws that
     # never settles: J counts the cell's schools in the likelihood (traced), a masked school has tau's rule.
     num_schools = jnp.sum(data.mask.astype(jnp.int32))
 
-    def mean_if(quantity, value):
-        return jnp.where(moments.exists(prior, quantity, 1, num_schools), value, jnp.nan)
+    def mean(quantity, value, **observed):
+        return moments.null_nonexistent({"mean": value}, prior, quantity, num_schools, jnp.where, **observed)
 
-    theta_has_mean = jnp.where(data.mask, moments.exists(prior, "theta", 1, num_schools),
-                               moments.exists(prior, "theta_out", 1, num_schools))
     return {
         "acceptance_rate": jnp.mean(samples.acceptance_rate),
         **_mixing(positions),
         "laplace_converged": fit.converged,
         "posterior": {
-            "mu": {"mean": mean_if("mu", jnp.mean(positions[..., 0]))},
-            "log_tau": {"mean": mean_if("log_tau", jnp.mean(positions[..., 1]))},
-            "tau": {"mean": mean_if("tau", jnp.mean(jnp.exp(positions[..., 1])))},
+            "mu": mean("mu", jnp.mean(positions[..., 0])),
+            "log_tau": mean("log_tau", jnp.mean(positions[..., 1])),
+            "tau": mean("tau", jnp.mean(jnp.exp(positions[..., 1]))),
         },
         "theta": {
-            "mean": jnp.where(theta_has_mean, answers["theta_mean"], jnp.nan),
+            **mean("theta", answers["theta_mean"], observed=data.mask),
             "q025": jnp.quantile(flat_theta, 0.025, axis=0),
             "q975": jnp.quantile(flat_theta, 0.975, axis=0),
         },
@@ -286,7 +275,8 @@ def _prior_from(config: dict, kind: str | None = None) -> models.Prior:
 
 
 def _sweep_cells(config: dict, data: Schools):
-    """The cells of a sweep: (labels, per-cell values, batched data, batched prior, scale, init_spread)."""
+    """The cells of a sweep: (column label, per-cell values, batched data, batched prior, batched
+    :class:`~jaxschools.app.inference.Knobs`, the swept school)."""
     sweep, sampler = config["sweep"], config["sampler"]
     kind = sweep["kind"]
     values = list(sweep["values"])
@@ -323,36 +313,32 @@ def _sweep_cells(config: dict, data: Schools):
     dtype = data.y.dtype
     batch = Schools(jnp.asarray(ys, dtype), jnp.asarray(sigmas, dtype), names, mask=jnp.asarray(masks))
     model = dict(config["model"])
-    scale = np.full(count, sampler["scale"])
-    spread = np.full(count, sampler["init_spread"])
+    knobs = {key: np.full(count, sampler[key]) for key in inference.Knobs._fields}
     if kind == "config":
         section, key = sweep["key"].split(".")
         if section == "model":
             model[key] = np.asarray(values, float)
-        elif key == "scale":
-            scale = np.asarray(values, float)
         else:
-            spread = np.asarray(values, float)
+            knobs[key] = np.asarray(values, float)
     prior = models.make_prior(
         model["prior"],
         mu_loc=jnp.broadcast_to(jnp.asarray(model["mu_loc"], dtype), (count,)),
         mu_scale=jnp.broadcast_to(jnp.asarray(model["mu_scale"], dtype), (count,)),
         tau_scale=jnp.broadcast_to(jnp.asarray(model["tau_scale"], dtype), (count,)),
     )
-    return column, values, batch, prior, jnp.asarray(scale, dtype), jnp.asarray(spread, dtype), school
+    knobs = inference.Knobs(**{key: jnp.asarray(value, dtype) for key, value in knobs.items()})
+    return column, values, batch, prior, knobs, school
 
 
 def _cell_function(config: dict, school: int, threshold: float):
-    sampler = config["sampler"]
-    static = dict(num_chains=sampler["num_chains"], num_samples=sampler["num_samples"],
-                  burn_in=sampler["burn_in"], max_iterations=config["laplace"]["max_iterations"])
-    key = jax.random.fold_in(jax.random.key(sampler["seed"]), 1)  # common random numbers for every cell
+    """The jitted function of a chunk of cells ``(data, prior, knobs)``, each stacked along a leading axis."""
+    plan = inference.plan(config)
+    key = jax.random.fold_in(jax.random.key(config["sampler"]["seed"]), 1)  # common random numbers for every cell
 
     @filter_jit
     def cells(batch):
-        data, prior, scale, spread = batch
-        one = lambda d, p, s, i: _sweep_cell(key, d, p, s, i, school, threshold, **static)  # noqa: E731
-        return jax.vmap(one)(data, prior, scale, spread)
+        one = lambda d, p, k: _sweep_cell(key, d, p, k, school, threshold, plan=plan)  # noqa: E731
+        return jax.vmap(one)(*batch)
 
     return cells
 
@@ -381,17 +367,26 @@ def _ess_per_second(rows, seconds):
     ]
 
 
+def _ran(config, records: list[dict]) -> list[dict]:
+    """``records`` (sweep rows, simulation studies), each given the ``kernel`` and ``parameterization`` that ran
+    it: the config's, which :mod:`jaxschools.app.inference` runs in every cell."""
+    for record in records:
+        record["kernel"] = config["sampler"]["kernel"]
+        record["parameterization"] = config["model"]["parameterization"]
+    return records
+
+
 def _run_sweep(config, data, store, progress, school, threshold, mesh=None):
     sweep = config["sweep"]
     sampler = config["sampler"]
     num_draws = sampler["num_chains"] * sampler["num_samples"]
     if sweep["kind"] == "prior":
         return _run_prior_sweep(config, data, store, progress, school, threshold)
-    column, values, batch, prior, scale, spread, _ = _sweep_cells(config, data)
+    column, values, batch, prior, knobs, _ = _sweep_cells(config, data)
     fn = _cell_function(config, school, threshold)
-    out, timing = run_chunked(fn, (batch, prior, scale, spread), len(values), sweep["chunk_size"],
+    out, timing = run_chunked(fn, (batch, prior, knobs), len(values), sweep["chunk_size"],
                               store=store, label="sweep", progress=progress, mesh=mesh)
-    rows = _rows(column, values, out, batch.names, num_draws)
+    rows = _ran(config, _rows(column, values, out, batch.names, num_draws))
     timing["ess_per_second"] = _ess_per_second(rows, timing["seconds_per_cell"])
     return rows, {"kind": sweep["kind"], "column": column, "values": values, "names": batch.names}, timing
 
@@ -405,12 +400,11 @@ def _run_prior_sweep(config, data, store, progress, school, threshold):
         prior = _prior_from(config, kind)
         batch = jax.tree_util.tree_map(lambda x: x[None], data)
         priors = jax.tree_util.tree_map(lambda x: jnp.asarray(x, data.y.dtype)[None], prior)
-        scale = jnp.asarray([sampler["scale"]], data.y.dtype)
-        spread = jnp.asarray([sampler["init_spread"]], data.y.dtype)
+        knobs = jax.tree_util.tree_map(lambda x: x[None], inference.knobs(config, data.y.dtype))
         fn = _cell_function(config, school, threshold)
-        out, timings[kind] = run_chunked(fn, (batch, priors, scale, spread), 1, 1, store=store,
+        out, timings[kind] = run_chunked(fn, (batch, priors, knobs), 1, 1, store=store,
                                          label=f"prior-{kind}", progress=progress)
-        row = _rows("model.prior", [kind], out, data.names, num_draws)[0]
+        row = _ran(config, _rows("model.prior", [kind], out, data.names, num_draws))[0]
         row["cell"] = index
         row["loo"] = analysis.to_json(exact_loo(data, prior))
         rows.append(row)
@@ -456,19 +450,18 @@ def _simulate(rng_key, data: Schools, prior: models.Prior, num_datasets: int, fi
     return y, mu, tau, theta
 
 
-def _calibration_cell(rng_key, y, truth, sigma, prior, scale, init_spread, *, num_ranks, num_chains, num_samples,
-                      burn_in, max_iterations):
-    """One simulated dataset: inference, then where the truth falls among the posterior draws.
+def _calibration_cell(rng_key, y, truth, sigma, prior, knobs, *, plan, num_ranks):
+    """One simulated dataset: the planned inference (:func:`jaxschools.app.inference.infer`), then where the
+    truth falls among the posterior draws (theta from the chains on a joint target, drawn on the marginal one).
 
     Parameters checked: mu, tau, theta_1..J. ``rank``: the number of the ``num_ranks`` evenly thinned draws
     below the truth (Talts et al. 2018); ``below``: the share of all draws below it (for interval coverage).
     """
     data = Schools(y, sigma, mask=jnp.ones(y.shape, bool))
     infer_key, theta_key = jax.random.split(rng_key)
-    fit, samples = infer_marginal(infer_key, data, prior, scale, init_spread, num_chains=num_chains,
-                                  num_samples=num_samples, burn_in=burn_in, max_iterations=max_iterations)
-    positions = samples.positions
-    theta = posterior.theta_draws(theta_key, positions, data)
+    fit, chains = inference.infer(infer_key, data, prior, plan, knobs)
+    positions = chains.samples.positions
+    theta = chains.theta if chains.theta is not None else posterior.theta_draws(theta_key, positions, data)
     draws = jnp.concatenate([positions[..., :1], jnp.exp(positions[..., 1:2]), theta], axis=-1)
     flat = draws.reshape((-1, draws.shape[-1]))
     # Evenly spaced over all chains' draws: far enough apart (num_chains * num_samples / num_ranks steps)
@@ -491,8 +484,9 @@ def _run_simulation(config, data, store, progress, mesh=None):
     alpha = (1.0 - sim["band_level"]) / num_params
     root = jax.random.fold_in(jax.random.key(sampler["seed"]), 2)
     studies, arrays, timing = [], {}, {}
-    static = dict(num_ranks=sim["num_ranks"], num_chains=sim["num_chains"], num_samples=sim["num_samples"],
-                  burn_in=sim["burn_in"], max_iterations=config["laplace"]["max_iterations"])
+    # The single analysis's inference (kernel, parameterization, warm-up), with the study's chain sizes.
+    static = dict(plan=inference.plan(config, "simulation"), num_ranks=sim["num_ranks"])
+    knobs = inference.knobs(config, data.y.dtype)
     for kind in sim["priors"]:
         prior = _prior_from(config, kind)
         key = jax.random.fold_in(root, moments.PRIORS.index(kind))
@@ -500,17 +494,16 @@ def _run_simulation(config, data, store, progress, mesh=None):
         truth = jnp.concatenate([mu[:, None], tau[:, None], theta], axis=1)
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, 7), jnp.arange(num))
         sigma = data.sigma
-        scale, spread = sampler["scale"], sampler["init_spread"]
 
         @filter_jit
         def batch_fn(batch, prior=prior):
             k, yy, tt = batch
-            one = lambda a, b, c: _calibration_cell(a, b, c, sigma, prior, scale, spread, **static)  # noqa: E731
+            one = lambda a, b, c: _calibration_cell(a, b, c, sigma, prior, knobs, **static)  # noqa: E731
             return jax.vmap(one)(k, yy, tt)
 
         out, timing[kind] = run_chunked(batch_fn, (keys, y, truth), num, sim["batch_size"], store=store,
                                         label=f"simulation-{kind}", progress=progress, mesh=mesh)
-        study = _study_summary(kind, prior.proper, out, params, sim, alpha)
+        study = _ran(config, [_study_summary(kind, prior.proper, out, params, sim, alpha)])[0]
         studies.append(study)
         arrays[kind] = {"rank": out["rank"], "below": out["below"]}
     return studies, {"params": params, "arrays": arrays, "num_ranks": sim["num_ranks"], "alpha": alpha}, timing
@@ -564,7 +557,9 @@ def store_key(config: dict, data: Schools) -> str:
     relevant = copy.deepcopy(config)
     relevant.pop("output", None)
     relevant.pop("run", None)  # the memory limit decides whether a run starts, not what it computes
-    payload = json.dumps({"config": relevant, "y": np.asarray(data.y).tolist(), "sigma": np.asarray(data.sigma).tolist(),
+    # The store's format: 2 since sweeps and simulations run the config's kernel (they ran the random walk before,
+    # whatever the config said), so an unfinished run of an older version is never resumed from its chunks.
+    payload = json.dumps({"format": 2, "config": relevant, "y": np.asarray(data.y).tolist(), "sigma": np.asarray(data.sigma).tolist(),
                           "names": list(data.names), "dtype": str(data.y.dtype)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

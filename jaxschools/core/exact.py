@@ -637,3 +637,8 @@ def _summary_jit(data, prior, post, query_school, threshold, rng_key, num_draws)
     out["log_evidence"] = post.log_evidence
     out["quadrature_error"] = post.error
     return out
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

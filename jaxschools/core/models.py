@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxschools.core.data import Schools
-from jaxschools.core.moments import PRIORS  # the one list of prior names
+from jaxschools.core.moments import PARAMETERIZATIONS, PRIORS  # the one list of each
 
 __all__ = [
     "PRIORS",
@@ -45,8 +45,6 @@ __all__ = [
     "joint_logdensity",
     "logdensity_for",
 ]
-
-PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)

@@ -65,6 +65,7 @@ from typing import NamedTuple
 
 __all__ = [
     "PRIORS",
+    "PARAMETERIZATIONS",
     "QUANTITIES",
     "STATISTICS",
     "MOMENT_KEYS",
@@ -88,6 +89,10 @@ _TAU_TAIL_OFFSET = {"flat": -1, "half_cauchy": 2, "half_normal": None}
 # The prior families, the one list of their names (``config.PRIORS`` is this tuple): a new prior starts with
 # the tail of its p(tau | y) above (then ``models.Prior`` and its exact form in ``exact``).
 PRIORS = tuple(_TAU_TAIL_OFFSET)
+# The parameterizations a model can be sampled in, the one list of their names (``models`` and ``config`` take it
+# from here, pure Python, so that the config is checked before JAX starts): the marginal (mu, log tau), and the
+# joint (mu, log tau, theta) centred or non-centred.
+PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
 # Quantities whose k-th moment exists with tau's k-th under the flat prior (their conditional spread ~ tau).
 _LIKE_TAU_WHEN_FLAT = ("mu", "tau", "theta_out")
 _LIKE_TAU_ALWAYS = ("tau", "theta_out")
@@ -213,3 +218,8 @@ def messages(prior, num_schools: int, quantities=("mu", "tau", "log_tau", "theta
         why = ": the posterior is improper" if num_schools < min_schools(kind, "tau", 0) else ""
         out.append(f"{subject} {verb} not exist for the {kind} prior with {schools} ({need} J >= {needs}{why})")
     return out
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)
