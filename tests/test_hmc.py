@@ -1,6 +1,6 @@
 """HMC: the leapfrog integrator, the kernel's protocol and info, BlackJAX interop, and the statistical layer.
 
-The statistical layer (STYLE.md) runs the analysis's own sampling stage (``analysis.sample_chains``: Laplace
+The statistical layer (tests/statistical.py) runs the analysis's own sampling stage (``analysis.sample_chains``: Laplace
 start, warm-up adaptation, frozen kernel) on two datasets of different scales at once (vmapped, one
 compilation), checks that the chains mixed (R-hat < 1.01, bulk and tail ESS >= 400) and only then that each
 posterior mean lies within 5 Monte Carlo standard errors of the exact value from the scipy quadrature

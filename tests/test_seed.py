@@ -1,6 +1,6 @@
 """The default run reproduces the seed analysis, checked against the exact posterior (scipy oracle).
 
-Order of the checks (STYLE.md): first the chains must have mixed (R-hat < 1.01, bulk and tail
+Order of the checks: first the chains must have mixed (R-hat < 1.01, bulk and tail
 ESS >= 400), otherwise a huge MCSE would let anything pass; then every estimate must lie within
 5 Monte Carlo standard errors of the exact value.
 """

@@ -414,7 +414,8 @@ def run(
 
 
 # --------------------------------------------------------------------------------------------------
-# The host loop: long runs as a sequence of short jitted chunks (STYLE.md), for the command line.
+# The host loop: long runs as a sequence of short jitted chunks, for the command line (a signal is honoured
+# between chunks; docs/architecture.md).
 
 # What one chunk aims to last. The first chunk of each phase is one block (or one adaptation step); each later
 # one is sized from the speed measured on the previous one, and at most doubles, so a chunk lasts about this
