@@ -1,10 +1,6 @@
-"""`jaxschools run`, in-process through main(argv), plus one real subprocess run."""
+"""`jaxschools run`, in-process through main(argv). (The real process a user starts is test_determinism.py's.)"""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -141,18 +137,6 @@ def test_unwritable_output_is_an_input_error(tmp_path, capsys):
     assert main(["run", "--out", str(blocker / "sub" / "out")] + SMALL) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-
-
-def test_real_subprocess_run(tmp_path):
-    """One real process, as a user runs it: the console entry point, default output folder."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxschools", "run", "--set", "sampler.num_samples=300", "--set", "sampler.burn_in=100"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "runs" / "eight_schools" / "report.html").is_file()
-    assert "[jaxschools]" in proc.stderr  # progress is shown
 
 
 # --- no silent stuck chains (issue #13, finding 4) -------------------------------------------------------------

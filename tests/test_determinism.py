@@ -81,12 +81,17 @@ def default_run(tmp_path_factory):
 
 
 def test_two_runs_of_the_default_config_give_byte_identical_summaries(default_run):
-    """The second run is a fresh interpreter with another hash seed, writing over the first's folder."""
+    """The second run is a real process, as a user runs it (``python -m jaxschools run``, progress shown), a
+    fresh interpreter with another hash seed, writing over the first's folder. (The default output folder,
+    runs/<config name>, is test_output_safety.py's.)"""
     first = (default_run / "summary.json").read_bytes()
+    report = (default_run / "report.html").stat().st_ino
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="12345")
-    proc = subprocess.run([sys.executable, "-m", "jaxschools", "run", "--out", str(default_run), "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "jaxschools", "run", "--out", str(default_run)],
                           env=env, cwd=default_run.parent, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert "[jaxschools]" in proc.stderr  # progress is shown
+    assert (default_run / "report.html").stat().st_ino != report  # the second run's own report
     assert (default_run / "summary.json").read_bytes() == first
 
 
