@@ -37,7 +37,8 @@ _LAYER_OF = {
     ),
     "inference_data": "interop",
     **dict.fromkeys(
-        ("analysis", "config", "exact_check", "experiments", "inference", "output_folder", "resources"), "app"
+        ("analysis", "config", "exact_check", "experiments", "inference", "output_folder", "resources", "results"),
+        "app",
     ),
     **dict.fromkeys(("experiment_plots", "plots", "report"), "presentation"),
     "cli": None,

@@ -41,7 +41,7 @@ def test_outputs_exist(default_run):
 
 def test_summary_has_the_contract_keys(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
-    assert summary["schema_version"] == 2  # CHANGELOG.md: nulls, exact_check, mcse_sd, frozen_chains since 2
+    assert summary["schema_version"] == 3  # CHANGELOG.md: the typed record's keys since 3
     for section, keys in CONTRACT_KEYS.items():
         assert keys <= set(summary[section]), section
     for name in ("mu", "log_tau", "tau"):
@@ -56,6 +56,33 @@ def test_summary_has_the_contract_keys(default_run):
     assert summary["laplace"]["log_evidence"] is None  # flat prior
     assert summary["config"]["sampler"]["seed"] == 0 and summary["config"]["sampler"]["num_samples"] == 400
     assert {"jax", "jaxlib", "platform", "x64"} <= set(summary["provenance"])
+
+
+def test_summary_json_is_the_typed_record_and_every_key_is_documented(default_run):
+    """summary.json of a real run reads back strictly into the typed record (jaxschools.app.results: every key
+    present, none unknown, each of its JSON type) and writes back to the same JSON; docs/summary.md lists every
+    key of the record. A missing or an unknown key is refused."""
+    import pathlib
+
+    from jaxschools.app import results
+
+    summary = json.loads((default_run / "summary.json").read_text())
+    record = results.Summary.from_json(summary)
+    assert record.to_json() == summary and record.sweep is None and record.simulation is None
+    docs = (pathlib.Path(__file__).parent.parent / "docs" / "summary.md").read_text()
+    assert [path for path in results.key_paths() if f"`{path}`" not in docs] == []
+    missing = json.loads(json.dumps(summary))
+    del missing["mcmc"]["flags"]["frozen_chains"]
+    with pytest.raises(results.SchemaError, match=r"mcmc\.flags: missing \['frozen_chains'\]"):
+        results.Summary.from_json(missing)
+    unknown = json.loads(json.dumps(summary))
+    unknown["pooled"]["median"] = 1.0
+    with pytest.raises(results.SchemaError, match=r"pooled: unknown \['median'\]"):
+        results.Summary.from_json(unknown)
+    wrong = json.loads(json.dumps(summary))
+    wrong["mcmc"]["num_chains"] = "4"
+    with pytest.raises(results.SchemaError, match=r"mcmc\.num_chains: '4' is not an integer"):
+        results.Summary.from_json(wrong)
 
 
 def test_same_inputs_give_byte_identical_summary(default_run):
@@ -176,7 +203,7 @@ def test_a_sampler_that_cannot_move_is_flagged_not_reported_as_converged(default
 def test_healthy_run_has_no_stuck_or_exact_flags(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
     flags = summary["mcmc"]["flags"]
-    assert flags["frozen_chains"] == [] and flags["stuck_chains"] == [] and "exact_mismatch" not in flags
+    assert flags["frozen_chains"] == [] and flags["stuck_chains"] == [] and flags["exact_mismatch"] == 0
     check = summary["exact_check"]
     assert check["num_compared"] == 23 and check["num_undefined"] == 0 and not check["flagged"]
     assert set(check["undefined"].values()) == {0}
@@ -201,6 +228,7 @@ def test_a_sampler_far_from_the_exact_posterior_is_warned_about(default_run):
     shifted["exact"]["mu"]["mean"] = post["mean"] - 10 * post["mcse_mean"]
     verdict = exact_check.check(shifted)
     assert verdict["flagged"] and "mean of μ" in verdict["beyond"]
+    shifted["exact_check"] = verdict  # the application's verdict on the moved exact value, which the page renders
     assert verdict["threshold"] == pytest.approx(stats.norm.isf(0.001 / (2 * verdict["num_compared"])))
     page = report.render_html(shifted)
     top = page[: page.index('<section id="data"')]

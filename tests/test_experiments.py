@@ -1,5 +1,7 @@
 """Sweeps and simulation studies: vmapped cells equal single runs, one compilation, resume, calibration bands."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +34,19 @@ def test_sweep_rows_hold_the_contract_keys(scale_sweep):
     acceptance = [row["acceptance_rate"] for row in rows]
     assert acceptance == sorted(acceptance, reverse=True)
     assert result.timings["sweep"]["chunks_computed"] == 2
+
+
+def test_a_sweeps_summary_json_is_the_typed_record(scale_sweep):
+    """The summary of a sweep, as summary.json holds it, reads back strictly into the typed record (docs/summary.md),
+    and every row says which kernel and parameterization ran it."""
+    from jaxschools.app import results
+
+    config, result = scale_sweep
+    summary = json.loads(json.dumps(result.summary, allow_nan=False))
+    record = results.Summary.from_json(summary)
+    assert record.to_json() == summary and len(record.sweep) == 4 and record.simulation is None
+    assert {(row.kernel, row.parameterization) for row in record.sweep} == {
+        (config["sampler"]["kernel"], config["model"]["parameterization"])}
 
 
 def test_a_vmapped_cell_equals_the_same_inference_run_alone(scale_sweep):
@@ -141,6 +156,12 @@ def test_small_simulation_study_reports_coverage_and_failures(eight):
         "simulation.batch_size=40", "simulation.priors=['half_normal', 'flat']", "simulation.num_ranks=19",
     ])
     studies, arrays, timing = experiments._run_simulation(config, eight, experiments.ChunkStore(None), None)
+    # Each study, as summary.json holds it, reads back strictly into the typed record (docs/summary.md).
+    from jaxschools.app import analysis, results
+
+    for study in studies:
+        text = json.dumps(analysis.to_json(study), allow_nan=False)
+        assert results.Study.from_json(json.loads(text)).to_json() == json.loads(text)
     proper, flat = studies
     assert proper["num_datasets"] == 40 and proper["sbc"] is not None
     assert set(proper["coverage"]) == {"0.5", "0.8", "0.95"}

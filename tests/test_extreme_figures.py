@@ -69,8 +69,8 @@ def test_shrinkage_with_a_huge_y_and_an_undefined_posterior_mean_is_drawn():
     """What the old main's y = 1e308 run handed to plot_shrinkage: E[theta_1 | y] was NaN."""
     y = np.array([1e308, *Y[1:]])
     theta_mean = np.array([np.nan, *Y[1:]])
-    figure = plots.plot_shrinkage(y, np.array(SIGMA), NAMES, theta_mean, np.full(8, 0.5), math.nan, math.nan,
-                                  np.linspace(0.0, 3.0, 200))
+    curve = (np.linspace(5.0, 20.0, 200), np.linspace(0.9, 0.2, 200))  # E[B | y] over sigma, as the analysis gives it
+    figure = plots.plot_shrinkage(y, np.array(SIGMA), NAMES, theta_mean, np.full(8, 0.5), math.nan, math.nan, curve)
     low, high = figure.get_axes()[0].get_ylim()
     assert math.isfinite(low) and math.isfinite(high) and high >= 1e308
     _draw(figure)
@@ -120,9 +120,11 @@ def test_write_outputs_skips_figures_that_fail_and_names_them(tmp_path, monkeypa
     specs = [plots.attempt("contour", lambda: (_ for _ in ()).throw(ValueError("Axis limits cannot be NaN or Inf"))),
              plots.FigureSpec("trace", fails_when_drawn(), "caption of trace"),
              plots.FigureSpec("forest", fine(), "caption of forest")]
-    monkeypatch.setattr(plots, "make_figures", lambda analysis: specs)
-    monkeypatch.setattr(report, "_sd_mcse", lambda analysis: {})  # no draws in this stand-in analysis
-    analysis = types.SimpleNamespace(summary={"posterior": {"mu": {"mcse_sd": 0.1}}})
+    monkeypatch.setattr(plots, "make_figures", lambda record: specs)
+    # A stand-in result without numbers: the page is its figures section (what write_outputs decides).
+    monkeypatch.setattr(report, "render_html", lambda summary, figures, drawn, not_drawn:
+                        report._figures_section(figures, drawn, not_drawn))
+    analysis = types.SimpleNamespace(record=types.SimpleNamespace(summary=None, sweep=None, simulation=None))
     page = report.write_outputs(analysis, tmp_path).read_text(encoding="utf-8")
     assert sorted(path.name for path in (tmp_path / "figures").iterdir()) == ["forest.png"]
     assert len(re.findall("<figure ", page)) == 1 and "caption of forest" in page

@@ -45,16 +45,18 @@ def _check(figure, strings):
 
 
 def _rows(names, values):
+    """Sweep rows with the fields the sweep figures read (the figures read a row by attribute, as the typed
+    ``jaxschools.app.results.SweepRow`` has them)."""
     rng = np.random.default_rng(0)
     rows = []
     for value in values:
         mean = rng.normal(size=len(names))
-        rows.append({
-            "value": value,
-            "theta": {"names": list(names), "mean": mean.tolist(), "q025": (mean - 1).tolist(),
-                      "q975": (mean + 1).tolist()},
-            "loo": {"pointwise": rng.normal(size=len(names)).tolist(), "elpd_loo": float(rng.normal())},
-        })
+        rows.append(types.SimpleNamespace(
+            value=value,
+            theta=types.SimpleNamespace(names=tuple(names), mean=tuple(mean), q025=tuple(mean - 1),
+                                        q975=tuple(mean + 1)),
+            loo=types.SimpleNamespace(pointwise=tuple(rng.normal(size=len(names))), elpd_loo=float(rng.normal())),
+        ))
     return rows
 
 
@@ -85,31 +87,40 @@ def test_leave_one_out_ticks_and_legend():
 
 def test_sbc_legends():
     params = ["mu", "tau"] + [f"theta[{name}]" for name in HOSTILE]
+    from jaxschools.app import results
+    from jaxschools.core import calibration
+
     ranks = np.random.default_rng(2).integers(0, 20, size=(40, len(params)))
-    spec = experiment_plots._sbc("half_cauchy", {"rank": ranks}, params, 19, 0.05)
+    z, lower, upper = calibration.ecdf_band(19, 40, 0.05)
+    counts = np.stack([calibration.ecdf_counts(ranks[:, i], 19) for i in range(len(params))])
+    arrays = results.StudyFigures(ranks=ranks, z=z, lower=lower, upper=upper, counts=counts)
+    spec = experiment_plots._sbc("half_cauchy", arrays, params, 19, 0.05)
     _check(spec.figure, params)
 
 
 def test_prior_predictive_names_the_first_school():
     pytest.importorskip("jax")
+    from jaxschools.app import _record
     from jaxschools.core import data
 
     schools = data.Schools(y=[28.0, 8.0, -3.0], sigma=[15.0, 10.0, 16.0], names=HOSTILE[:3])
-    config = {"model": {"mu_loc": 0.0, "mu_scale": 5.0, "tau_scale": 5.0},
-              "sweep": {"priors": ["flat", "half_cauchy"]}, "sampler": {"seed": 0}}
-    result = types.SimpleNamespace(analysis=types.SimpleNamespace(data=schools), summary={"config": config})
-    spec = experiment_plots._prior_predictive(result)
+    config = {"model": {"mu_loc": 0.0, "mu_scale": 5.0, "tau_scale": 5.0}, "sampler": {"seed": 0}}
+    draws = _record._prior_predictive(config, schools, ["flat", "half_cauchy"])
+    summary = types.SimpleNamespace(
+        data=types.SimpleNamespace(names=HOSTILE[:3], y=(28.0, 8.0, -3.0)),
+        predictive=types.SimpleNamespace(ppc={"sd": types.SimpleNamespace(observed=15.5)}))
+    spec = experiment_plots._prior_predictive(summary, draws)
     _check(spec.figure, [f"y[{HOSTILE[0]}]"])
 
 
 def test_every_sweep_figure_of_a_leave_one_out_result_is_drawn():
     names = HOSTILE + SHORT
-    result = types.SimpleNamespace(
-        summary={"sweep": _rows(names, list(names))},
-        sweep={"kind": "leave_one_out", "column": "school left out", "timing": {}},
+    record = types.SimpleNamespace(
+        summary=types.SimpleNamespace(sweep=_rows(names, list(names))),
+        sweep=types.SimpleNamespace(kind="leave_one_out", column="school left out"),
         simulation=None,
     )
-    specs = experiment_plots.make_figures(result)
+    specs = experiment_plots.make_figures(record)
     assert [spec.name for spec in specs] == ["sweep_theta"]
     for spec in specs:
         assert spec.figure is not None, spec

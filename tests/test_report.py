@@ -153,7 +153,7 @@ def test_figures_false_writes_tables_only(eight_analysis, tmp_path):
 def test_make_figures_three_schools_one_chain(hostile_analysis):
     from jaxschools.presentation import plots
 
-    specs = plots.make_figures(hostile_analysis)
+    specs = plots.make_figures(hostile_analysis.record)
     assert [spec.name for spec in specs] == FIGURE_NAMES
     for spec in specs:
         assert spec.caption
@@ -171,10 +171,11 @@ def test_forest_keeps_the_most_outlying_schools_in_data_order():
     sigma = np.ones(num_schools)
     far = [3, 7, 44, 0, 20]  # five schools far from the pooled mean (0 here): they must all be kept
     y[far] = [10.0, -12.0, 9.0, 11.0, -10.0]
-    kept = plots.forest_schools(y, sigma, limit=40)
+    pooled_mean = np.average(y, weights=sigma**-2)
+    kept = plots.forest_schools(y, sigma, pooled_mean, limit=40)
     assert kept.size == 40 and np.all(np.diff(kept) > 0)
     assert set(far) <= set(kept.tolist())
-    assert plots.forest_schools(y[:8], sigma[:8]).tolist() == list(range(8))
+    assert plots.forest_schools(y[:8], sigma[:8], pooled_mean).tolist() == list(range(8))
     names = [f"s{j}" for j in kept]
     figure = plots.plot_forest(y[kept], sigma[kept], names, y[kept], y[kept] - 1, y[kept] + 1, 0.0, 0.2)
     assert len(figure.get_axes()[0].get_yticks()) == 40
@@ -184,22 +185,30 @@ def test_forest_keeps_the_most_outlying_schools_in_data_order():
 def test_z_scores_beyond_four_mcse_are_flagged(eight_analysis):
     from jaxschools.presentation import report
 
+    from jaxschools.app import exact_check
+
     summary = copy.deepcopy(eight_analysis.summary)
-    if not summary.get("exact"):
-        summary["exact"] = {"mu": {"mean": None, "sd": None}}
     mcse = summary["posterior"]["mu"]["mcse_mean"]
     summary["exact"]["mu"]["mean"] = summary["posterior"]["mu"]["mean"] - 10 * mcse
+    summary["exact_check"] = exact_check.check(summary)  # the application's verdict on the moved exact value
     page = report.render_html(summary)
     row = re.search(r"<tr><td>mean of μ</td>.*?</tr>", page).group(0)
     assert '<td class="bad">10.00</td>' in row
 
 
-def test_report_without_exact_reference(eight_analysis):
+def test_the_report_refuses_a_summary_with_a_missing_or_an_unknown_key(eight_analysis):
+    """The page renders the typed record: a summary.json without a key it shows, or with a key the schema does not
+    know, is refused naming the key, never rendered with a blank."""
+    from jaxschools.app import results
     from jaxschools.presentation import report
 
-    summary = {key: value for key, value in eight_analysis.summary.items() if key != "exact"}
-    page = report.render_html(summary)
-    assert "No exact reference is available" in page
+    summary = eight_analysis.summary
+    del summary["posterior"]["tau"]["q975"]
+    with pytest.raises(results.SchemaError, match=r"posterior\.tau: missing \['q975'\]"):
+        report.render_html(summary)
+    summary = dict(eight_analysis.summary, extra=1)
+    with pytest.raises(results.SchemaError, match=r"unknown \['extra'\]"):
+        report.render_html(summary)
 
 
 @pytest.mark.parametrize(
@@ -217,7 +226,7 @@ def _shrinkage_mu_line(analysis):
     """(label, height) of the shrinkage figure's mu line (the solid horizontal line on the left panel)."""
     from jaxschools.presentation import plots
 
-    spec = next(spec for spec in plots.make_figures(analysis) if spec.name == "shrinkage")
+    spec = next(spec for spec in plots.make_figures(analysis.record) if spec.name == "shrinkage")
     left = spec.figure.get_axes()[0]
     lines = [line for line in left.get_lines() if line.get_linestyle() == "-" and len(set(line.get_ydata())) == 1
              and list(line.get_xdata()) == [0, 1] and line.get_label() and not line.get_label().startswith("_")]

@@ -21,16 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools.core import classical, diagnostics, exact, laplace, models, moments, posterior, sampling
-from jaxschools.app import exact_check, inference
+from jaxschools.app import _record, exact_check, inference, results
 from jaxschools.app.inference import Chains
 from jaxschools.core import predictive as predictive_checks
 from jaxschools.core.data import Schools
 
 __all__ = ["Analysis", "analyze", "SCHEMA_VERSION", "to_json"]
 
-# 2 (issue #13): nulls where a moment does not exist or a diagnostic is undefined, exact_check,
-# posterior.<name>.mcse_sd, mcmc.flags.frozen_chains and exact_mismatch; CHANGELOG.md lists the changes.
-SCHEMA_VERSION = 2
+# summary.json's schema: the typed record's (jaxschools.app.results); CHANGELOG.md lists the changes.
+SCHEMA_VERSION = results.SCHEMA_VERSION
 
 # A chain accepting less than this share of proposals is flagged as stuck.
 STUCK_ACCEPTANCE = 0.01
@@ -40,14 +39,15 @@ EXACT_DRAWS, EXACT_NUMBERS = 10_000, 10_000_000
 
 
 class Analysis(NamedTuple):
-    """``summary``: JSON-ready dict (summary.json). The rest: arrays for figures and reports.
+    """``record``: the typed result the report and figures render (:class:`jaxschools.app.results.RunRecord`;
+    ``summary`` is its summary.json content as a dict). The rest: the computation's own objects.
 
     ``logdensity`` is always the marginal (mu, log tau) density (the contour plot's); ``contrast`` holds
     the chains of ``model.contrast`` when the config asks for one; ``predictive`` the posterior predictive
     draws (a new school, replicated data) and their check (:mod:`jaxschools.core.predictive`).
     """
 
-    summary: dict
+    record: results.RunRecord
     data: Schools
     logdensity: Any
     fit: laplace.LaplaceFit
@@ -56,6 +56,11 @@ class Analysis(NamedTuple):
     timings: dict
     contrast: Chains | None = None
     predictive: predictive_checks.Predictive | None = None
+
+    @property
+    def summary(self) -> dict:
+        """The content of summary.json: ``record.summary.to_json()`` (a new dict on each access)."""
+        return self.record.summary.to_json()
 
 
 def to_json(value):
@@ -388,5 +393,17 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     }
     summary = _null_nonexistent_moments(summary, prior.kind, data.mask)
     timings["total_s"] = time.perf_counter() - start
-    summary = _with_exact_check(to_json(summary), prior.kind, int(np.sum(np.asarray(data.mask))))
-    return Analysis(summary, data, logdensity, fit, samples, theta, timings, contrast, predictive)
+    in_likelihood = int(np.sum(np.asarray(data.mask)))
+    summary = _with_exact_check(to_json(summary), prior.kind, in_likelihood)
+    limits = {"rhat": RHAT_THRESHOLD, "ess": ESS_THRESHOLD, "frozen_rtol": diagnostics.FROZEN_RTOL,
+              "stuck_acceptance": STUCK_ACCEPTANCE}
+    typed = _record.summary_record(summary, limits=limits)
+    figures = _record.analysis_figures(typed, data=data, prior=prior, logdensity=logdensity, fit=fit,
+                                       samples=samples, theta=theta, contrast=contrast, predictive=predictive)
+    record = results.RunRecord(typed, figures)
+    return Analysis(record, data, logdensity, fit, samples, theta, timings, contrast, predictive)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -64,7 +64,7 @@ REASONS = (NO_MOMENT, MCSE_NEEDS_MOMENT, NO_VARIATION, MISSING)
 
 class Row(NamedTuple):
     """One compared quantity: ``z`` is None when undefined, and then ``reason`` (one of :data:`REASONS`) says
-    why."""
+    why; ``school`` is the index of the school a per-school quantity is about (None for the others)."""
 
     label: str
     estimate: object
@@ -72,6 +72,7 @@ class Row(NamedTuple):
     exact: object
     z: float | None
     reason: str | None
+    school: int | None = None
 
 
 def threshold(num_compared: int, alpha: float = ALPHA) -> float:
@@ -129,10 +130,10 @@ def rows(summary: dict, sd_mcse: dict | None = None, max_schools: int | None = N
     sd_mcse = sd_mcse or {}
     out = []
 
-    def add(label, quantity, order, estimate, mcse, truth):
+    def add(label, quantity, order, estimate, mcse, truth, school=None):
         why = reason(quantity, order, estimate, mcse, truth, prior, num_schools)
         z = z_score(estimate, mcse, truth) if why is None else None
-        out.append(Row(label, estimate, mcse, truth, z, why))
+        out.append(Row(label, estimate, mcse, truth, z, why, school))
 
     for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
         post = _get(summary, "posterior", key) or {}
@@ -143,10 +144,10 @@ def rows(summary: dict, sd_mcse: dict | None = None, max_schools: int | None = N
     shown = len(names) if max_schools is None else min(len(names), max_schools)
     for j in range(shown):
         add(f"E[θ | y], {_school(names, j)}", "theta", 1, _get(summary, "theta", "mean", j),
-            _get(summary, "theta", "mean_mcse", j), _get(exact, "theta", "mean", j))
+            _get(summary, "theta", "mean_mcse", j), _get(exact, "theta", "mean", j), j)
     for j in range(shown):
         add(f"shrinkage E[B], {_school(names, j)}", "shrinkage", 1, _get(summary, "shrinkage", j),
-            _get(summary, "shrinkage_mcse", j), _get(exact, "shrinkage", j))
+            _get(summary, "shrinkage_mcse", j), _get(exact, "shrinkage", j), j)
     query = _get(summary, "queries", "p_exceeds") or {}
     if query:
         c = query.get("threshold")
@@ -163,7 +164,8 @@ def check(summary: dict, sd_mcse: dict | None = None, alpha: float = ALPHA, *, p
     ``num_compared`` z-scores were defined, ``threshold`` is Bonferroni's for them, ``num_beyond`` exceed
     it (``beyond`` names up to MAX_LISTED, worst first), ``max_abs_z`` and ``worst`` give the largest,
     ``num_undefined`` quantities had no z and ``undefined`` counts them by reason (every key of
-    :data:`REASONS`; see the module docstring), and ``flagged`` says whether any |z| exceeds the threshold.
+    :data:`REASONS`; see the module docstring), ``flagged`` says whether any |z| exceeds the threshold, and
+    ``rows`` lists every compared quantity (:class:`Row`'s fields, ``label`` as ``quantity``) in order.
     """
     compared = rows(summary, sd_mcse, prior=prior, num_schools=num_schools)
     if not compared:
@@ -182,4 +184,11 @@ def check(summary: dict, sd_mcse: dict | None = None, alpha: float = ALPHA, *, p
         "num_undefined": len(compared) - len(scored),
         "undefined": {key: sum(row.reason == key for row in compared) for key in REASONS},
         "flagged": bool(beyond),
+        "rows": [{"quantity": row.label, "school": row.school, "estimate": row.estimate, "mcse": row.mcse,
+                  "exact": row.exact, "z": row.z, "reason": row.reason} for row in compared],
     }
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -13,7 +13,7 @@ command line calls. It always runs the single analysis of the data (:mod:`jaxsch
   same inference runs vmapped over them, batched by ``batch_size`` to bound memory; the calibration
   checks are in :mod:`jaxschools.core.calibration`.
 
-Long work is a host loop over jitted chunks (STYLE.md): between chunks Python shows progress with an
+Long work is a host loop over jitted chunks: between chunks Python shows progress with an
 ETA, takes Ctrl-C, and stores each finished chunk (atomically, in a folder keyed by a hash of the
 config and data), so a rerun after an interrupt skips what was done.
 
@@ -24,6 +24,7 @@ to what was swept, not to different draws; simulated datasets use ``fold_in(key,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools.app import analysis, inference
+from jaxschools.app import _record, analysis, inference, results
 from jaxschools.core import calibration, diagnostics, exact, models, posterior, sharding
 from jaxschools.core import moments
 from jaxschools.core._jit import filter_jit
@@ -47,16 +48,17 @@ __all__ = ["Result", "run", "infer_marginal", "ChunkStore", "CorruptChunk", "run
 
 
 class Result(NamedTuple):
-    """What :func:`run` returns: the single analysis (``analysis.summary`` is summary.json, with ``sweep``
-    and ``simulation`` sections added when they ran) and the sweep/simulation arrays for the figures."""
+    """What :func:`run` returns: the single analysis's computation and ``record``, the typed result of the
+    whole run that the report and figures render (:class:`jaxschools.app.results.RunRecord`: the summary
+    with its ``sweep`` and ``simulation`` sections, and the figures' arrays)."""
 
     analysis: analysis.Analysis
-    sweep: dict | None
-    simulation: dict | None
+    record: results.RunRecord
 
     @property
     def summary(self) -> dict:
-        return self.analysis.summary
+        """The content of summary.json (``record.summary.to_json()``)."""
+        return self.record.summary.to_json()
 
     @property
     def timings(self) -> dict:
@@ -352,6 +354,10 @@ def _rows(column, values, out, names, num_draws):
         row.update(analysis.to_json(cell))
         row["ess_per_1000_draws"] = {name: 1000.0 * float(cell["ess"][name]) / num_draws for name in ("mu", "log_tau")}
         row["theta"]["names"] = list(names)
+        # An undefined R-hat (one chain, draws that do not vary) is left out; null when neither is defined.
+        rhat = [value for value in row["rhat"].values() if value is not None]
+        row["rhat_max"] = max(rhat) if rhat else None
+        row["loo"] = None  # a prior sweep's cells: the exact leave-one-out comparison
         rows.append(row)
     return rows
 
@@ -521,6 +527,7 @@ def _study_summary(kind, proper, out, params, sim, alpha):
         band = calibration.coverage_band(level, num, alpha / len(levels))
         coverage[f"{level:g}"] = {
             "share": {p: float(s) for p, s in zip(params, share)},
+            "mean_share": float(np.mean(share)),
             "band": list(band) if proper else None,
             "inside": {p: bool(band[0] <= s <= band[1]) for p, s in zip(params, share)} if proper else None,
         }
@@ -541,8 +548,10 @@ def _study_summary(kind, proper, out, params, sim, alpha):
             sbc[p] = inside
         study["sbc"] = {"band_level_per_parameter": 1 - alpha, "inside": sbc, "all_inside": all(sbc.values())}
         study["calibrated"] = bool(all(sbc.values()) and all(all(c["inside"].values()) for c in coverage.values()))
+        study["note"] = None
     else:
         study["sbc"] = None
+        study["calibrated"] = None
         study["note"] = ("The flat prior is improper, so nothing can be drawn from it: these are frequentist "
                          "coverages at fixed (mu, tau), which need not equal the nominal levels.")
     return study
@@ -582,19 +591,28 @@ def run(config: dict, data: Schools | None = None, *, progress: Callable | None 
         data = data_module.load(path) if path else data_module.eight_schools()
     base = analysis.analyze(config, data, progress=progress, between=between)
     store = ChunkStore(None if store_dir is None else Path(store_dir) / store_key(config, data))
-    school = base.summary["queries"]["p_exceeds"]["school"]
-    school_index = data.names.index(school)
-    threshold = base.summary["queries"]["p_exceeds"]["threshold"]
-    sweep_arrays = simulation_arrays = None
+    school_index, threshold = analysis._default_query(config, data)  # the single analysis's question
+    summary = base.record.summary
+    sweep_figures = simulation_figures = None
     if config["sweep"]["kind"] != "none":
         t0 = time.perf_counter()
         rows, sweep_arrays, timing = _run_sweep(config, data, store, progress, school_index, threshold, mesh)
-        base.summary["sweep"] = rows
         base.timings["sweep"] = dict(timing, total_s=time.perf_counter() - t0)
-        sweep_arrays["timing"] = timing
+        typed_rows = tuple(results.SweepRow.build(row) for row in rows)
+        summary = dataclasses.replace(summary, sweep=typed_rows)
+        sweep_figures = _record.sweep_figures(config, data, typed_rows, sweep_arrays["kind"], sweep_arrays["column"],
+                                              timing)
     if config["simulation"]["num_datasets"]:
         t0 = time.perf_counter()
         studies, simulation_arrays, timing = _run_simulation(config, data, store, progress, mesh)
-        base.summary["simulation"] = analysis.to_json(studies)
         base.timings["simulation"] = dict(timing, total_s=time.perf_counter() - t0)
-    return Result(base, sweep_arrays, simulation_arrays)
+        typed_studies = tuple(results.Study.build(analysis.to_json(study)) for study in studies)
+        summary = dataclasses.replace(summary, simulation=typed_studies)
+        simulation_figures = _record.simulation_figures(simulation_arrays, typed_studies)
+    record = results.RunRecord(summary, base.record.figures, sweep_figures, simulation_figures)
+    return Result(base, record)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -1,7 +1,8 @@
 """Figures of sweeps and simulation studies (matplotlib ``Figure`` objects, no pyplot global state).
 
-:func:`make_figures` takes an :class:`jaxschools.app.experiments.Result` and returns
-:class:`jaxschools.presentation.plots.FigureSpec` items in report order:
+:func:`make_figures` takes the typed result (:class:`jaxschools.app.results.RunRecord`) and returns
+:class:`jaxschools.presentation.plots.FigureSpec` items in report order; every number and array drawn is a field
+of the record (the application computed it):
 
 * proposal-scale sweep: acceptance rate and ESS per second against the scale, the best scale marked;
 * any other sweep: each school's posterior mean and 95% interval against the swept value;
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxschools.core import calibration
+from jaxschools.app import results
 from jaxschools.presentation.plots import FigureSpec, attempt, plain_text
 
 __all__ = ["make_figures"]
@@ -31,14 +32,19 @@ def _numeric(values):
         return None
 
 
-def _scale_sweep(rows, timing):
-    x = np.asarray([row["value"] for row in rows], float)
-    acceptance = np.asarray([row["acceptance_rate"] for row in rows], float)
-    per_second = timing.get("ess_per_second") or []
-    per_draw = np.asarray([[row["ess_per_1000_draws"]["mu"], row["ess_per_1000_draws"]["log_tau"]] for row in rows])
-    have_speed = per_second and all(item is not None for item in per_second)
-    speed = np.asarray([[item["mu"], item["log_tau"]] for item in per_second]) if have_speed else per_draw
-    label = "ESS per second" if have_speed else "ESS per 1,000 draws"
+def _floats(values) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], float)
+
+
+def _scale_sweep(rows, figures: results.SweepFigures):
+    x = np.asarray([row.value for row in rows], float)
+    acceptance = _floats(row.acceptance_rate for row in rows)
+    have_speed = bool(figures.ess_per_second) and all(item is not None for item in figures.ess_per_second)
+    if have_speed:
+        speed, label = np.asarray(figures.ess_per_second, float), "ESS per second"
+    else:
+        speed = np.asarray([_floats((row.ess_per_1000_draws.mu, row.ess_per_1000_draws.log_tau)) for row in rows])
+        label = "ESS per 1,000 draws"
     figure = Figure(figsize=(9.5, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
     left.plot(x, acceptance, "o-", color="tab:blue")
@@ -46,28 +52,30 @@ def _scale_sweep(rows, timing):
     left.set_xlabel("proposal scale")
     left.set_ylabel("acceptance rate")
     left.legend(loc="upper right", fontsize=8)
-    worst = speed.min(axis=1)  # the slower-mixing coordinate decides
-    best = int(np.argmax(worst))
     right.plot(x, speed[:, 0], "o-", label="mu")
     right.plot(x, speed[:, 1], "s-", label="log tau")
-    right.axvline(x[best], color="tab:red", ls="--", label=f"best scale {x[best]:g}")
+    best = figures.best
+    if best is not None:
+        right.axvline(x[best], color="tab:red", ls="--", label=f"best scale {x[best]:g}")
     right.set_xlabel("proposal scale")
     right.set_ylabel(label)
     right.legend(fontsize=8)
     figure.suptitle("Random-walk proposal scale")
-    caption = (f"Acceptance and {label} (bulk ESS of mu and of log tau) for each proposal scale; the best scale "
-               f"({x[best]:g}) maximises the smaller of the two. All cells ran in one vmapped computation.")
+    chosen = f"the best scale ({x[best]:g}) maximises the smaller of the two" if best is not None else \
+        "no scale has a defined ESS"
+    caption = (f"Acceptance and {label} (bulk ESS of mu and of log tau) for each proposal scale; {chosen}. "
+               "All cells ran in one vmapped computation.")
     return FigureSpec("sweep_scale", figure, caption)
 
 
 def _theta_sweep(rows, column):
-    values = [row["value"] for row in rows]
+    values = [row.value for row in rows]
     x = _numeric(values)
     positions = x if x is not None else np.arange(len(values))
-    names = rows[0]["theta"]["names"]
-    mean = np.asarray([row["theta"]["mean"] for row in rows], float)
-    low = np.asarray([row["theta"]["q025"] for row in rows], float)
-    high = np.asarray([row["theta"]["q975"] for row in rows], float)
+    names = rows[0].theta.names
+    mean = np.asarray([_floats(row.theta.mean) for row in rows])
+    low = np.asarray([_floats(row.theta.q025) for row in rows])
+    high = np.asarray([_floats(row.theta.q975) for row in rows])
     shown = list(range(min(len(names), _MAX_SCHOOLS_DRAWN)))
     figure = Figure(figsize=(9.5, 4.6), layout="constrained")
     axes = figure.subplots()
@@ -89,10 +97,10 @@ def _theta_sweep(rows, column):
 def _loo(rows):
     figure = Figure(figsize=(7.5, 3.6), layout="constrained")
     axes = figure.subplots()
-    names = rows[0]["theta"]["names"]
+    names = rows[0].theta.names
     for row in rows:
-        axes.plot(range(len(names)), row["loo"]["pointwise"], "o-",
-                  label=plain_text(f"{row['value']} (elpd {row['loo']['elpd_loo']:.2f})"))
+        axes.plot(range(len(names)), _floats(row.loo.pointwise), "o-",
+                  label=plain_text(f"{row.value} (elpd {row.loo.elpd_loo:.2f})"))
     axes.set_xticks(range(len(names)), [plain_text(name) for name in names])
     axes.set_xlabel("school left out")
     axes.set_ylabel("log p(y_j | y_-j)")
@@ -102,54 +110,38 @@ def _loo(rows):
     return FigureSpec("loo", figure, caption)
 
 
-def _prior_predictive(result):
-    import jax
-
-    from jaxschools.core import models
-
-    data = result.analysis.data
-    config = result.summary["config"]
-    model = config["model"]
-    priors = [kind for kind in config["sweep"]["priors"] if kind != "flat"]
-    if not priors:
+def _prior_predictive(summary: results.Summary, draws):
+    """``draws``: the sweep's :class:`~jaxschools.app.results.PriorPredictive`, one per proper prior."""
+    if not draws:
         return None
     figure = Figure(figsize=(9.5, 3.6), layout="constrained")
     axes = figure.subplots(1, 2)
-    observed_sd = float(np.std(np.asarray(data.y), ddof=1))
-    for index, kind in enumerate(priors):
-        prior = models.make_prior(kind, mu_loc=model["mu_loc"], mu_scale=model["mu_scale"], tau_scale=model["tau_scale"])
-        key = jax.random.fold_in(jax.random.key(config["sampler"]["seed"]), 100 + index)
-        k1, k2, k3 = jax.random.split(key, 3)
-        mu, tau = models.sample_prior(k1, prior, (4000,), data.y.dtype)
-        theta = mu[:, None] + tau[:, None] * jax.random.normal(k2, (4000, data.num_schools), data.y.dtype)
-        y = np.asarray(theta + data.sigma * jax.random.normal(k3, theta.shape, data.y.dtype))
-        axes[0].hist(np.clip(y[:, 0], -150, 150), bins=80, density=True, histtype="step", label=plain_text(kind))
-        axes[1].hist(np.clip(np.std(y, axis=1, ddof=1), 0, 150), bins=80, density=True, histtype="step",
-                     label=plain_text(kind))
-    first = plain_text(data.names[0])
-    axes[0].axvline(float(data.y[0]), color="k", ls="--", label=f"observed y[{first}]")
+    for item in draws:
+        axes[0].hist(np.clip(item.y_first, -150, 150), bins=80, density=True, histtype="step",
+                     label=plain_text(item.prior))
+        axes[1].hist(np.clip(item.sd, 0, 150), bins=80, density=True, histtype="step", label=plain_text(item.prior))
+    first = plain_text(summary.data.names[0])
+    axes[0].axvline(summary.data.y[0], color="k", ls="--", label=f"observed y[{first}]")
     axes[0].set_xlabel(f"y[{first}] (clipped to ±150)")
-    axes[1].axvline(observed_sd, color="k", ls="--", label="observed sd(y)")
+    axes[1].axvline(summary.predictive.ppc["sd"].observed, color="k", ls="--", label="observed sd(y)")
     axes[1].set_xlabel("sd of y across schools (clipped at 150)")
     for ax in axes:
         ax.set_ylabel("prior predictive density")
         ax.legend(fontsize=8)
-    caption = ("Prior predictive distributions (4,000 datasets from each proper prior, with the data's sigmas) of "
-               "the first school's y and of the spread of y, against the observed values. The flat prior is "
-               "improper and has no prior predictive distribution.")
+    caption = (f"Prior predictive distributions ({draws[0].y_first.size:,} datasets from each proper prior, with the "
+               "data's sigmas) of the first school's y and of the spread of y, against the observed values. The flat "
+               "prior is improper and has no prior predictive distribution.")
     return FigureSpec("prior_predictive", figure, caption)
 
 
-def _sbc(kind, arrays, params, num_ranks, alpha):
-    ranks = np.asarray(arrays["rank"])
+def _sbc(kind, arrays: results.StudyFigures, params, num_ranks, alpha):
+    ranks, z, lower, upper = arrays.ranks, arrays.z, arrays.lower, arrays.upper
     num = ranks.shape[0]
-    z, lower, upper = calibration.ecdf_band(num_ranks, num, alpha)
     figure = Figure(figsize=(9.5, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
     left.fill_between(z, lower / num - z, upper / num - z, color="0.85", step="mid", label=f"{1 - alpha:.4g} band")
     for i, name in enumerate(params[:_MAX_SCHOOLS_DRAWN]):
-        counts = calibration.ecdf_counts(ranks[:, i], num_ranks)  # at the band's points z
-        left.plot(z, counts / num - z, lw=1, label=plain_text(name))
+        left.plot(z, arrays.counts[i] / num - z, lw=1, label=plain_text(name))  # the ECDF at the band's points z
     left.set_xlabel("fractional rank")
     left.set_ylabel("ECDF - uniform")
     left.legend(fontsize=6, ncol=2)
@@ -171,9 +163,9 @@ def _coverage(studies):
     figure = Figure(figsize=(7.5, 3.8), layout="constrained")
     axes = figure.subplots()
     for study in studies:
-        levels = sorted(float(level) for level in study["coverage"])
-        shares = [np.mean(list(study["coverage"][f"{level:g}"]["share"].values())) for level in levels]
-        axes.plot(levels, shares, "o-", label=plain_text(f"{study['prior']} ({study['draws_from']})"))
+        levels = sorted(study.coverage, key=float)
+        axes.plot([float(level) for level in levels], [study.coverage[level].mean_share for level in levels], "o-",
+                  label=plain_text(f"{study.prior} ({study.draws_from})"))
     axes.plot([0, 1], [0, 1], "k:", label="nominal")
     axes.set_xlim(0.4, 1.0)
     axes.set_ylim(0.4, 1.0)
@@ -186,14 +178,14 @@ def _coverage(studies):
     return FigureSpec("coverage", figure, caption)
 
 
-def make_figures(result) -> list[FigureSpec]:
-    """The sweep and simulation figures of an :class:`~jaxschools.app.experiments.Result` (empty if neither ran).
+def make_figures(record: results.RunRecord) -> list[FigureSpec]:
+    """The sweep and simulation figures of a run's record (empty if neither ran).
 
     Each is built on its own (:func:`jaxschools.presentation.plots.attempt`): one that cannot be drawn comes back with
     ``figure`` None and the reason in ``not_drawn``.
     """
     specs = []
-    summary = result.summary
+    summary = record.summary
 
     def add(name, build):
         """``build()`` returns a FigureSpec (or None: nothing to draw); a failure skips only this figure."""
@@ -205,22 +197,23 @@ def make_figures(result) -> list[FigureSpec]:
         if spec.figure is not None or spec.not_drawn:
             specs.append(spec)
 
-    if result.sweep is not None:
-        rows = summary["sweep"]
-        if result.sweep["kind"] == "config" and result.sweep["column"] == "sampler.scale":
-            add("sweep_scale", lambda: _scale_sweep(rows, result.sweep["timing"]))
-        if result.sweep["kind"] == "prior":
+    sweep = record.sweep
+    if sweep is not None:
+        rows = summary.sweep
+        if sweep.kind == "config" and sweep.column == "sampler.scale":
+            add("sweep_scale", lambda: _scale_sweep(rows, sweep))
+        if sweep.kind == "prior":
             add("loo", lambda: _loo(rows))
-            add("prior_predictive", lambda: _prior_predictive(result))
-        add("sweep_theta", lambda: _theta_sweep(rows, result.sweep["column"]))
-    if result.simulation is not None:
-        studies = summary["simulation"]
+            add("prior_predictive", lambda: _prior_predictive(summary, sweep.prior_predictive))
+        add("sweep_theta", lambda: _theta_sweep(rows, sweep.column))
+    simulation = record.simulation
+    if simulation is not None:
+        studies = summary.simulation
         for study in studies:
-            arrays = result.simulation["arrays"][study["prior"]]
-            if study["sbc"] is not None:
-                add(f"sbc_{study['prior']}", lambda study=study, arrays=arrays: _sbc(
-                    study["prior"], arrays, result.simulation["params"], result.simulation["num_ranks"],
-                    result.simulation["alpha"]))
+            if study.sbc is not None:
+                add(f"sbc_{study.prior}", lambda study=study: _sbc(
+                    study.prior, simulation.studies[study.prior], simulation.params, simulation.num_ranks,
+                    simulation.alpha))
         add("coverage", lambda: _coverage(studies))
     return specs
 

@@ -3,8 +3,9 @@
 Every function builds a fresh :class:`matplotlib.figure.Figure` attached to an Agg canvas, so
 drawing needs no display and touches no global state (pyplot's current figure, the backend
 choice): it is safe from threads and leaves a caller's matplotlib setup alone. The plotting
-functions take plain arrays; :func:`make_figures` pulls them out of an
-:class:`~jaxschools.app.analysis.Analysis` and returns the figures in report order with captions.
+functions take plain arrays; :func:`make_figures` takes them from the typed result
+(:class:`~jaxschools.app.results.RunRecord`: the summary's numbers and the figures' arrays, computed by the
+application) and returns the figures in report order with captions. Nothing here computes a statistic.
 
 Notation follows the seed analysis (BDA3 section 5.5): mu, log tau (the seed's lambda_1, lambda_2)
 and theta_j, with B_j = sigma_j^2 / (sigma_j^2 + tau^2) the shrinkage of y_j toward mu.
@@ -20,6 +21,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from jaxschools.app import results
+from jaxschools.app.results import Unplottable, failure_note
+from jaxschools.app.results import span as _span
 
 __all__ = [
     "FigureSpec",
@@ -38,6 +43,9 @@ __all__ = [
     "HPD_FRACTIONS",
     "MAX_FOREST_SCHOOLS",
     "MAX_HEATMAP_SCHOOLS",
+    "Unplottable",
+    "attempt",
+    "failure_note",
 ]
 
 # Posterior mass inside the highest-density contours of the (mu, log tau) plot.
@@ -48,7 +56,6 @@ MAX_HEATMAP_SCHOOLS = 40
 # Draws overlaid on the contour plot, and points per chain in a trace.
 MAX_SCATTER_POINTS = 3000
 MAX_TRACE_POINTS = 4000
-MAX_LAG = 50
 # School names are labelled on the shrinkage plot up to this many schools.
 MAX_LABELLED_SCHOOLS = 30
 # chi^2_2 quantile at 0.95: the Laplace approximation's 95% region is (x - m)' cov^-1 (x - m) <= this.
@@ -79,8 +86,8 @@ class FigureSpec(NamedTuple):
     not_drawn: str = ""
 
 
-class Unplottable(ValueError):
-    """The values cannot be placed on a matplotlib axis (their span overflows double precision)."""
+class _NotDrawn(Exception):
+    """A figure whose data the application could not compute; the message is its note, shown as it is."""
 
 
 def attempt(name: str, build) -> FigureSpec:
@@ -92,16 +99,11 @@ def attempt(name: str, build) -> FigureSpec:
     """
     try:
         figure, caption = build()
+    except _NotDrawn as note:
+        return FigureSpec(name, None, "", not_drawn=str(note))
     except Exception as error:  # noqa: BLE001 - any failure of one figure only skips that figure
         return FigureSpec(name, None, "", not_drawn=failure_note(error))
     return FigureSpec(name, figure, caption)
-
-
-def failure_note(error: BaseException) -> str:
-    """One line saying why a figure was not drawn, for the report."""
-    text = " ".join(str(error).split())
-    text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -148,23 +150,6 @@ def _thin_index(n: int, limit: int) -> np.ndarray:
 def _chain_colors(num_chains: int):
     palette = colormaps["tab10"].colors
     return [palette[c % len(palette)] for c in range(num_chains)]
-
-
-def _span(low: float, high: float, pad: float = 0.06) -> tuple[float, float]:
-    """``[low, high]`` widened by ``pad`` of its width, and made non-degenerate.
-
-    Raises :class:`Unplottable` when the limits are not finite numbers or their span overflows double
-    precision (e.g. values of -1e308 and 1e308): matplotlib cannot draw such an axis.
-    """
-    low, high = float(low), float(high)
-    width = high - low
-    if not width > 0:
-        width = max(abs(low), abs(high)) * 0.2 or 1.0
-        low, high = low - width / 2, high + width / 2
-    limits = (low - pad * width, high + pad * width)
-    if not (math.isfinite(width) and all(map(math.isfinite, limits))):
-        raise Unplottable(f"the values from {low:.3g} to {high:.3g} span more than double precision can plot")
-    return limits
 
 
 def _normal_pdf(x, mean, sd):
@@ -239,35 +224,19 @@ def _histogram(ax, x: np.ndarray, color, label: str):
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_contour(logdensity, positions, mode=None, cov=None, *, grid_size: int = 150) -> Figure:
+def plot_contour(grid, positions, mode=None, cov=None) -> Figure:
     """Highest-density contours of the log posterior of (mu, log tau), the draws overlaid.
 
-    ``logdensity`` maps a position [mu, log tau] to a scalar (evaluated on a ``grid_size`` squared
-    grid with ``jax.vmap``); ``positions`` (chain, draw, 2); ``mode`` and ``cov`` the Laplace fit,
+    ``grid``: ``(mu (G,), log_tau (G,), logp (G, G))``, the log posterior on the grid (rows log tau),
+    which also sets the axes; ``positions`` (chain, draw, 2); ``mode`` and ``cov`` the Laplace fit,
     drawn as a cross and its 95% ellipse. The contours bound the regions of highest density holding
     :data:`HPD_FRACTIONS` of the mass on the grid.
     """
-    import jax
-    import jax.numpy as jnp
-
     draws = _finite_rows(positions)
     have_fit = mode is not None and np.all(np.isfinite(mode)) and cov is not None and _valid_cov(cov)
-    lows, highs = [], []
-    for d in range(2):
-        values = [draws[:, d]] if draws.size else []
-        if have_fit:
-            sd = math.sqrt(float(np.asarray(cov)[d, d]))
-            values.append(np.asarray([mode[d] - 3 * sd, mode[d] + 3 * sd]))
-        values = np.concatenate(values) if values else np.zeros(1)
-        low, high = _span(float(values.min()), float(values.max()))
-        lows.append(low)
-        highs.append(high)
-    mu_grid = np.linspace(lows[0], highs[0], grid_size)
-    log_tau_grid = np.linspace(lows[1], highs[1], grid_size)
+    mu_grid, log_tau_grid, logp = (np.asarray(v, float) for v in grid)
+    lows, highs = (mu_grid[0], log_tau_grid[0]), (mu_grid[-1], log_tau_grid[-1])
     mesh_mu, mesh_log_tau = np.meshgrid(mu_grid, log_tau_grid)
-    points = np.stack([mesh_mu.ravel(), mesh_log_tau.ravel()], axis=-1)
-    dtype = jnp.result_type(float)
-    logp = np.asarray(jax.jit(jax.vmap(logdensity))(jnp.asarray(points, dtype)), float).reshape(mesh_mu.shape)
 
     figure = _figure(7.0, 5.2)
     ax = figure.add_subplot()
@@ -323,22 +292,19 @@ def plot_trace(positions) -> Figure:
     return figure
 
 
-def plot_autocorrelation(positions, max_lag: int = MAX_LAG) -> Figure:
+def plot_autocorrelation(autocorrelation, num_draws: int) -> Figure:
     """Autocorrelation of mu and log tau against lag, one line per chain.
 
-    The grey band is +/- 1.96 / sqrt(draws), where the autocorrelation of white noise falls 95% of
-    the time.
+    ``autocorrelation``: (chain, 2, lags) of mu and log tau, lags 0, 1, ...; ``num_draws`` per chain. The
+    grey band is +/- 1.96 / sqrt(draws), where the autocorrelation of white noise falls 95% of the time.
     """
-    from jaxschools.core import diagnostics
-
-    positions = np.asarray(positions, float)
-    num_chains, num_draws = positions.shape[:2]
-    max_lag = max(0, min(max_lag, num_draws - 1))
+    autocorrelation = np.asarray(autocorrelation, float)
+    num_chains, max_lag = autocorrelation.shape[0], autocorrelation.shape[-1] - 1
     lags = np.arange(max_lag + 1)
     figure = _figure(8.0, 3.6)
     axes = figure.subplots(1, 2, sharey=True)
     for ax, d, label in zip(axes, range(2), (MU, LOG_TAU)):
-        rho = np.asarray(diagnostics.autocorrelation(positions[..., d]), float)[:, : max_lag + 1]
+        rho = autocorrelation[:, d]
         band = _Z975 / math.sqrt(max(num_draws, 1))
         ax.axhspan(-band, band, color="0.85", zorder=0)
         ax.axhline(0.0, color="0.3", linewidth=0.8)
@@ -353,13 +319,13 @@ def plot_autocorrelation(positions, max_lag: int = MAX_LAG) -> Figure:
     return figure
 
 
-def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None) -> Figure:
+def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None, means=(None, None)) -> Figure:
     """Marginal posteriors of mu and log tau: draws (histogram), Laplace normal (dashed), exact.
 
-    ``exact_log_tau`` is an optional ``(grid, density)`` pair, the exact density of log tau.
-    Vertical lines mark the Laplace mode (dashed) and the posterior mean of the draws (solid): for
-    the eight schools the mode of log tau is 1.84 but its posterior mean is about 1.44, the skew
-    the normal approximation misses.
+    ``exact_log_tau`` is an optional ``(grid, density)`` pair, the exact density of log tau; ``means`` the
+    posterior means of mu and log tau (None where one does not exist). Vertical lines mark the Laplace mode
+    (dashed) and the posterior mean (solid): for the eight schools the mode of log tau is 1.84 but its
+    posterior mean is about 1.44, the skew the normal approximation misses.
     """
     draws = _finite_rows(positions)
     figure = _figure(9.0, 3.8)
@@ -369,8 +335,11 @@ def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None) -> Figure
         ax.set_xlabel(label)
         if not x.size:
             continue
-        low, high = _histogram(ax, x, _DRAWS, f"MCMC draws (mean {x.mean():.3g})")
-        ax.axvline(x.mean(), color=_DRAWS, linewidth=1.2)
+        mean = means[d]
+        known = mean is not None and math.isfinite(mean)
+        low, high = _histogram(ax, x, _DRAWS, f"MCMC draws (mean {mean:.3g})" if known else "MCMC draws")
+        if known:
+            ax.axvline(mean, color=_DRAWS, linewidth=1.2)
         if d == 1 and exact_log_tau is not None:
             grid, density = exact_log_tau
             ax.plot(grid, density, color=_EXACT, linewidth=1.4, label="exact (quadrature)")
@@ -390,14 +359,14 @@ def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None) -> Figure
     return figure
 
 
-def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean, log_tau_draws=None,
+def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean, curve=None,
                    mu_label: str = r"E[$\mu$ | y]") -> Figure:
     """The seed's shrinkage story in two panels.
 
     Left: each school's observed y_j joined to its posterior mean E[theta_j | y], pulled toward
     the population mean (a line at ``mu_mean``, labelled ``mu_label``: the posterior median where
-    E[mu | y] does not exist). Right: E[B_j | y] against sigma_j; with ``log_tau_draws`` the curve
-    E[sigma^2 / (sigma^2 + tau^2) | y] over sigma shows that noisier schools shrink more.
+    E[mu | y] does not exist). Right: E[B_j | y] against sigma_j; with ``curve``, ``(sigma grid,
+    E[sigma^2 / (sigma^2 + tau^2) | y])``, the curve over sigma shows that noisier schools shrink more.
     """
     y, sigma, theta_mean, shrinkage = (np.asarray(v, float) for v in (y, sigma, theta_mean, shrinkage))
     num_schools = y.size
@@ -435,20 +404,8 @@ def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean,
     left.set_title(r"$y_j$ shrinks toward $\mu$")
 
     log_scale = sigma.max() / sigma.min() > 20
-    if log_tau_draws is not None and np.size(log_tau_draws):
-        log_tau_draws = np.asarray(log_tau_draws, float).ravel()
-        log_tau_draws = log_tau_draws[np.isfinite(log_tau_draws)]
-        log_tau_draws = log_tau_draws[_thin_index(log_tau_draws.size, 4000)]
-        sigma_low, sigma_high = sigma.min() / 1.5, sigma.max() * 1.5
-        if log_scale:
-            curve = np.geomspace(sigma_low, sigma_high, 200)
-        else:
-            curve = np.linspace(max(sigma_low, 0.5 * sigma.min()), sigma_high, 200)
-        # B = sigma^2 / (sigma^2 + tau^2) as a logistic function of 2 (log sigma - log tau): no overflow.
-        z = 2.0 * (np.log(curve)[:, None] - log_tau_draws[None, :])
-        expected = np.mean(0.5 * (1.0 + np.tanh(0.5 * z)), axis=1) if log_tau_draws.size else None
-        if expected is not None:
-            right.plot(curve, expected, color="0.5", linewidth=1.0, label=r"E[$\sigma^2/(\sigma^2+\tau^2)$ | y]")
+    if curve is not None:
+        right.plot(*curve, color="0.5", linewidth=1.0, label=r"E[$\sigma^2/(\sigma^2+\tau^2)$ | y]")
     right.scatter(sigma, shrinkage, color=_HIERARCHICAL, s=18, zorder=3, label=r"school $j$")
     if labelled:
         # Schools with the same sigma have the same shrinkage: one label lists them all.
@@ -601,99 +558,51 @@ def plot_divergences(panels, school: str = "1") -> Figure:
 # ----------------------------------------------------------------------------- the report's figures
 
 
-def _section(summary: dict, *keys):
-    """``summary[k0][k1]...`` or None where any level is missing."""
-    for key in keys:
-        if not isinstance(summary, dict) or summary.get(key) is None:
-            return None
-        summary = summary[key]
-    return summary
-
-
-def _exact_log_tau(analysis, low: float, high: float):
-    """(grid, density) of the exact marginal of log tau, or (None, why not)."""
-    try:
-        from jaxschools.core import exact
-    except ImportError:
-        return None, "the exact module is not available"
-    import jax.numpy as jnp
-
-    prior = getattr(analysis.logdensity, "prior", None)
-    if prior is None:
-        from jaxschools.core import models
-
-        model = analysis.summary["config"]["model"]
-        prior = models.make_prior(model["prior"], mu_loc=model["mu_loc"], mu_scale=model["mu_scale"],
-                                  tau_scale=model["tau_scale"])
-    grid = np.linspace(low, high, 400)
-    try:
-        values = exact.log_tau_logdensity(analysis.data, prior, jnp.asarray(grid, analysis.data.y.dtype))
-        density = np.exp(np.asarray(values, float))
-    except Exception as error:  # the report still stands without this overlay; the caption says why
-        return None, f"the exact density could not be evaluated ({type(error).__name__}: {error})"
-    if density.shape != grid.shape or not np.any(np.isfinite(density)):
-        return None, "the exact density came back with the wrong shape"
-    return (grid, density), ""
-
-
-def forest_schools(y, sigma, limit: int = MAX_FOREST_SCHOOLS) -> np.ndarray:
+def forest_schools(y, sigma, pooled_mean, limit: int = MAX_FOREST_SCHOOLS) -> np.ndarray:
     """Indices of the schools the forest plot shows, in data order: all of them up to ``limit``, else
     the ``limit`` with the largest |y_j - pooled mean| / sigma_j (the ones pooling fits worst)."""
     y, sigma = np.asarray(y, float), np.asarray(sigma, float)
     if y.size <= limit:
         return np.arange(y.size)
-    precision = 1.0 / sigma**2
-    pooled_mean = np.sum(precision * y) / np.sum(precision)
     outlying = np.abs(y - pooled_mean) / sigma
     return np.sort(np.argsort(-outlying, kind="stable")[:limit])
 
 
-def _divergence_panels(analysis) -> list:
-    """(title, log tau, theta_1, divergent) for the run and its contrast, when any divergence occurred."""
-    runs = [(analysis.summary.get("mcmc", {}).get("parameterization", ""), analysis.samples, analysis.theta)]
-    contrast = getattr(analysis, "contrast", None)
-    if contrast is not None and contrast.theta is not None:
-        runs.append((contrast.parameterization, contrast.samples, contrast.theta))
-    panels = []
-    for parameterization, samples, theta in runs:
-        flags = getattr(samples, "is_divergent", None)
-        if flags is None:
-            continue
-        title = f"{parameterization} parameterization" if parameterization else "this run"
-        panels.append((title, np.asarray(samples.positions[..., 1]), np.asarray(theta)[..., 0], np.asarray(flags)))
-    if not any(np.any(flags) for *_, flags in panels):
-        return []
-    return panels
+def _array(values) -> np.ndarray:
+    """A record's tuple of numbers (None where undefined) as a float array (NaN there)."""
+    return np.asarray([np.nan if v is None else v for v in values], float)
 
 
-def make_figures(analysis) -> list[FigureSpec]:
+def make_figures(record: results.RunRecord) -> list[FigureSpec]:
     """The report's figures, in order: contour, trace, autocorrelation, marginals, shrinkage, forest,
     divergences (only when a run, or its contrast, had divergent transitions), ppc (the posterior predictive
-    check, when the analysis has one), p_greater (only when the matrix exists and J <=
-    :data:`MAX_HEATMAP_SCHOOLS`).
+    check), p_greater (only when the matrix exists and J <= :data:`MAX_HEATMAP_SCHOOLS`).
 
-    Each figure is built on its own (:func:`attempt`): one that cannot be drawn for these data comes back with
-    ``figure`` None and the reason in ``not_drawn``, and the others are still drawn.
+    ``record``: the typed result (:class:`~jaxschools.app.results.RunRecord`); every number and array drawn is
+    one of its fields. Each figure is built on its own (:func:`attempt`): one that cannot be drawn for these
+    data comes back with ``figure`` None and the reason in ``not_drawn``, and the others are still drawn.
     """
-    summary, data = analysis.summary, analysis.data
-    positions = np.asarray(analysis.samples.positions, float)
+    summary, arrays = record.summary, record.figures
+    positions = arrays.positions
     num_chains, num_draws = positions.shape[:2]
-    y, sigma, names = np.asarray(data.y, float), np.asarray(data.sigma, float), tuple(data.names)
+    y, sigma, names = np.asarray(summary.data.y), np.asarray(summary.data.sigma), summary.data.names
     num_schools = y.size
-    mode, cov = np.asarray(analysis.fit.mode, float), np.asarray(analysis.fit.cov, float)
-    converged = bool(analysis.fit.converged)
+    mode, cov = _array(summary.laplace.mode), np.asarray([_array(row) for row in summary.laplace.cov])
+    converged = summary.laplace.converged
     draws = _finite_rows(positions)
-    theta = np.asarray(analysis.theta, float).reshape(-1, num_schools)
     specs = []
 
     def contour():
+        if arrays.contour is None:
+            raise _NotDrawn(arrays.contour_note)
         shown = min(draws.shape[0], MAX_SCATTER_POINTS)
         fit_note = ("" if converged
                     else " The Laplace fit did not converge, so its mode and ellipse are unreliable.")
-        return (plot_contour(analysis.logdensity, positions, mode, cov),
+        size = arrays.contour[0].size
+        return (plot_contour(arrays.contour, positions, mode, cov),
                 "Posterior density of (μ, log τ) (the seed's contour plot of the log posterior): the shaded "
                 "contours bound the highest-density regions holding "
-                f"{', '.join(f'{f:.0%}' for f in HPD_FRACTIONS)} of the mass on a 150 × 150 grid. Red points: "
+                f"{', '.join(f'{f:.0%}' for f in HPD_FRACTIONS)} of the mass on a {size} × {size} grid. Red points: "
                 f"{shown:,} of the {draws.shape[0]:,} kept draws (evenly thinned). Cross and dashed ellipse: the "
                 "Laplace mode and its 95% region." + fit_note)
 
@@ -706,62 +615,51 @@ def make_figures(analysis) -> list[FigureSpec]:
                 "Chains that look like overlapping random noise, with no trends or flat stretches, have mixed.")
 
     def autocorrelation():
-        return (plot_autocorrelation(positions),
-                f"Autocorrelation of μ and log τ by lag (up to {min(MAX_LAG, max(num_draws - 1, 0))}), one line per "
+        return (plot_autocorrelation(arrays.autocorrelation, num_draws),
+                f"Autocorrelation of μ and log τ by lag (up to {arrays.autocorrelation.shape[-1] - 1}), one line per "
                 "chain; the grey band is ±1.96/√n, where white noise would fall. Fast decay means nearly independent "
                 "draws.")
 
     def marginals():
-        exact_curve, why = None, ""
-        if draws.size:
-            low, high = np.quantile(draws[:, 1], [0.001, 0.999])
-            reach = 3.5 * math.sqrt(max(cov[1, 1], 0.0))
-            low, high = min(low, mode[1] - reach), max(high, mode[1] + reach)
-            if np.isfinite(low) and np.isfinite(high) and high > low:
-                exact_curve, why = _exact_log_tau(analysis, float(low), float(high))
+        exact_curve, why = arrays.exact_log_tau, arrays.exact_note
         exact_note = (
             " Black line: the exact marginal density of log τ by quadrature." if exact_curve is not None
             else f" No exact density is overlaid: {why}." if why else ""
         )
+        means = (summary.posterior.mu.mean, summary.posterior.log_tau.mean)
         figure = plot_marginals(positions, mode if converged else None, cov if _valid_cov(cov) else None,
-                                exact_curve)
+                                exact_curve, means)
         return (figure,
                 "Marginal posteriors of μ and log τ: histogram of the draws (solid line: their mean) and the Laplace "
                 "normal approximation (dashed; dashed vertical line: the mode)." + exact_note
                 + " The posterior of log τ is skewed: its mean lies below the mode, which the normal approximation "
                 "misses and the sampler captures.")
 
-    theta_mean = _section(summary, "theta", "mean")
-    theta_mean = np.asarray(theta_mean, float) if theta_mean is not None else theta.mean(axis=0)
-    precision = 1.0 / sigma**2
-    pooled_mean = float(np.sum(precision * y) / np.sum(precision))
-    pooled_sd = float(math.sqrt(1.0 / np.sum(precision)))
+    theta_mean = _array(summary.theta.mean)
+    pooled = summary.pooled
+    pooled_mean = np.nan if pooled.mean is None else pooled.mean
+    pooled_sd = np.nan if pooled.sd is None else pooled.sd
 
     def shrinkage():
-        values = _section(summary, "shrinkage")
-        if values is None:
-            values = np.mean(sigma**2 / (sigma**2 + np.exp(2 * draws[:, 1:2])), axis=0)
-        # E[mu | y] does not exist for every prior and J (jaxschools.core.moments: flat, J <= 3), and then the
-        # summary has null there and the draws' mean never settles: the line is mu's posterior median instead.
-        mu_block = _section(summary, "posterior", "mu")
-        no_mean = mu_block is not None and mu_block.get("mean") is None
-        if no_mean:
-            mu_line, mu_label = (float(np.median(draws[:, 0])) if draws.size else math.nan), r"median of $\mu$ | y"
+        # E[mu | y] does not exist for every prior and J (jaxschools.core.moments: flat, J <= 3): the summary
+        # has null there, and the line is mu's posterior median instead.
+        mu_mean = summary.posterior.mu.mean
+        if mu_mean is None:
+            mu_line = math.nan if arrays.mu_median is None else arrays.mu_median
+            mu_label = r"median of $\mu$ | y"
             mu_text = "μ's posterior median (blue line: E[μ | y] does not exist here)"
         else:
-            mu_line = float(draws[:, 0].mean()) if draws.size else math.nan
-            mu_label, mu_text = r"E[$\mu$ | y]", "the population mean μ (blue line)"
-        return (plot_shrinkage(y, sigma, names, theta_mean, values, mu_line, pooled_mean, draws[:, 1], mu_label),
+            mu_line, mu_label, mu_text = mu_mean, r"E[$\mu$ | y]", "the population mean μ (blue line)"
+        return (plot_shrinkage(y, sigma, names, theta_mean, _array(summary.shrinkage), mu_line, pooled_mean,
+                               arrays.shrinkage_curve, mu_label),
                 "Shrinkage. Left: each school's observed effect y_j and its posterior mean E[θ_j | y], pulled toward "
                 f"{mu_text}; dashed: the pooled estimate. Right: the posterior mean shrinkage "
                 "E[B_j | y], B_j = σ_j² / (σ_j² + τ²), against σ_j: the less precise a school's estimate, the more "
                 "it borrows from the others.")
 
     def forest():
-        q025, q975 = _section(summary, "theta", "q025"), _section(summary, "theta", "q975")
-        q025 = np.asarray(q025, float) if q025 is not None else np.quantile(theta, 0.025, axis=0)
-        q975 = np.asarray(q975, float) if q975 is not None else np.quantile(theta, 0.975, axis=0)
-        chosen = forest_schools(y, sigma)
+        q025, q975 = _array(summary.theta.q025), _array(summary.theta.q975)
+        chosen = forest_schools(y, sigma, pooled_mean)
         cap_note = ""
         if num_schools > MAX_FOREST_SCHOOLS:
             cap_note = (f" Only the {MAX_FOREST_SCHOOLS} of {num_schools} schools with the largest "
@@ -776,12 +674,12 @@ def make_figures(analysis) -> list[FigureSpec]:
                         ("marginals", marginals), ("shrinkage", shrinkage), ("forest", forest)):
         specs.append(attempt(name, build))
 
-    divergence_panels = _divergence_panels(analysis)
-    if divergence_panels:
+    panels = [(panel.title, panel.log_tau, panel.theta_first, panel.divergent) for panel in arrays.divergence_panels]
+    if panels:
         def divergences():
             runs = "; ".join(f"{title}: {int(np.sum(flags)):,} of {np.size(flags):,} transitions divergent"
-                             for title, _, _, flags in divergence_panels)
-            return (plot_divergences(divergence_panels, names[0]),
+                             for title, _, _, flags in panels)
+            return (plot_divergences(panels, names[0]),
                     f"Where the sampler's trajectories diverged ({runs}): log τ against θ of school "
                     f"{names[0]}, every divergent transition's draw in red. Divergences that crowd into one "
                     "region, such as small τ in the neck of the centered parameterization's funnel, mark a region the "
@@ -790,31 +688,26 @@ def make_figures(analysis) -> list[FigureSpec]:
 
         specs.append(attempt("divergences", divergences))
 
-    predictive = getattr(analysis, "predictive", None)
-    ppc = _section(summary, "predictive", "ppc")
-    if predictive is not None and ppc:
-        def ppc_figure():
-            from jaxschools.core.predictive import STATISTICS  # its constants only; the draws are already made
+    ppc = summary.predictive.ppc
 
-            sigma_new = float(np.asarray(predictive.sigma_new))
-            p_text = ", ".join(f"{name} {ppc[name]['p_value']:.2f}" for name in STATISTICS if name in ppc)
-            return (plot_ppc(STATISTICS, predictive.check.observed, predictive.check.replicated,
-                             predictive.check.p_value,
-                             (predictive.new_school.theta, predictive.new_school.y, sigma_new)),
-                    "Posterior predictive check (BDA3 section 6.3): for each test statistic T of the J estimates, the "
-                    "distribution of T over data replicated from the posterior, y_rep_j ~ N(θ_j, σ_j²), with the "
-                    f"observed T(y) in red; p = P(T(y_rep) ≥ T(y) | y) ({p_text}). A p-value near 0 or 1 marks a "
-                    "feature of the data the model rarely reproduces. Last panel: the posterior predictive "
-                    f"distribution of a new school's effect θ̃ ~ N(μ, τ²) and of its estimate ỹ ~ N(θ̃, σ²) with "
-                    f"σ = {sigma_new:.3g}, the median standard error.")
+    def ppc_figure():
+        sigma_new = summary.predictive.new_school.sigma
+        observed, replicated, p_values = arrays.ppc
+        p_text = ", ".join(f"{name} {entry.p_value:.2f}" for name, entry in ppc.items())
+        return (plot_ppc(tuple(ppc), observed, replicated, p_values, (*arrays.new_school, sigma_new)),
+                "Posterior predictive check (BDA3 section 6.3): for each test statistic T of the J estimates, the "
+                "distribution of T over data replicated from the posterior, y_rep_j ~ N(θ_j, σ_j²), with the "
+                f"observed T(y) in red; p = P(T(y_rep) ≥ T(y) | y) ({p_text}). A p-value near 0 or 1 marks a "
+                "feature of the data the model rarely reproduces. Last panel: the posterior predictive "
+                f"distribution of a new school's effect θ̃ ~ N(μ, τ²) and of its estimate ỹ ~ N(θ̃, σ²) with "
+                f"σ = {sigma_new:.3g}, the median standard error.")
 
-        specs.append(attempt("ppc", ppc_figure))
+    specs.append(attempt("ppc", ppc_figure))
 
-    matrix = _section(summary, "queries", "p_greater")
+    matrix = summary.queries.p_greater
     if matrix is not None and num_schools <= MAX_HEATMAP_SCHOOLS:
         def p_greater():
-            values = np.asarray([[np.nan if v is None else v for v in row] for row in matrix], float)
-            return (plot_p_greater(values, names),
+            return (plot_p_greater(np.asarray([_array(row) for row in matrix]), names),
                     "Posterior probability that school i's true effect exceeds school j's, P(θ_i > θ_j | y) "
                     "(Rao-Blackwellised). Under complete pooling every entry would be 0.5; under separate "
                     "analyses they would be far more extreme.")

@@ -10,8 +10,10 @@ section 6.3) and a new school's predictive distribution.
 
 The page is one file: figures are embedded as base64 PNG data URIs and the CSS is inline, so it
 opens anywhere without a network. All text, school names from user files included, is escaped
-with :func:`html.escape`. Everything is rendered from ``analysis.summary`` (the summary.json
-dict) plus the figures, so :func:`render_html` also works on a loaded summary.json.
+with :func:`html.escape`. The page renders the typed result (:class:`jaxschools.app.results.Summary`,
+summary.json's record) plus the figures, and computes nothing: every number on it is a field of the record,
+read by attribute, so a missing one is an error, not a blank. :func:`render_html` also takes a loaded
+summary.json, read strictly (:meth:`~jaxschools.app.results.Record.from_json`).
 """
 
 from __future__ import annotations
@@ -20,31 +22,22 @@ import base64
 import html
 import io
 import json
-import math
 import os
 import pathlib
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from jaxschools.core import diagnostics
-from jaxschools.app import exact_check
-from jaxschools.presentation import experiment_plots, plots
-from jaxschools.app._summary_fields import exact_p_exceeds as _exact_p_exceeds
+from jaxschools.app import exact_check, results
 from jaxschools.app._summary_fields import finite as _finite
-from jaxschools.app._summary_fields import get as _get
 from jaxschools.app._summary_fields import school_label as _school
+from jaxschools.presentation import experiment_plots, plots
 
 __all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
 
 DPI = 110
 # Per-school tables stop at this many rows (summary.json has every school).
 MAX_TABLE_ROWS = 200
-# A sampler estimate is flagged (red, and a warning) beyond Bonferroni's threshold for the number of
-# z-scores (jaxschools.app.exact_check: 4.09 MCSEs for the eight schools' 23).
-# Convergence thresholds shown in red in the MCMC table: the ones the analysis flags with.
-RHAT_LIMIT, ESS_LIMIT = diagnostics.RHAT_THRESHOLD, diagnostics.ESS_THRESHOLD
-_Z975 = 1.959963984540054
 _DASH = "—"
 
 
@@ -83,16 +76,8 @@ def _pm(value, error) -> str:
     return fmt(value) if not _finite(error) else f"{fmt(value)} ± {fmt(error, '.2g')}"
 
 
-def _sqrt(x):
-    return math.sqrt(x) if _finite(x) and x >= 0 else None
-
-
 def _interval(low, high) -> str:
     return f"[{fmt(low)}, {fmt(high)}]"
-
-
-def _at(values, j):
-    return _get(values, j)
 
 
 def _table(headers: Sequence, rows: Iterable[Sequence], cls: str = "") -> str:
@@ -142,20 +127,12 @@ def _theta_of(name) -> _Html:
     return _Html(f"θ<sub>{_e(name)}</sub>")
 
 
-def _upper_tail(threshold, mean, sd) -> float | None:
-    """P(X > threshold) for X ~ N(mean, sd^2)."""
-    if not (_finite(threshold) and _finite(mean) and _finite(sd)) or sd <= 0:
-        return None
-    return 0.5 * math.erfc((threshold - mean) / (sd * math.sqrt(2.0)))
-
-
 # ----------------------------------------------------------------------------- sections
 
 
-def _overview(s: dict, sd_mcse: dict) -> str:
-    """The plain-language summary, generated from the numbers."""
-    names = _get(s, "data", "names", default=[])
-    y, sigma = _get(s, "data", "y", default=[]), _get(s, "data", "sigma", default=[])
+def _overview(s: results.Summary) -> str:
+    """The plain-language summary, worded from the record's numbers."""
+    names, y, sigma = s.data.names, s.data.y, s.data.sigma
     num_schools = len(names)
     paragraphs = []
     if num_schools:
@@ -163,93 +140,86 @@ def _overview(s: dict, sd_mcse: dict) -> str:
         text = (f"{num_schools} schools report estimated effects from {fmt(y[lo], '.3g')} ({_school(names, lo)}) "
                 f"to {fmt(y[hi], '.3g')} ({_school(names, hi)}), with standard errors from "
                 f"{fmt(min(sigma), '.3g')} to {fmt(max(sigma), '.3g')}.")
-        pooled = _get(s, "pooled", default={})
-        p_value = pooled.get("p_value")
-        if _finite(pooled.get("mean")):
-            text += (f" Complete pooling gives a common effect of {fmt(pooled['mean'], '.3g')} ± "
-                     f"{fmt(_sqrt(pooled.get('var')), '.3g')}; the χ² test of homogeneity gives "
-                     f"χ² = {fmt(pooled.get('chi2'), '.3g')} on {fmt(pooled.get('df'))} df "
-                     f"(p = {fmt(p_value, '.2g')})")
-            if _finite(p_value):
-                text += (", so the data alone do not rule out a single common effect." if p_value > 0.05
+        pooled = s.pooled
+        if _finite(pooled.mean):
+            text += (f" Complete pooling gives a common effect of {fmt(pooled.mean, '.3g')} ± "
+                     f"{fmt(pooled.sd, '.3g')}; the χ² test of homogeneity gives "
+                     f"χ² = {fmt(pooled.chi2, '.3g')} on {fmt(pooled.df)} df "
+                     f"(p = {fmt(pooled.p_value, '.2g')})")
+            if _finite(pooled.p_value):
+                text += (", so the data alone do not rule out a single common effect." if pooled.p_value > 0.05
                          else ", which rejects a single common effect.")
             else:
                 text += "."
         paragraphs.append(_p(text))
 
-    mu, tau = _get(s, "posterior", "mu", default={}), _get(s, "posterior", "tau", default={})
-    if mu:
-        text = (f"The hierarchical model puts the population mean μ at {fmt(mu.get('mean'), '.3g')} "
-                f"(95% interval {fmt(mu.get('q025'), '.3g')} to {fmt(mu.get('q975'), '.3g')}) and the between-school "
-                f"standard deviation τ at {fmt(tau.get('mean'), '.3g')} (95% interval {fmt(tau.get('q025'), '.3g')} "
-                f"to {fmt(tau.get('q975'), '.3g')}).")
-        shrink = _get(s, "shrinkage", default=[])
-        lo, hi = _extreme(shrink, min), _extreme(shrink, max)
-        if len(shrink) == num_schools and lo is not None:
-            text += (f" Each school's estimate is pulled toward μ by a factor E[B_j] between "
-                     f"{fmt(shrink[lo], '.2g')} ({_school(names, lo)}, σ = {fmt(sigma[lo], '.3g')}) and "
-                     f"{fmt(shrink[hi], '.2g')} ({_school(names, hi)}, σ = {fmt(sigma[hi], '.3g')}).")
-        paragraphs.append(_p(text))
+    mu, tau = s.posterior.mu, s.posterior.tau
+    text = (f"The hierarchical model puts the population mean μ at {fmt(mu.mean, '.3g')} "
+            f"(95% interval {fmt(mu.q025, '.3g')} to {fmt(mu.q975, '.3g')}) and the between-school "
+            f"standard deviation τ at {fmt(tau.mean, '.3g')} (95% interval {fmt(tau.q025, '.3g')} "
+            f"to {fmt(tau.q975, '.3g')}).")
+    shrink = s.shrinkage
+    lo, hi = _extreme(shrink, min), _extreme(shrink, max)
+    if lo is not None:
+        text += (f" Each school's estimate is pulled toward μ by a factor E[B_j] between "
+                 f"{fmt(shrink[lo], '.2g')} ({_school(names, lo)}, σ = {fmt(sigma[lo], '.3g')}) and "
+                 f"{fmt(shrink[hi], '.2g')} ({_school(names, hi)}, σ = {fmt(sigma[hi], '.3g')}).")
+    paragraphs.append(_p(text))
 
-    query = _get(s, "queries", "p_exceeds", default={})
-    if query and query.get("school") in names:
-        k = list(names).index(query["school"])
-        c, p = query.get("threshold"), query.get("p")
-        theta_k = _get(s, "theta", "mean", k)
-        text = (f"{_e(_capitalised(_school(names, k)))}’s observed effect {_e(fmt(y[k], '.3g'))} shrinks to a "
-                "posterior mean of "
-                f"{_e(fmt(theta_k, '.3g'))} (95% interval {_e(fmt(_get(s, 'theta', 'q025', k), '.3g'))} to "
-                f"{_e(fmt(_get(s, 'theta', 'q975', k), '.3g'))}); "
-                f"P({_theta_of(query['school'])} &gt; {_e(fmt(c, '.3g'))} | y) = "
-                f"{_e(fmt(p, '.2g'))} (MCSE {_e(fmt(query.get('mcse'), '.1g'))}), where its own data alone would say "
-                f"{_e(fmt(_upper_tail(c, y[k], sigma[k]), '.2g'))}.")
-        best = _get(s, "queries", "p_best", default=[])
-        j = _extreme(best, max)
-        if len(best) == num_schools and j is not None:
-            text += (f" The school most likely to have the largest effect is {_e(str(names[j]))}, "
-                     f"with probability only {_e(fmt(best[j], '.2g'))}.")
-        paragraphs.append(f"<p>{text}</p>")
+    query = s.queries.p_exceeds
+    k = names.index(query.school)
+    text = (f"{_e(_capitalised(_school(names, k)))}’s observed effect {_e(fmt(y[k], '.3g'))} shrinks to a "
+            "posterior mean of "
+            f"{_e(fmt(s.theta.mean[k], '.3g'))} (95% interval {_e(fmt(s.theta.q025[k], '.3g'))} to "
+            f"{_e(fmt(s.theta.q975[k], '.3g'))}); "
+            f"P({_theta_of(query.school)} &gt; {_e(fmt(query.threshold, '.3g'))} | y) = "
+            f"{_e(fmt(query.p, '.2g'))} (MCSE {_e(fmt(query.mcse, '.1g'))}), where its own data alone would say "
+            f"{_e(fmt(query.separate, '.2g'))}.")
+    best = s.queries.p_best
+    j = _extreme(best, max)
+    if j is not None:
+        text += (f" The school most likely to have the largest effect is {_e(str(names[j]))}, "
+                 f"with probability only {_e(fmt(best[j], '.2g'))}.")
+    paragraphs.append(f"<p>{text}</p>")
 
-    mcmc = _get(s, "mcmc", default={})
-    if mcmc:
-        acceptance = [a for a in mcmc.get("acceptance_rate") or [] if _finite(a)]
-        ess = [v for v in (_get(mcmc, "ess", "mu"), _get(mcmc, "ess", "log_tau"), _get(mcmc, "ess_tail", "mu"),
-                           _get(mcmc, "ess_tail", "log_tau")) if _finite(v)]
-        rhat = [v for v in (_get(mcmc, "rhat", "mu"), _get(mcmc, "rhat", "log_tau")) if _finite(v)]
-        chains = mcmc.get("num_chains")
-        text = (f"The sampler ({mcmc.get('kernel')}) ran {fmt(chains)} chain{'s' if chains != 1 else ''} of "
-                f"{fmt(mcmc.get('num_samples'))} kept draws after {fmt(mcmc.get('burn_in'))} burn-in")
-        if acceptance:
-            low, high = format(min(acceptance), ".1%"), format(max(acceptance), ".1%")
-            text += f", accepting {low} of proposals" if low == high else f", accepting {low} to {high} of proposals"
-        text += "."
-        if ess:
-            text += f" The smallest bulk or tail ESS is {min(ess):,.0f}"
-            text += f" and the largest R-hat {fmt(max(rhat), '.4g')}." if rhat else " (R-hat needs two chains or more)."
-        elif acceptance:
-            text += " Its ESS and R-hat are undefined: the draws of μ and log τ do not vary within the chains."
-        text += " See the warnings below." if _active_flags(mcmc) else " No convergence warnings."
-        paragraphs.append(_p(text))
+    mcmc = s.mcmc
+    acceptance = [a for a in mcmc.acceptance_rate if _finite(a)]
+    ess = [v for v in (mcmc.ess.mu, mcmc.ess.log_tau, mcmc.ess_tail.mu, mcmc.ess_tail.log_tau) if _finite(v)]
+    rhat = [v for v in (mcmc.rhat.mu, mcmc.rhat.log_tau) if _finite(v)]
+    chains = mcmc.num_chains
+    text = (f"The sampler ({mcmc.kernel}) ran {fmt(chains)} chain{'s' if chains != 1 else ''} of "
+            f"{fmt(mcmc.num_samples)} kept draws after {fmt(mcmc.burn_in)} burn-in")
+    if acceptance:
+        low, high = format(min(acceptance), ".1%"), format(max(acceptance), ".1%")
+        text += f", accepting {low} of proposals" if low == high else f", accepting {low} to {high} of proposals"
+    text += "."
+    if ess:
+        text += f" The smallest bulk or tail ESS is {min(ess):,.0f}"
+        text += f" and the largest R-hat {fmt(max(rhat), '.4g')}." if rhat else " (R-hat needs two chains or more)."
+    elif acceptance:
+        text += " Its ESS and R-hat are undefined: the draws of μ and log τ do not vary within the chains."
+    text += " See the warnings below." if _active_flags(mcmc) else " No convergence warnings."
+    paragraphs.append(_p(text))
 
-    verdict = exact_check.check(s, sd_mcse)
-    if verdict and verdict["num_compared"]:
-        flagged = verdict["num_beyond"]
-        text = (f"Against the exact posterior by quadrature, {verdict['num_compared']} sampler estimates have a "
-                f"largest |z| of {fmt(verdict['max_abs_z'], '.2g')} ({verdict['worst']}); ")
-        text += (f"{flagged} exceed{'s' if flagged == 1 else ''} {fmt(verdict['threshold'], '.3g')} Monte Carlo "
+    verdict = s.exact_check
+    if verdict.num_compared:
+        flagged = verdict.num_beyond
+        text = (f"Against the exact posterior by quadrature, {verdict.num_compared} sampler estimates have a "
+                f"largest |z| of {fmt(verdict.max_abs_z, '.2g')} ({verdict.worst}); ")
+        text += (f"{flagged} exceed{'s' if flagged == 1 else ''} {fmt(verdict.threshold, '.3g')} Monte Carlo "
                  "standard errors (see the warnings below)." if flagged
                  else "all agree within their Monte Carlo error.")
         paragraphs.append(_p(text))
-    if verdict and verdict["num_undefined"]:
+    if verdict.num_undefined:
         paragraphs.append(_p(_undefined_text(verdict)))
 
-    mode, exact_mean = _get(s, "laplace", "mode", 1), _get(s, "exact", "log_tau", "mean")
-    exact_sd = _get(s, "exact", "log_tau", "sd")
-    if _finite(mode) and _finite(exact_mean):
+    mode, exact_log_tau = s.laplace.mode[1], s.exact.log_tau
+    if _finite(mode) and _finite(exact_log_tau.mean):
         text = (f"The Laplace approximation centres log τ at its mode {fmt(mode, '.3g')} with sd "
-                f"{fmt(_sqrt(_get(s, 'laplace', 'cov', 1, 1)), '.3g')}; the exact posterior has mean "
-                f"{fmt(exact_mean, '.3g')} and sd {fmt(exact_sd, '.3g')}.")
-        if _finite(exact_sd) and abs(mode - exact_mean) > 0.1 * exact_sd:
+                f"{fmt(s.laplace.sd[1], '.3g')}; the exact posterior has mean "
+                f"{fmt(exact_log_tau.mean, '.3g')} and sd {fmt(exact_log_tau.sd, '.3g')}.")
+        shift = s.laplace_vs_exact.log_tau.shift
+        if _finite(shift) and abs(shift) > 0.1:
             text += (" The posterior of log τ is skewed, so its mode is not its centre: the normal approximation "
                      "misplaces it, which is why the seed moved on from the Laplace approximation to MCMC.")
         paragraphs.append(_p(text))
@@ -277,66 +247,64 @@ _UNDEFINED_WORDS = {
 }
 
 
-def _undefined_text(verdict: dict) -> str:
-    """Why ``verdict['num_undefined']`` estimates are not checked, by reason; an older summary without
-    ``undefined`` (schema 1) knew only draws that do not vary."""
-    counts = verdict.get("undefined") or {exact_check.NO_VARIATION: verdict["num_undefined"]}
+def _undefined_text(verdict: results.ExactCheck) -> str:
+    """Why ``verdict.num_undefined`` estimates are not checked, by reason."""
     parts = [_UNDEFINED_WORDS[key][count != 1].format(n=fmt(count)) for key in exact_check.REASONS
-             if (count := counts.get(key))]
+             if (count := verdict.undefined[key])]
     return "Not checked against the exact posterior: " + "; ".join(parts) + "."
 
 
-def _active_flags(mcmc: dict) -> dict:
-    return {key: value for key, value in (mcmc.get("flags") or {}).items() if value}
+def _active_flags(mcmc: results.Mcmc) -> dict:
+    return {key: value for key, value in mcmc.flags.to_json().items() if value}
 
 
 def _chain_list(chains) -> str:
     return f"Chain{'s' if len(chains) > 1 else ''} {', '.join(str(int(c) + 1) for c in chains)}"
 
 
-def _warnings(s: dict, sd_mcse: dict | None = None) -> str:
-    mcmc = _get(s, "mcmc", default={})
+def _warnings(s: results.Summary) -> str:
+    mcmc, limits = s.mcmc, s.mcmc.limits
     messages = []
-    acceptance = mcmc.get("acceptance_rate") or []
+    acceptance = mcmc.acceptance_rate
     # Frozen chains that rejected (nearly) everything are explained by that; the others get their own message.
-    frozen = [int(c) for c in _get(mcmc, "flags", "frozen_chains", default=[])
-              if not (int(c) < len(acceptance) and _finite(acceptance[int(c)]) and acceptance[int(c)] < 0.01)]
+    frozen = [c for c in mcmc.flags.frozen_chains
+              if not (_finite(acceptance[c]) and acceptance[c] < limits.stuck_acceptance)]
     for key, value in _active_flags(mcmc).items():
         if key == "stuck_chains":
-            rest = [int(c) for c in value if int(c) not in frozen]
+            rest = [c for c in value if c not in frozen]
             if rest:
-                messages.append(f"{_chain_list(rest)} accepted fewer than 1% of proposals: stuck.")
+                messages.append(f"{_chain_list(rest)} accepted fewer than {limits.stuck_acceptance:.0%} of "
+                                "proposals: stuck.")
         elif key == "frozen_chains":
             value = frozen
             if not value:
                 continue
-            rates = [acceptance[c] for c in value if c < len(acceptance) and _finite(acceptance[c])]
+            rates = [acceptance[c] for c in value if _finite(acceptance[c])]
             their = "their" if len(value) > 1 else "its"
             why = (f" while accepting every proposal: {their} steps are below floating-point resolution (raise "
                    "sampler.scale or sampler.step_size)" if rates and min(rates) >= 1.0 else "")
             messages.append(f"{_chain_list(value)} did not move: the within-chain sd of μ or log τ is at most "
-                            f"{fmt(diagnostics.FROZEN_RTOL, 'g')} of the posterior's scale{why}. {'They are' if len(value) > 1 else 'It is'} stuck: "
-                            f"{their} draws are not from the posterior.")
+                            f"{fmt(limits.frozen_rtol, 'g')} of the posterior's scale{why}. "
+                            f"{'They are' if len(value) > 1 else 'It is'} stuck: {their} draws are not from the "
+                            "posterior.")
         elif key == "exact_mismatch":
-            continue  # recomputed below from the numbers on this page
+            continue  # worded below from the exact check's verdict
         elif key == "not_mixed":
             reasons = []
-            if mcmc.get("num_chains") == 1:
+            if mcmc.num_chains == 1:
                 reasons.append("only one chain was run, so R-hat cannot check convergence")
-            undefined = [v for group in ("ess", "ess_tail", "rhat") for v in (_get(mcmc, group, "mu"),
-                                                                            _get(mcmc, group, "log_tau"))
-                         if not _finite(v)]
-            if undefined and (mcmc.get("num_chains") or 0) > 1:
+            groups = (mcmc.ess, mcmc.ess_tail, mcmc.rhat)
+            undefined = [v for group in groups for v in (group.mu, group.log_tau) if not _finite(v)]
+            if undefined and mcmc.num_chains > 1:
                 reasons.append("ESS or R-hat is undefined, because the draws do not vary within the chains")
-            rhat = [v for v in (_get(mcmc, "rhat", "mu"), _get(mcmc, "rhat", "log_tau")) if _finite(v)]
-            if rhat and max(rhat) >= RHAT_LIMIT:
-                reasons.append(f"R-hat reaches {fmt(max(rhat), '.4g')} (want < {RHAT_LIMIT})")
-            ess = [v for group in ("ess", "ess_tail") for v in (_get(mcmc, group, "mu"), _get(mcmc, group, "log_tau"))
-                   if _finite(v)]
-            if ess and min(ess) < ESS_LIMIT:
+            rhat = [v for v in (mcmc.rhat.mu, mcmc.rhat.log_tau) if _finite(v)]
+            if rhat and max(rhat) >= limits.rhat:
+                reasons.append(f"R-hat reaches {fmt(max(rhat), '.4g')} (want < {fmt(limits.rhat, 'g')})")
+            ess = [v for group in (mcmc.ess, mcmc.ess_tail) for v in (group.mu, group.log_tau) if _finite(v)]
+            if ess and min(ess) < limits.ess:
                 reasons.append(f"the bulk or tail ESS of μ or log τ is as low as {min(ess):,.0f} "
-                               f"(want ≥ {ESS_LIMIT})")
-            because = "; ".join(reasons) or f"R-hat ≥ {RHAT_LIMIT} or ESS < {ESS_LIMIT}"
+                               f"(want ≥ {fmt(limits.ess, 'g')})")
+            because = "; ".join(reasons) or f"R-hat ≥ {fmt(limits.rhat, 'g')} or ESS < {fmt(limits.ess, 'g')}"
             messages.append(f"The chains are not shown to have mixed: {because}. Treat the estimates below with "
                             "caution; run longer, or more chains.")
         elif key == "divergent_transitions":
@@ -346,38 +314,35 @@ def _warnings(s: dict, sd_mcse: dict | None = None) -> str:
         elif key == "laplace_not_converged":
             messages.append("The Laplace optimiser did not converge: its mode and covariance are unreliable, and the "
                             "proposal used the identity covariance instead.")
-        else:
+        else:  # a flag this page has no words for yet: shown as it is, never dropped
             messages.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
-    verdict = exact_check.check(s, sd_mcse)
-    if verdict and verdict["flagged"]:
-        listed = "; ".join(verdict["beyond"][:5]) + ("; …" if verdict["num_beyond"] > 5 else "")
-        messages.append(f"{verdict['num_beyond']} of {verdict['num_compared']} sampler estimates differ from the "
-                        f"exact posterior by more than {fmt(verdict['threshold'], '.3g')} Monte Carlo standard "
-                        f"errors (largest |z| {fmt(verdict['max_abs_z'], '.3g')}: {listed}). The threshold is "
-                        f"Bonferroni's for {verdict['num_compared']} comparisons at a family-wise rate of "
-                        f"{fmt(verdict['alpha'], 'g')}: the draws are not from the posterior.")
+    verdict = s.exact_check
+    if verdict.flagged:
+        listed = "; ".join(verdict.beyond[:5]) + ("; …" if verdict.num_beyond > 5 else "")
+        messages.append(f"{verdict.num_beyond} of {verdict.num_compared} sampler estimates differ from the "
+                        f"exact posterior by more than {fmt(verdict.threshold, '.3g')} Monte Carlo standard "
+                        f"errors (largest |z| {fmt(verdict.max_abs_z, '.3g')}: {listed}). The threshold is "
+                        f"Bonferroni's for {verdict.num_compared} comparisons at a family-wise rate of "
+                        f"{fmt(verdict.alpha, 'g')}: the draws are not from the posterior.")
     if not messages:
         return ""
     items = "".join(f"<li>{_e(m)}</li>" for m in messages)
     return f'<div class="warn"><strong>Warning</strong><ul>{items}</ul></div>'
 
 
-def _data_section(s: dict) -> str:
-    names, y, sigma = (_get(s, "data", key, default=[]) for key in ("names", "y", "sigma"))
-    lower, upper = _get(s, "separate", "lower", default=[]), _get(s, "separate", "upper", default=[])
+def _data_section(s: results.Summary) -> str:
+    names, y, sigma = s.data.names, s.data.y, s.data.sigma
+    lower, upper = s.separate.lower, s.separate.upper
     shown, note = _capped(len(names))
-    rows = [(str(names[j]), y[j], sigma[j], _interval(_at(lower, j), _at(upper, j))) for j in range(shown)]
-    pooled = _get(s, "pooled", default={})
-    var = pooled.get("var")
-    sd = _sqrt(var)
-    mean = pooled.get("mean")
+    rows = [(str(names[j]), y[j], sigma[j], _interval(lower[j], upper[j])) for j in range(shown)]
+    pooled = s.pooled
     pooled_rows = [
-        ("precision-weighted mean ȳ", mean),
-        ("sd of ȳ", sd),
-        ("95% interval", _interval(mean - _Z975 * sd, mean + _Z975 * sd) if _finite(mean) and sd else _DASH),
-        ("χ² = Σ (y_j − ȳ)² / σ_j²", pooled.get("chi2")),
-        ("degrees of freedom", pooled.get("df")),
-        ("p-value", pooled.get("p_value")),
+        ("precision-weighted mean ȳ", pooled.mean),
+        ("sd of ȳ", pooled.sd),
+        ("95% interval", _interval(pooled.q025, pooled.q975) if _finite(pooled.q025) else _DASH),
+        ("χ² = Σ (y_j − ȳ)² / σ_j²", pooled.chi2),
+        ("degrees of freedom", pooled.df),
+        ("p-value", pooled.p_value),
     ]
     return (
         _section("data", "Data and separate estimates",
@@ -391,22 +356,19 @@ def _data_section(s: dict) -> str:
     )
 
 
-def _laplace_section(s: dict) -> str:
-    fit = _get(s, "laplace", default={})
-    mode, cov = fit.get("mode") or [None, None], fit.get("cov") or [[None, None], [None, None]]
-    sds = [_sqrt(_get(cov, 0, 0)), _sqrt(_get(cov, 1, 1))]
-    corr = _get(cov, 0, 1)
-    corr = corr / (sds[0] * sds[1]) if _finite(corr) and sds[0] and sds[1] else None
+def _laplace_section(s: results.Summary) -> str:
+    fit = s.laplace
+    mode, cov, sds = fit.mode, fit.cov, fit.sd
     rows = [
-        ("μ", mode[0], sds[0], _get(cov, 0, 0), _get(cov, 0, 1)),
-        ("log τ", mode[1], sds[1], _get(cov, 1, 0), _get(cov, 1, 1)),
+        ("μ", mode[0], sds[0], cov[0][0], cov[0][1]),
+        ("log τ", mode[1], sds[1], cov[1][0], cov[1][1]),
     ]
     facts = [
-        ("converged", bool(fit.get("converged"))),
-        ("Newton iterations", fit.get("iterations")),
-        ("correlation of μ and log τ", corr),
-        ("τ at the mode", math.exp(mode[1]) if _finite(mode[1]) else None),
-        ("log evidence (Laplace)", fit.get("log_evidence")),
+        ("converged", fit.converged),
+        ("Newton iterations", fit.iterations),
+        ("correlation of μ and log τ", fit.corr),
+        ("τ at the mode", fit.tau_at_mode),
+        ("log evidence (Laplace)", fit.log_evidence),
     ]
     return _section(
         "laplace", "Laplace approximation",
@@ -414,7 +376,7 @@ def _laplace_section(s: dict) -> str:
            "negative Hessian (exact derivatives). The sampler's proposal uses this covariance."),
         _table(("", "mode", "sd", "cov[·, μ]", "cov[·, log τ]"), rows),
         _table(("", ""), facts, "narrow"),
-        "" if fit.get("converged") else _p("The optimiser did not converge.", "bad"),
+        "" if fit.converged else _p("The optimiser did not converge.", "bad"),
     )
 
 
@@ -422,68 +384,68 @@ def _flag_cell(value, bad: bool):
     return (value, "bad") if bad else value
 
 
-def _gradient_facts(mcmc: dict) -> list:
+def _divergence_text(divergences, rate, below) -> str:
+    where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
+    return f"{fmt(divergences)} ({rate:.3%}{where})" if _finite(rate) else fmt(divergences)
+
+
+def _gradient_facts(mcmc: results.Mcmc) -> list:
     """MCMC table rows for the target, the tuned step size, divergences and their contrast run, where present."""
-    rows = []
-    if mcmc.get("parameterization"):
-        rows.append(("target", f"{mcmc['parameterization']} density"))
-    steps = [v for v in mcmc.get("step_size") or [] if _finite(v)]
+    rows = [("target", f"{mcmc.parameterization} density")]
+    steps = [v for v in mcmc.step_size or () if _finite(v)]
     if steps:
         rows.append(("adapted step size (per chain)", f"{fmt(min(steps), '.3g')} to {fmt(max(steps), '.3g')}"))
-    if _finite(mcmc.get("num_integration_steps")):
-        rows.append(("gradient evaluations per draw", fmt(mcmc["num_integration_steps"], ".3g")))
-    if _finite(mcmc.get("divergence_rate")):
-        below = mcmc.get("divergences_below_median_tau")
+    if _finite(mcmc.num_integration_steps):
+        rows.append(("gradient evaluations per draw", fmt(mcmc.num_integration_steps, ".3g")))
+    if _finite(mcmc.divergence_rate):
+        below = mcmc.divergences_below_median_tau
         where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
-        rows.append(("divergence rate", f"{mcmc['divergence_rate']:.3%}{where}"))
-    contrast = mcmc.get("contrast") or {}
-    if contrast:
-        below = contrast.get("divergences_below_median_tau")
-        where = f", {below:.0%} of them below the median τ" if _finite(below) else ""
-        rate = contrast.get("divergence_rate")
-        rate_text = f" ({rate:.3%}{where})" if _finite(rate) else ""
-        rows.append((f"divergences, {contrast.get('parameterization')} density (contrast run)",
-                     f"{fmt(contrast.get('divergences'))}{rate_text}"))
+        rows.append(("divergence rate", f"{mcmc.divergence_rate:.3%}{where}"))
+    contrast = mcmc.contrast
+    if contrast is not None:
+        rows.append((f"divergences, {contrast.parameterization} density (contrast run)",
+                     _divergence_text(contrast.divergences, contrast.divergence_rate,
+                                      contrast.divergences_below_median_tau)))
     return rows
 
 
-def _mcmc_section(s: dict, sd_mcse: dict | None = None) -> str:
-    mcmc = _get(s, "mcmc", default={})
+def _mcmc_section(s: results.Summary) -> str:
+    mcmc, limits = s.mcmc, s.mcmc.limits
     facts = [
-        ("kernel", str(mcmc.get("kernel", _DASH))),
-        ("chains", mcmc.get("num_chains")),
-        ("kept draws per chain", mcmc.get("num_samples")),
-        ("burn-in per chain (discarded)", mcmc.get("burn_in")),
-        ("divergences", mcmc.get("divergences")),
+        ("kernel", mcmc.kernel),
+        ("chains", mcmc.num_chains),
+        ("kept draws per chain", mcmc.num_samples),
+        ("burn-in per chain (discarded)", mcmc.burn_in),
+        ("divergences", mcmc.divergences),
     ]
     facts += _gradient_facts(mcmc)
-    acceptance = mcmc.get("acceptance_rate") or []
-    stuck = set(_get(mcmc, "flags", "stuck_chains", default=[]))
+    acceptance = mcmc.acceptance_rate
+    stuck = set(mcmc.flags.stuck_chains)
     acceptance_row = [_flag_cell(_fmt_fixed(a), c in stuck) for c, a in enumerate(acceptance)]
     diagnostics, undefined = [], False
     for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
-        post = _get(s, "posterior", key, default={})
-        bulk, tail, rhat = post.get("ess_bulk"), post.get("ess_tail"), post.get("rhat")
+        post = getattr(s.posterior, key)
+        bulk, tail, rhat = post.ess_bulk, post.ess_tail, post.rhat
         diagnostics.append((
             label,
-            _flag_cell(fmt(bulk, ".4g"), _finite(bulk) and bulk < ESS_LIMIT),
-            _flag_cell(fmt(tail, ".4g"), _finite(tail) and tail < ESS_LIMIT),
-            _flag_cell(fmt(rhat, ".4f"), _finite(rhat) and rhat >= RHAT_LIMIT),
+            _flag_cell(fmt(bulk, ".4g"), _finite(bulk) and bulk < limits.ess),
+            _flag_cell(fmt(tail, ".4g"), _finite(tail) and tail < limits.ess),
+            _flag_cell(fmt(rhat, ".4f"), _finite(rhat) and rhat >= limits.rhat),
         ))
-        # nan from the library: too few draws, or draws that do not vary (jaxschools.core.diagnostics).
-        for column, value in ((1, bulk), (2, tail), (3, rhat if (mcmc.get("num_chains") or 0) > 1 else 0.0)):
-            if post and not _finite(value):
+        # null in the record: too few draws, or draws that do not vary (jaxschools.core.diagnostics).
+        for column, value in ((1, bulk), (2, tail), (3, rhat if mcmc.num_chains > 1 else 0.0)):
+            if not _finite(value):
                 undefined = True
                 diagnostics[-1] = diagnostics[-1][:column] + (("undefined", "bad"),) + diagnostics[-1][column + 1:]
     return _section(
         "mcmc", "Markov chain Monte Carlo",
-        _warnings(s, sd_mcse),
+        _warnings(s),
         _table(("", ""), facts, "narrow"),
         "<h3>Acceptance rate per chain</h3>",
         _table([f"chain {c + 1}" for c in range(len(acceptance))], [acceptance_row]) if acceptance else _p(_DASH),
         "<h3>Convergence diagnostics</h3>",
-        _p(f"Rank-normalised bulk and tail ESS and split R-hat (Vehtari et al. 2021); red: ESS < {ESS_LIMIT} or "
-           f"R-hat ≥ {RHAT_LIMIT}. R-hat needs at least two chains."),
+        _p(f"Rank-normalised bulk and tail ESS and split R-hat (Vehtari et al. 2021); red: ESS < "
+           f"{fmt(limits.ess, 'g')} or R-hat ≥ {fmt(limits.rhat, 'g')}. R-hat needs at least two chains."),
         _table(("", "ESS bulk", "ESS tail", "R-hat"), diagnostics),
         _p("Undefined: ESS and R-hat need at least 4 draws per chain that vary within the chains; draws that do "
            "not vary say nothing about mixing, so they are not reported as perfect.", "note") if undefined else "",
@@ -494,12 +456,11 @@ def _fmt_fixed(x) -> str:
     return fmt(x, ".3f")
 
 
-def _posterior_section(s: dict) -> str:
+def _posterior_section(s: results.Summary) -> str:
     rows = []
     for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
-        post = _get(s, "posterior", key, default={})
-        rows.append((label, _pm(post.get("mean"), post.get("mcse_mean")), post.get("sd"),
-                     _interval(post.get("q025"), post.get("q975"))))
+        post = getattr(s.posterior, key)
+        rows.append((label, _pm(post.mean, post.mcse_mean), post.sd, _interval(post.q025, post.q975)))
     return _section(
         "posterior", "Posterior of the population parameters",
         _p("Posterior mean ± Monte Carlo standard error, sd and central 95% interval from the draws."),
@@ -507,21 +468,18 @@ def _posterior_section(s: dict) -> str:
     )
 
 
-def _schools_section(s: dict) -> str:
-    names, y, sigma = (_get(s, "data", key, default=[]) for key in ("names", "y", "sigma"))
-    theta = _get(s, "theta", default={})
-    shrink, shrink_mcse = _get(s, "shrinkage", default=[]), _get(s, "shrinkage_mcse", default=[])
-    best = _get(s, "queries", "p_best", default=[])
+def _schools_section(s: results.Summary) -> str:
+    names, y, sigma, theta = s.data.names, s.data.y, s.data.sigma, s.theta
     shown, note = _capped(len(names))
     rows = []
     for j in range(shown):
         rows.append((
             str(names[j]), y[j], sigma[j],
-            _pm(_get(theta, "mean", j), _get(theta, "mean_mcse", j)),
-            _get(theta, "sd", j),
-            _interval(_get(theta, "q025", j), _get(theta, "q975", j)),
-            _pm(_at(shrink, j), _at(shrink_mcse, j)),
-            _at(best, j),
+            _pm(theta.mean[j], theta.mean_mcse[j]),
+            theta.sd[j],
+            _interval(theta.q025[j], theta.q975[j]),
+            _pm(s.shrinkage[j], s.shrinkage_mcse[j]),
+            s.queries.p_best[j],
         ))
     return _section(
         "schools", "School effects",
@@ -534,65 +492,49 @@ def _schools_section(s: dict) -> str:
     )
 
 
-def _query_section(s: dict) -> str:
-    query = _get(s, "queries", "p_exceeds", default={})
-    if not query:
-        return ""
-    names, y, sigma = (_get(s, "data", key, default=[]) for key in ("names", "y", "sigma"))
-    school, c = query.get("school"), query.get("threshold")
-    k = list(names).index(school) if school in names else None
-    pooled = _get(s, "pooled", default={})
-    pooled_sd = _sqrt(pooled.get("var"))
-    exact = _get(s, "exact", default={})
+def _query_section(s: results.Summary) -> str:
+    query = s.queries.p_exceeds
     rows = [
-        ("hierarchical model (sampler)", _pm(query.get("p"), query.get("mcse"))),
-        ("hierarchical model (exact)", _exact_p_exceeds(exact) if exact else None),
-        ("separate analysis of this school", _upper_tail(c, y[k], sigma[k]) if k is not None else None),
-        ("complete pooling", _upper_tail(c, pooled.get("mean"), pooled_sd)),
+        ("hierarchical model (sampler)", _pm(query.p, query.mcse)),
+        ("hierarchical model (exact)", query.exact),
+        ("separate analysis of this school", query.separate),
+        ("complete pooling", query.pooled),
     ]
-    title = _Html(f"P({_theta_of(school)} &gt; {_e(fmt(c))} | y)")
+    c = query.threshold
+    title = _Html(f"P({_theta_of(query.school)} &gt; {_e(fmt(c))} | y)")
     return _section(
         "query", "Posterior question",
-        f"<p>How likely is {_e(_school([school], 0))}'s true effect to exceed {_e(fmt(c))}? (By default the first "
-        "school and its own observed effect: for the eight schools, the seed's P(θ<sub>A</sub> &gt; 28).) "
+        f"<p>How likely is {_e(_school([query.school], 0))}'s true effect to exceed {_e(fmt(c))}? (By default the "
+        "first school and its own observed effect: for the eight schools, the seed's P(θ<sub>A</sub> &gt; 28).) "
         f"{title} is Rao-Blackwellised (the average over draws of its closed form given (μ, τ)), with its "
         "MCSE, and set against what the separate and pooled analyses would say:</p>",
         _table(("model", "probability"), rows, "narrow"),
     )
 
 
-def _exact_rows(s: dict, sd_mcse: dict) -> list[exact_check.Row]:
-    """The rows comparing the sampler with the exact posterior (shown schools)."""
-    return exact_check.rows(s, sd_mcse, max_schools=MAX_TABLE_ROWS)
-
-
 # The z cell of an estimate without a z-score, by reason (jaxschools.app.exact_check.REASONS).
 _UNDEFINED_CELL = {exact_check.NO_MOMENT: "does not exist", exact_check.MCSE_NEEDS_MOMENT: "no MCSE (needs a higher moment)"}
 
 
-def _exact_section(s: dict, sd_mcse: dict) -> str:
-    if not _get(s, "exact"):
-        return _section("exact", "Sampler vs exact posterior", _p("No exact reference is available for this run."))
-    rows = _exact_rows(s, sd_mcse)
-    verdict = exact_check.check(s, sd_mcse) or {}
-    limit = verdict.get("threshold", exact_check.threshold(len(rows)))
+def _exact_section(s: results.Summary) -> str:
+    verdict = s.exact_check
+    limit = verdict.threshold
     table_rows = [
-        (row.label, row.estimate, row.mcse, row.exact,
+        (row.quantity, row.estimate, row.mcse, row.exact,
          _UNDEFINED_CELL.get(row.reason, "undefined") if row.z is None else
          _flag_cell(fmt(row.z, ".2f" if abs(row.z) < 1e4 else ".3g"), abs(row.z) > limit))
-        for row in rows
+        for row in verdict.rows if row.school is None or row.school < MAX_TABLE_ROWS
     ]
-    num_schools = len(_get(s, "data", "names", default=[]))
-    note = _capped(num_schools)[1]
-    missing = _get(s, "exact", "nonexistent_moments")
+    note = _capped(len(s.data.names))[1]
+    missing = s.exact.nonexistent_moments
     if missing:  # jaxschools.core.moments: these are null, exact and sampled alike
         note += _p(f"Left blank because they do not exist (p(τ | y) has a power tail): {missing}.", "note")
     return _section(
         "exact", "Sampler vs exact posterior",
         _p("The exact posterior by one-dimensional quadrature over log τ (μ and θ integrated in closed form) "
            f"against the sampler: z = (estimate − exact) / MCSE, red where |z| > {fmt(limit, '.3g')}, Bonferroni's "
-           f"threshold Φ⁻¹(1 − α / 2m) for the m = {fmt(verdict.get('num_compared', len(rows)))} z-scores at a "
-           f"family-wise false-alarm rate α = {fmt(exact_check.ALPHA, 'g')}. z needs an MCSE: undefined where the "
+           f"threshold Φ⁻¹(1 − α / 2m) for the m = {fmt(verdict.num_compared)} z-scores at a "
+           f"family-wise false-alarm rate α = {fmt(verdict.alpha, 'g')}. z needs an MCSE: undefined where the "
            "draws do not vary, and not formed where the MCSE would need a moment that does not exist (an sd's "
            "MCSE needs E[x⁴], a mean's E[x²]); the MCSE of an sd is that of the draws' sd (Vehtari et al. 2021)."),
         _table(("quantity", "sampler", "MCSE", "exact", "z"), table_rows),
@@ -600,23 +542,13 @@ def _exact_section(s: dict, sd_mcse: dict) -> str:
     )
 
 
-def _laplace_exact_section(s: dict) -> str:
-    exact = _get(s, "exact", default={})
-    if not exact:
-        return ""
-    mode = _get(s, "laplace", "mode", default=[None, None])
-    cov = _get(s, "laplace", "cov", default=[[None, None], [None, None]])
+def _laplace_exact_section(s: results.Summary) -> str:
     rows = []
     for d, (key, label) in enumerate((("mu", "μ"), ("log_tau", "log τ"))):
-        variance = _get(cov, d, d)
-        sd = _sqrt(variance)
-        mean, exact_sd = _get(exact, key, "mean"), _get(exact, key, "sd")
-        known = _finite(mode[d]) and _finite(mean) and _finite(exact_sd) and exact_sd > 0
-        shift = (mode[d] - mean) / exact_sd if known else None
-        ratio = sd / exact_sd if sd is not None and _finite(exact_sd) and exact_sd > 0 else None
-        rows.append((label, mode[d], sd, mean, exact_sd, shift, ratio))
-    evidence = [(name, value) for name, value in (("log p(y), Laplace", _get(s, "laplace", "log_evidence")),
-                                                  ("log p(y), exact", exact.get("log_evidence"))) if value is not None]
+        exact, versus = getattr(s.exact, key), getattr(s.laplace_vs_exact, key)
+        rows.append((label, s.laplace.mode[d], s.laplace.sd[d], exact.mean, exact.sd, versus.shift, versus.sd_ratio))
+    evidence = [(name, value) for name, value in (("log p(y), Laplace", s.laplace.log_evidence),
+                                                  ("log p(y), exact", s.exact.log_evidence)) if value is not None]
     return _section(
         "laplace-exact", "Laplace vs exact posterior",
         _p("The normal approximation's centre and spread next to the exact posterior mean and sd. Where the posterior "
@@ -627,36 +559,20 @@ def _laplace_exact_section(s: dict) -> str:
     )
 
 
-# The test statistics of the posterior predictive check, in the order of jaxschools.core.predictive.STATISTICS
-# (repeated here so that rendering a summary.json needs no JAX).
-_PPC_LABELS = (("max", "largest y_j"), ("min", "smallest y_j"), ("mean", "mean of the y_j"),
-               ("sd", "sd of the y_j"), ("range", "max − min"))
-
-
-def _predictive_section(s: dict) -> str:
+def _predictive_section(s: results.Summary) -> str:
     """The posterior predictive check (BDA3 section 6.3) and a new school's predictive distribution."""
-    predictive = _get(s, "predictive", default={})
-    if not predictive:
-        return ""
-    ppc = predictive.get("ppc") or {}
+    predictive = s.predictive
     rows = []
-    for key, label in _PPC_LABELS:
-        entry = ppc.get(key)
-        if not entry:
-            continue
-        p = entry.get("p_value")
+    for key, entry in predictive.ppc.items():
+        p = entry.p_value
         extreme = _finite(p) and min(p, 1 - p) < 0.025
-        rows.append((f"{key}: {label}", entry.get("observed"),
-                     _interval(entry.get("replicated_q025"), entry.get("replicated_q975")),
-                     _flag_cell(_pm(p, entry.get("mcse")), extreme)))
-    new = predictive.get("new_school") or {}
-    new_rows = []
-    for key, label in (("theta", "new school's effect θ̃ ~ N(μ, τ²)"),
-                       ("y", f"its estimate ỹ ~ N(θ̃, σ²), σ = {fmt(new.get('sigma'), '.3g')}")):
-        entry = new.get(key) or {}
-        if entry:
-            new_rows.append((label, _pm(entry.get("mean"), entry.get("mcse_mean")), entry.get("sd"),
-                             _interval(entry.get("q025"), entry.get("q975"))))
+        rows.append((f"{key}: {entry.label}", entry.observed,
+                     _interval(entry.replicated_q025, entry.replicated_q975),
+                     _flag_cell(_pm(p, entry.mcse), extreme)))
+    new = predictive.new_school
+    new_rows = [(label, _pm(entry.mean, entry.mcse_mean), entry.sd, _interval(entry.q025, entry.q975))
+                for label, entry in (("new school's effect θ̃ ~ N(μ, τ²)", new.theta),
+                                     (f"its estimate ỹ ~ N(θ̃, σ²), σ = {fmt(new.sigma, '.3g')}", new.y))]
     return _section(
         "ppc", "Posterior predictive check",
         _p("Would the model reproduce the data? For each draw, every school is measured again, "
@@ -665,11 +581,11 @@ def _predictive_section(s: dict) -> str:
            "A p-value near 0 or 1 (red: beyond 0.025 or 0.975) marks a feature the model rarely reproduces; "
            "a moderate one says only that this T finds no misfit."),
         _table(("statistic T", "observed T(y)", "95% interval of T(y_rep)", "p ± MCSE"), rows),
-        "<h3>A new school</h3>" if new_rows else "",
+        "<h3>A new school</h3>",
         _p("The posterior predictive distribution of a school not in the data (BDA3 section 5.5), with the "
            "median standard error of the data; mean ± MCSE, sd and central 95% interval from one draw per "
-           "posterior draw of (μ, τ).") if new_rows else "",
-        _table(("", "mean ± MCSE", "sd", "95% interval"), new_rows) if new_rows else "",
+           "posterior draw of (μ, τ)."),
+        _table(("", "mean ± MCSE", "sd", "95% interval"), new_rows),
     )
 
 
@@ -720,16 +636,15 @@ def _toml(config: dict) -> str:
     return "\n".join(lines)
 
 
-def _footer(s: dict) -> str:
+def _footer(s: results.Summary) -> str:
     import matplotlib
 
     from jaxschools import __version__
 
-    config = _get(s, "config", default={})
-    provenance = dict(_get(s, "provenance", default={}))
-    provenance = {"jaxschools": __version__, **provenance, "numpy": np.__version__,
-                  "matplotlib": matplotlib.__version__, "summary schema": s.get("schema_version")}
-    seed = _get(config, "sampler", "seed")
+    config = s.config
+    provenance = {"jaxschools": __version__, **s.provenance.to_json(), "numpy": np.__version__,
+                  "matplotlib": matplotlib.__version__, "summary schema": s.schema_version}
+    seed = config["sampler"]["seed"]
     return (
         '<footer id="provenance"><h2>Configuration and provenance</h2>'
         f"{_p(f'Seed {fmt(seed)}. The resolved configuration (rerun it with jaxschools run CONFIG.toml):')}"
@@ -741,14 +656,14 @@ def _footer(s: dict) -> str:
 
 
 # BDA3 Table 5.2, to recognise the built-in dataset when no data file was given.
-_EIGHT_SCHOOLS = (list("ABCDEFGH"), [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+_EIGHT_SCHOOLS = (tuple("ABCDEFGH"), (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0))
 
 
-def _dataset_label(s: dict) -> str:
-    path = _get(s, "config", "data", "path", default="")
+def _dataset_label(s: results.Summary) -> str:
+    path = s.config["data"]["path"]
     if path:
         return os.path.basename(path)
-    if (_get(s, "data", "names"), _get(s, "data", "y")) == _EIGHT_SCHOOLS:
+    if (s.data.names, s.data.y) == _EIGHT_SCHOOLS:
         return "the eight schools (BDA3 §5.5, Rubin 1981)"
     return "a dataset given in Python"
 
@@ -803,33 +718,30 @@ _NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc"
         ("provenance", "config"))
 
 
-def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *, drawn: bool | None = None,
-                sd_mcse: dict | None = None, not_drawn: Sequence[tuple[str, str]] = ()) -> str:
-    """The report page for a summary (the summary.json dict).
+def render_html(summary: results.Summary | dict, figures: Sequence[tuple[str, str, bytes]] = (), *,
+                drawn: bool | None = None, not_drawn: Sequence[tuple[str, str]] = ()) -> str:
+    """The report page for a summary: the typed record, or summary.json as loaded (read strictly, so a summary
+    of another schema is refused with :class:`~jaxschools.app.results.SchemaError` naming the key).
 
     ``figures``: (name, caption, PNG bytes) in report order, embedded as data URIs; ``drawn`` says whether
-    figures were drawn at all (default: whether any are given or skipped). ``sd_mcse``: MCSE of the posterior
-    sd of ``mu``, ``log_tau`` and ``tau``, where known, for the sampler-vs-exact z-scores. ``not_drawn``:
-    (name, why) of figures that could not be drawn, listed in the figures section.
+    figures were drawn at all (default: whether any are given or skipped). ``not_drawn``: (name, why) of
+    figures that could not be drawn, listed in the figures section.
     """
-    s = summary
+    s = summary if isinstance(summary, results.Summary) else results.Summary.from_json(summary)
     drawn = bool(figures or not_drawn) if drawn is None else drawn
-    name = _get(s, "config", "name", default="run")
-    prior = _get(s, "config", "model", "prior", default=_DASH)
-    num_schools = len(_get(s, "data", "names", default=[]))
-    title = f"jaxschools report: {name}"
-    chains = _get(s, "mcmc", "num_chains")
-    subtitle = (f"Dataset: {_dataset_label(s)} · J = {num_schools} schools · prior: {prior} · "
-                f"sampler: {_get(s, 'mcmc', 'kernel', default=_DASH)}, {fmt(chains)} chain{'' if chains == 1 else 's'} "
-                f"· seed {fmt(_get(s, 'config', 'sampler', 'seed'))}")
+    title = f"jaxschools report: {s.config['name']}"
+    chains = s.mcmc.num_chains
+    subtitle = (f"Dataset: {_dataset_label(s)} · J = {len(s.data.names)} schools · prior: {s.config['model']['prior']} · "
+                f"sampler: {s.mcmc.kernel}, {fmt(chains)} chain{'' if chains == 1 else 's'} "
+                f"· seed {fmt(s.config['sampler']['seed'])}")
     body = "".join((
         _data_section(s),
         _laplace_section(s),
-        _mcmc_section(s, sd_mcse),
+        _mcmc_section(s),
         _posterior_section(s),
         _schools_section(s),
         _query_section(s),
-        _exact_section(s, sd_mcse or {}),
+        _exact_section(s),
         _laplace_exact_section(s),
         _predictive_section(s),
         _sweep_section(s),
@@ -837,47 +749,31 @@ def render_html(summary: dict, figures: Sequence[tuple[str, str, bytes]] = (), *
         _figures_section(figures, drawn, not_drawn),
     ))
     nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV)
-    warnings = _warnings(s, sd_mcse)
+    warnings = _warnings(s)
     return _PAGE.format(
-        title=_e(title), subtitle=_e(subtitle), nav=nav, css=_CSS, overview=_overview(s, sd_mcse or {}),
+        title=_e(title), subtitle=_e(subtitle), nav=nav, css=_CSS, overview=_overview(s),
         warnings=warnings.replace('class="warn"', 'class="warn" id="warnings"', 1) if warnings else "",
         body=body, footer=_footer(s),
     )
 
 
-def _sd_mcse(analysis) -> dict:
-    """MCSE of the posterior sd of mu, log tau and tau from the draws (Vehtari et al. 2021)."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxschools.core import diagnostics
-
-    positions = jnp.asarray(analysis.samples.positions)
-    stacked = jnp.stack([positions[..., 0], positions[..., 1], jnp.exp(positions[..., 1])])
-    values = np.asarray(jax.jit(jax.vmap(diagnostics.mcse_sd))(stacked), float)
-    return {key: float(v) for key, v in zip(("mu", "log_tau", "tau"), values)}
-
-
-def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
+def write_outputs(result, out_dir, figures: bool = True) -> pathlib.Path:
     """Write ``out_dir/figures/<name>.png`` (when ``figures``) and ``out_dir/report.html``; return the report's path.
 
-    ``analysis``: an :class:`~jaxschools.app.analysis.Analysis`, or an :class:`~jaxschools.app.experiments.Result`
-    (whose sweep and simulation figures follow the analysis's own).
+    ``result``: what the application returns, an :class:`~jaxschools.app.analysis.Analysis` or an
+    :class:`~jaxschools.app.experiments.Result`; its ``record`` (:class:`~jaxschools.app.results.RunRecord`) is
+    what is rendered (the sweep and simulation figures follow the analysis's own).
     Each figure is rendered once at :data:`DPI` to PNG bytes that go both to its file and, base64-encoded,
     into the page, then released. With ``figures=False`` no figure is drawn and the report has tables only.
     """
-    result = analysis
-    analysis = getattr(result, "analysis", result)
+    record = result.record
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     embedded, not_drawn = [], []
     if figures:
         figure_dir = out_dir / "figures"
         figure_dir.mkdir(exist_ok=True)
-        specs = plots.make_figures(analysis)
-        if result is not analysis:
-            specs = specs + experiment_plots.make_figures(result)
-        for spec in specs:
+        for spec in plots.make_figures(record) + experiment_plots.make_figures(record):
             if spec.figure is None:  # could not be built for these data: listed in the report instead
                 not_drawn.append((spec.name, spec.not_drawn))
                 continue
@@ -892,10 +788,7 @@ def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
             png = buffer.getvalue()
             (figure_dir / f"{spec.name}.png").write_bytes(png)
             embedded.append((spec.name, spec.caption, png))
-    # Summaries since the exact check carry the sd's MCSE themselves (posterior.<name>.mcse_sd).
-    known = "mcse_sd" in (_get(analysis.summary, "posterior", "mu", default={}))
-    page = render_html(analysis.summary, embedded, drawn=figures, sd_mcse=None if known else _sd_mcse(analysis),
-                       not_drawn=not_drawn)
+    page = render_html(record.summary, embedded, drawn=figures, not_drawn=not_drawn)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -905,60 +798,62 @@ def write_outputs(analysis, out_dir, figures: bool = True) -> pathlib.Path:
 # Experiments: sweeps and simulation studies (present only when the run had them).
 
 
-def _sweep_section(s: dict) -> str:
-    rows = s.get("sweep")
+def _sweep_section(s: results.Summary) -> str:
+    rows = s.sweep
     if not rows:
         return ""
-    column = rows[0]["swept"]
-    has_loo = "loo" in rows[0]
-    headers = [column, "acceptance", "ESS mu", "ESS log tau", "R-hat max", "E[mu]", "E[log tau]", "E[tau]",
-               "P(exceeds)", "Laplace"] + (["elpd_loo (exact)"] if has_loo else [])
+    column = rows[0].swept
+    has_loo = rows[0].loo is not None
+    headers = [column, "kernel", "acceptance", "ESS mu", "ESS log tau", "R-hat max", "E[mu]", "E[log tau]",
+               "E[tau]", "P(exceeds)", "Laplace"] + (["elpd_loo (exact)"] if has_loo else [])
     table_rows = []
     for row in rows:
-        rhat = [v for v in row["rhat"].values() if v is not None]
-        rhat_max = max(rhat) if rhat else None
         cells = [
-            str(row["value"]), row["acceptance_rate"], row["ess"]["mu"], row["ess"]["log_tau"],
-            _flag_cell(rhat_max, rhat_max is not None and rhat_max >= RHAT_LIMIT),
-            row["posterior"]["mu"]["mean"], row["posterior"]["log_tau"]["mean"], row["posterior"]["tau"]["mean"],
-            row["queries"]["p_exceeds"], "converged" if row["laplace_converged"] else ("not converged", "bad"),
+            str(row.value), f"{row.kernel} ({row.parameterization})", row.acceptance_rate, row.ess.mu,
+            row.ess.log_tau, _flag_cell(row.rhat_max, _finite(row.rhat_max) and row.rhat_max >= s.mcmc.limits.rhat),
+            row.posterior.mu.mean, row.posterior.log_tau.mean, row.posterior.tau.mean,
+            row.queries.p_exceeds, "converged" if row.laplace_converged else ("not converged", "bad"),
         ]
         if has_loo:
-            cells.append(row["loo"]["elpd_loo"])
+            cells.append(row.loo.elpd_loo)
         table_rows.append(cells)
+    ran = sorted({f"{row.kernel} on the {row.parameterization} target" for row in rows})
     intro = (f"{len(rows)} cells, varying {column}, each the whole inference (Laplace fit, "
-             f"{_get(s, 'mcmc', 'num_chains')} chains, summaries), vmapped in one compiled computation per chunk "
-             "and with common random numbers, so differences between cells come from what was varied.")
+             f"{s.mcmc.num_chains} chains of {' / '.join(ran)}, summaries), vmapped in one compiled computation "
+             "per chunk and with common random numbers, so differences between cells come from what was varied.")
     return _section("sweep", "Sweep", _p(intro), _table(headers, table_rows))
 
 
-def _simulation_section(s: dict) -> str:
-    studies = s.get("simulation")
+def _simulation_section(s: results.Summary) -> str:
+    studies = s.simulation
     if not studies:
         return ""
     parts = [_p("Each study draws datasets with the data's sigmas and reruns the whole inference on each, vmapped "
                 "in batches. Interval coverage per level (mean over parameters, and whether every parameter's "
                 "coverage lies inside its Bonferroni-corrected binomial band); SBC ranks against simultaneous "
                 "ECDF bands.")]
-    headers = ["prior", "datasets from", "datasets", "Laplace failures", "not mixed"] + [
-        f"coverage {level}" for level in studies[0]["coverage"]] + ["SBC inside bands", "verdict"]
+    headers = ["prior", "kernel", "datasets from", "datasets", "Laplace failures", "not mixed"] + [
+        f"coverage {level}" for level in studies[0].coverage] + ["SBC inside bands", "verdict"]
     table_rows = []
     for study in studies:
-        cells = [study["prior"], study["draws_from"], study["num_datasets"],
-                 study["failures"]["laplace_not_converged"], study["failures"]["not_mixed"]]
-        for level, cov in study["coverage"].items():
-            mean_share = sum(cov["share"].values()) / len(cov["share"])
-            inside = cov["inside"]
-            bad = inside is not None and not all(inside.values())
-            cells.append(_flag_cell(mean_share, bad))
-        if study["sbc"] is None:
+        cells = [study.prior, f"{study.kernel} ({study.parameterization})", study.draws_from, study.num_datasets,
+                 study.failures.laplace_not_converged, study.failures.not_mixed]
+        for coverage in study.coverage.values():
+            bad = coverage.inside is not None and not all(coverage.inside.values())
+            cells.append(_flag_cell(coverage.mean_share, bad))
+        if study.sbc is None:
             cells += ["n/a (improper prior)", "frequentist coverage, need not be nominal"]
         else:
-            cells += [("yes", "") if study["sbc"]["all_inside"] else ("no", "bad"),
-                      ("calibrated", "") if study["calibrated"] else ("NOT calibrated", "bad")]
+            cells += [("yes", "") if study.sbc.all_inside else ("no", "bad"),
+                      ("calibrated", "") if study.calibrated else ("NOT calibrated", "bad")]
         table_rows.append(cells)
     parts.append(_table(headers, table_rows))
-    notes = [study["note"] for study in studies if study.get("note")]
+    notes = [study.note for study in studies if study.note]
     if notes:
         parts.append(_p(notes[0], "note"))
     return _section("simulation", "Simulation study", *parts)
+
+
+def __dir__():
+    # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
+    return list(__all__)

@@ -1,0 +1,302 @@
+"""Building the typed result (:mod:`jaxschools.app.results`) of the single analysis.
+
+:func:`summary_record` completes the analysis's computed summary with what the report shows beside it
+(the pooled 95% interval, the Laplace sds and correlation, P(theta_k > c) under the separate and pooled
+analyses, the Laplace fit against the exact posterior, the exact check's rows) and types it;
+:func:`analysis_figures` computes the arrays the figures draw (the log posterior on a grid, the exact
+density of log tau, autocorrelations, the shrinkage curve, the divergence panels). Everything the report
+and the figures show is computed here, once, so that they only render.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxschools.app import results
+from jaxschools.core import diagnostics, exact
+
+__all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
+           "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG"]
+
+_Z975 = 1.959963984540054
+# The posterior predictive check's test statistics (jaxschools.core.predictive.STATISTICS), worded for people.
+PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the y_j", "sd": "sd of the y_j",
+              "range": "max − min"}
+# The contour figure's grid (points per side), the exact log tau density's points, the autocorrelation's lags.
+CONTOUR_GRID, EXACT_GRID, MAX_LAG = 150, 400, 50
+# log tau draws averaged over for the shrinkage curve E[sigma^2 / (sigma^2 + tau^2) | y] (evenly thinned).
+CURVE_DRAWS = 4000
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _sqrt(x):
+    return math.sqrt(x) if _finite(x) and x >= 0 else None
+
+
+def _upper_tail(threshold, mean, sd):
+    """P(X > threshold) for X ~ N(mean, sd^2); None where a value is missing or sd <= 0."""
+    if not (_finite(threshold) and _finite(mean) and _finite(sd)) or sd <= 0:
+        return None
+    return 0.5 * math.erfc((threshold - mean) / (sd * math.sqrt(2.0)))
+
+
+def _ratio(a, b):
+    return a / b if _finite(a) and _finite(b) and b > 0 else None
+
+
+def summary_record(summary: dict, *, limits: dict) -> results.Summary:
+    """The :class:`~jaxschools.app.results.Summary` of the analysis's computed ``summary`` (JSON-ready).
+
+    Adds the derived keys of schema 3: ``pooled.sd/q025/q975`` (the pooled mean -/+ 1.96 sd),
+    ``laplace.sd/corr/tau_at_mode``, ``mcmc.limits``, ``queries.p_exceeds.exact/separate/pooled`` (N(y_k,
+    sigma_k^2) and N(pooled mean, pooled var) upper tails at c), ``predictive.ppc.<T>.label``,
+    and ``laplace_vs_exact``; flags and ``exact.nonexistent_moments`` that were absent
+    become 0 and null.
+    """
+    s = dict(summary)
+    pooled = dict(s["pooled"])
+    sd = _sqrt(pooled["var"])
+    known = _finite(pooled["mean"]) and sd is not None
+    pooled.update(sd=sd, q025=pooled["mean"] - _Z975 * sd if known else None,
+                  q975=pooled["mean"] + _Z975 * sd if known else None)
+    s["pooled"] = pooled
+
+    fit = dict(s["laplace"])
+    mode, cov = fit["mode"], fit["cov"]
+    sds = [_sqrt(cov[0][0]), _sqrt(cov[1][1])]
+    corr = cov[0][1] / (sds[0] * sds[1]) if _finite(cov[0][1]) and sds[0] and sds[1] else None
+    fit.update(sd=sds, corr=corr, tau_at_mode=math.exp(mode[1]) if _finite(mode[1]) and mode[1] < 709 else None)
+    s["laplace"] = fit
+
+    mcmc = dict(s["mcmc"])
+    flags = {"divergent_transitions": 0, "exact_mismatch": 0, **mcmc["flags"]}
+    mcmc.update(flags=flags, limits=limits)
+    s["mcmc"] = mcmc
+
+    ex = {"nonexistent_moments": None, **s["exact"]}
+    s["exact"] = ex
+    queries = dict(s["queries"])
+    query = dict(queries["p_exceeds"])
+    names = s["data"]["names"]
+    k = names.index(query["school"])
+    query.update(exact=ex["p_exceeds"],
+                 separate=_upper_tail(query["threshold"], s["data"]["y"][k], s["data"]["sigma"][k]),
+                 pooled=_upper_tail(query["threshold"], pooled["mean"], sd))
+    queries["p_exceeds"] = query
+    s["queries"] = queries
+
+    predictive = dict(s["predictive"])
+    predictive["ppc"] = {name: {"label": PPC_LABELS[name], **entry} for name, entry in predictive["ppc"].items()}
+    s["predictive"] = predictive
+
+    versus = {}
+    for d, key in enumerate(("mu", "log_tau")):
+        mean, exact_sd = ex[key]["mean"], ex[key]["sd"]
+        shift = (mode[d] - mean) / exact_sd if _finite(mode[d]) and _finite(mean) and _ratio(1.0, exact_sd) else None
+        versus[key] = {"shift": shift, "sd_ratio": _ratio(sds[d], exact_sd)}
+    s["laplace_vs_exact"] = versus
+
+    s.setdefault("sweep", None)
+    s.setdefault("simulation", None)
+    return results.Summary.build(s)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The figures' arrays.
+
+
+def _finite_rows(positions) -> np.ndarray:
+    flat = np.asarray(positions, float).reshape(-1, 2)
+    return flat[np.all(np.isfinite(flat), axis=1)]
+
+
+def _valid_cov(cov) -> bool:
+    cov = np.asarray(cov, float)
+    if cov.shape != (2, 2) or not np.all(np.isfinite(cov)):
+        return False
+    return bool(np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) > 0))
+
+
+def _contour(logdensity, draws, mode, cov):
+    """The log posterior on a CONTOUR_GRID^2 grid spanning the draws and the Laplace fit's 3-sd box."""
+    have_fit = np.all(np.isfinite(mode)) and _valid_cov(cov)
+    lows, highs = [], []
+    for d in range(2):
+        values = [draws[:, d]] if draws.size else []
+        if have_fit:
+            sd = math.sqrt(float(cov[d, d]))
+            values.append(np.asarray([mode[d] - 3 * sd, mode[d] + 3 * sd]))
+        values = np.concatenate(values) if values else np.zeros(1)
+        low, high = results.span(float(values.min()), float(values.max()))
+        lows.append(low)
+        highs.append(high)
+    mu_grid = np.linspace(lows[0], highs[0], CONTOUR_GRID)
+    log_tau_grid = np.linspace(lows[1], highs[1], CONTOUR_GRID)
+    mesh_mu, mesh_log_tau = np.meshgrid(mu_grid, log_tau_grid)
+    points = np.stack([mesh_mu.ravel(), mesh_log_tau.ravel()], axis=-1)
+    logp = np.asarray(jax.jit(jax.vmap(logdensity))(jnp.asarray(points, jnp.result_type(float))), float)
+    return mu_grid, log_tau_grid, logp.reshape(mesh_mu.shape)
+
+
+def _exact_log_tau(data, prior, draws, mode, cov):
+    """(grid, density) of the exact marginal of log tau over the draws' central 99.8% and the Laplace
+    mode -/+ 3.5 sd, or (None, why not); (None, "") without draws."""
+    if not draws.size:
+        return None, ""
+    low, high = np.quantile(draws[:, 1], [0.001, 0.999])
+    reach = 3.5 * math.sqrt(max(cov[1, 1], 0.0))
+    low, high = min(low, mode[1] - reach), max(high, mode[1] + reach)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        return None, ""
+    grid = np.linspace(float(low), float(high), EXACT_GRID)
+    try:
+        density = np.exp(np.asarray(exact.log_tau_logdensity(data, prior, jnp.asarray(grid, data.y.dtype)), float))
+    except Exception as error:  # noqa: BLE001 - the figure stands without this overlay; its caption says why
+        return None, f"the exact density could not be evaluated ({type(error).__name__}: {error})"
+    if density.shape != grid.shape or not np.any(np.isfinite(density)):
+        return None, "the exact density came back with the wrong shape"
+    return (grid, density), ""
+
+
+def shrinkage_curve(sigma, log_tau_draws):
+    """(sigma grid (200,), E[sigma^2 / (sigma^2 + tau^2) | y] on it) from draws of log tau, or None.
+
+    B = sigma^2 / (sigma^2 + tau^2) is the logistic function of 2 (log sigma - log tau), written with tanh
+    so nothing overflows; the grid runs from the data's smallest sigma / 1.5 to its largest x 1.5,
+    geometric where the sigmas span more than a factor 20 (the figure's axis is then logarithmic).
+    """
+    sigma = np.asarray(sigma, float)
+    draws = np.asarray(log_tau_draws, float).ravel()
+    draws = draws[np.isfinite(draws)]
+    if not draws.size:
+        return None
+    draws = draws[np.linspace(0, draws.size - 1, min(draws.size, CURVE_DRAWS)).round().astype(int)]
+    low, high = sigma.min() / 1.5, sigma.max() * 1.5
+    if sigma.max() / sigma.min() > 20:
+        grid = np.geomspace(low, high, 200)
+    else:
+        grid = np.linspace(max(low, 0.5 * sigma.min()), high, 200)
+    z = 2.0 * (np.log(grid)[:, None] - draws[None, :])
+    return grid, np.mean(0.5 * (1.0 + np.tanh(0.5 * z)), axis=1)
+
+
+def _divergence_panels(parameterization, samples, theta, contrast) -> list:
+    """(title, log tau, theta_1, divergent) for the run and its contrast, when any divergence occurred."""
+    runs = [(parameterization, samples, theta)]
+    if contrast is not None and contrast.theta is not None:
+        runs.append((contrast.parameterization, contrast.samples, contrast.theta))
+    panels = []
+    for name, run_samples, run_theta in runs:
+        if run_samples.is_divergent is None:
+            continue
+        panels.append(results.DivergencePanel(
+            title=f"{name} parameterization" if name else "this run",
+            log_tau=np.asarray(run_samples.positions[..., 1], float),
+            theta_first=np.asarray(run_theta, float)[..., 0], divergent=np.asarray(run_samples.is_divergent, bool)))
+    return panels if any(np.any(panel.divergent) for panel in panels) else []
+
+
+def analysis_figures(summary: results.Summary, *, data, prior, logdensity, fit, samples, theta, contrast,
+                     predictive) -> results.AnalysisFigures:
+    """The arrays the single analysis's figures draw (:class:`~jaxschools.app.results.AnalysisFigures`).
+
+    A piece that cannot be computed for these data (a grid whose span overflows double precision) is None
+    with a note saying why; the figure that needs it is then listed in the report as not drawn.
+    """
+    positions = np.asarray(samples.positions, float)
+    draws = _finite_rows(positions)
+    mode, cov = np.asarray(fit.mode, float), np.asarray(fit.cov, float)
+    try:
+        contour, contour_note = _contour(logdensity, draws, mode, cov), ""
+    except Exception as error:  # noqa: BLE001 - only this figure is lost, and the report says why
+        contour, contour_note = None, results.failure_note(error)
+    exact_curve, exact_note = _exact_log_tau(data, prior, draws, mode, cov)
+    num_draws = positions.shape[1]
+    lags = max(0, min(MAX_LAG, num_draws - 1)) + 1
+    rho = np.stack([np.asarray(diagnostics.autocorrelation(jnp.asarray(positions[..., d])), float)[:, :lags]
+                    for d in range(2)], axis=1)
+    check = predictive.check
+    return results.AnalysisFigures(
+        positions=positions,
+        contour=contour,
+        contour_note=contour_note,
+        exact_log_tau=exact_curve,
+        exact_note=exact_note,
+        autocorrelation=rho,
+        mu_median=float(np.median(draws[:, 0])) if draws.size else None,
+        shrinkage_curve=shrinkage_curve(data.sigma, positions[..., 1]),
+        divergence_panels=tuple(_divergence_panels(summary.mcmc.parameterization, samples, theta, contrast)),
+        ppc=(np.asarray(check.observed, float), np.asarray(check.replicated, float), np.asarray(check.p_value, float)),
+        new_school=(np.asarray(predictive.new_school.theta, float), np.asarray(predictive.new_school.y, float)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweeps and simulation studies.
+
+# Datasets drawn from each proper prior for a prior sweep's prior predictive figure.
+PRIOR_PREDICTIVE_DRAWS = 4000
+
+
+def _prior_predictive(config: dict, data, priors) -> tuple:
+    """Per proper prior of a prior sweep: PRIOR_PREDICTIVE_DRAWS datasets y ~ N(theta, sigma^2),
+    theta ~ N(mu, tau^2), (mu, tau) from the prior, with the data's sigmas; the first school's y and the sd
+    of y across schools (key ``fold_in(key(seed), 100 + index)``, index among the proper priors)."""
+    from jaxschools.core import models
+
+    model, out = config["model"], []
+    proper = [kind for kind in priors if kind != "flat"]
+    for index, kind in enumerate(proper):
+        prior = models.make_prior(kind, mu_loc=model["mu_loc"], mu_scale=model["mu_scale"],
+                                  tau_scale=model["tau_scale"])
+        key = jax.random.fold_in(jax.random.key(config["sampler"]["seed"]), 100 + index)
+        k1, k2, k3 = jax.random.split(key, 3)
+        dtype, n = data.y.dtype, PRIOR_PREDICTIVE_DRAWS
+        mu, tau = models.sample_prior(k1, prior, (n,), dtype)
+        theta = mu[:, None] + tau[:, None] * jax.random.normal(k2, (n, data.num_schools), dtype)
+        y = np.asarray(theta + data.sigma * jax.random.normal(k3, theta.shape, dtype))
+        out.append(results.PriorPredictive(prior=kind, y_first=y[:, 0], sd=np.std(y, axis=1, ddof=1)))
+    return tuple(out)
+
+
+def sweep_figures(config: dict, data, rows: tuple, kind: str, column: str, timing: dict) -> results.SweepFigures:
+    """A sweep's figure data: ESS per second per cell (from ``timing["ess_per_second"]``, None where
+    unknown), the best cell (the largest smaller-of-two ESS of mu and log tau, per second where every cell's
+    is known, else per 1,000 draws; None when no cell has one) and a prior sweep's prior predictive draws."""
+    per_second = [None if item is None else (item["mu"], item["log_tau"])
+                  for item in timing.get("ess_per_second") or [None] * len(rows)]
+    if per_second and all(item is not None for item in per_second):
+        speed = np.asarray(per_second, float)
+    else:
+        speed = np.asarray([[np.nan if v is None else v for v in (row.ess_per_1000_draws.mu,
+                                                                 row.ess_per_1000_draws.log_tau)] for row in rows])
+    worst = speed.min(axis=1) if speed.size else speed
+    best = int(np.nanargmax(worst)) if np.any(np.isfinite(worst)) else None
+    priors = config["sweep"]["priors"] if kind == "prior" else []
+    return results.SweepFigures(kind=kind, column=column, ess_per_second=tuple(per_second), best=best,
+                                prior_predictive=_prior_predictive(config, data, priors))
+
+
+def simulation_figures(arrays: dict, studies) -> results.SimulationFigures:
+    """A simulation's figure data: per study with SBC, its ranks and their ECDF (as counts of ranks below each
+    of the band's points, per parameter) against the simultaneous band (Säilynoja et al. 2022)."""
+    from jaxschools.core import calibration
+
+    num_ranks, alpha = arrays["num_ranks"], arrays["alpha"]
+    per_study = {}
+    for study in studies:
+        if study.sbc is None:
+            continue
+        ranks = np.asarray(arrays["arrays"][study.prior]["rank"])
+        z, lower, upper = calibration.ecdf_band(num_ranks, ranks.shape[0], alpha)
+        counts = np.stack([calibration.ecdf_counts(ranks[:, i], num_ranks) for i in range(ranks.shape[1])])
+        per_study[study.prior] = results.StudyFigures(ranks=ranks, z=z, lower=lower, upper=upper, counts=counts)
+    return results.SimulationFigures(params=tuple(arrays["params"]), num_ranks=num_ranks, alpha=alpha,
+                                     studies=per_study)
