@@ -21,9 +21,11 @@ and N = 1,536 quadrature nodes (the exact posterior's 1,024-node rule and the 51
 * exact P(theta_i > theta_j): 1,024 J^2 F x 2, only for J <= 200 (beyond, the matrix is not computed);
 * exact draws for P(best): 2^22 numbers x F x 4 (drawn in chunks of that size), fixed;
 * contrast chains (``model.contrast``): kept draws and theta draws again, with the contrast's D;
-* sweep: cells per chunk x C S (J F x 24 + 2 F x 6), shrunk by ``sweep.chunk_size``; every cell's row
+* sweep: cells per chunk x C S (J F x 24 + D F x 6), shrunk by ``sweep.chunk_size`` (every cell runs the
+  single analysis's kernel and target, :mod:`jaxschools.app.inference`); every cell's row
   (cells x J F x 24); a prior sweep's exact leave-one-out, J quadratures of J schools (J N J F x 16);
-* simulation: datasets per batch x (C' S' + ranks) (J + 2) F x 24, with C', S' and ranks of ``[simulation]``,
+* simulation: datasets per batch x ((C' S' + ranks) (J + 2) F x 24 + C' S' D F x 6), with C', S' and ranks of
+  ``[simulation]``,
   shrunk by ``simulation.batch_size``; all datasets and their ranks (datasets x (J + 2) F x 8);
 * ArviZ file (``output.netcdf``): C S (D + J + 8) F x 4.
 
@@ -49,6 +51,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from jaxschools.app.config import adapts
 from jaxschools.errors import InputError
 
 __all__ = ["Term", "estimate", "total", "memory_limit", "check", "DEFAULT_FRACTION"]
@@ -139,7 +142,7 @@ def estimate(config: dict, num_schools: int) -> list[Term]:
     dim = 2 if model["parameterization"] == "marginal" else schools + 2
     terms = [Term("runtime (Python, JAX and XLA, the compiler, matplotlib)", int(RUNTIME), RAISE_LIMIT)]
     terms += _draw_terms("", chains, samples, dim, schools, DRAWS)
-    adapt = sampler["adapt"] if sampler["adapt"] is not None else sampler["kernel"] != "rwmh"
+    adapt = adapts(sampler)
     # Without adaptation the burn-in only scans block indices (B / 64 of them); with it, a per-step schedule.
     schedule = burn_in * SCHEDULE_BYTES_PER_STEP if adapt else burn_in // 8
     terms.append(Term(f"warm-up schedule ({_count(burn_in)} burn-in steps)", schedule, "lower sampler.burn_in"))
@@ -156,7 +159,8 @@ def estimate(config: dict, num_schools: int) -> list[Term]:
         cell_schools = schools + (sweep["kind"] == "add_school")
         # A prior sweep runs its cells one at a time (one compilation per prior): sweep.chunk_size does not apply.
         per_chunk = 1 if sweep["kind"] == "prior" else min(sweep["chunk_size"], cells)
-        per_cell = chains * samples * (cell_schools * THETA_COPIES + 2 * KEPT_COPIES) * FLOAT
+        cell_dim = 2 if model["parameterization"] == "marginal" else cell_schools + 2
+        per_cell = chains * samples * (cell_schools * THETA_COPIES + cell_dim * KEPT_COPIES) * FLOAT
         terms.append(Term(f"sweep ({_count(per_chunk)} cells per chunk x {_count(chains)} chains x "
                           f"{_count(samples)} draws x {_count(cell_schools)} schools)", per_chunk * per_cell,
                           DRAWS if sweep["kind"] == "prior" else f"a smaller sweep.chunk_size, or {DRAWS}"))
@@ -178,7 +182,8 @@ def estimate(config: dict, num_schools: int) -> list[Term]:
         sim_draws = sim["num_chains"] * sim["num_samples"]
         terms.append(Term(f"simulation ({_count(batch)} datasets per batch x {_count(sim['num_chains'])} chains x "
                           f"{_count(sim['num_samples'])} draws x {_count(params)} parameters)",
-                          batch * (sim_draws + sim["num_ranks"]) * params * FLOAT * THETA_COPIES,
+                          batch * ((sim_draws + sim["num_ranks"]) * params * THETA_COPIES
+                                   + sim_draws * dim * KEPT_COPIES) * FLOAT,
                           "lower simulation.batch_size, simulation.num_samples or simulation.num_chains"))
         terms.append(Term(f"simulated datasets and ranks ({_count(datasets)} x {_count(params)} parameters)",
                           datasets * params * FLOAT * 8, "lower simulation.num_datasets"))
