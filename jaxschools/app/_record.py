@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxschools.app import results
 from jaxschools.core import diagnostics, exact
+from jaxschools.core._jit import filter_jit
 
 __all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
            "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG"]
@@ -124,6 +125,19 @@ def _valid_cov(cov) -> bool:
     return bool(np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) > 0))
 
 
+@filter_jit
+def _on_grid(logdensity, points):
+    """``logdensity`` at each of ``points`` (n, 2); compiled once per density function and grid size (a
+    ``models.LogDensity``'s data and prior are traced leaves), not once per analysis."""
+    return jax.vmap(logdensity)(points)
+
+
+@filter_jit
+def _autocorrelation(positions):
+    """(chain, 2, draw) autocorrelations of mu and log tau of (chain, draw, 2) positions."""
+    return jnp.stack([diagnostics.autocorrelation(positions[..., d]) for d in range(2)], axis=1)
+
+
 def _contour(logdensity, draws, mode, cov):
     """The log posterior on a CONTOUR_GRID^2 grid spanning the draws and the Laplace fit's 3-sd box."""
     have_fit = np.all(np.isfinite(mode)) and _valid_cov(cov)
@@ -141,7 +155,7 @@ def _contour(logdensity, draws, mode, cov):
     log_tau_grid = np.linspace(lows[1], highs[1], CONTOUR_GRID)
     mesh_mu, mesh_log_tau = np.meshgrid(mu_grid, log_tau_grid)
     points = np.stack([mesh_mu.ravel(), mesh_log_tau.ravel()], axis=-1)
-    logp = np.asarray(jax.jit(jax.vmap(logdensity))(jnp.asarray(points, jnp.result_type(float))), float)
+    logp = np.asarray(_on_grid(logdensity, jnp.asarray(points, jnp.result_type(float))), float)
     return mu_grid, log_tau_grid, logp.reshape(mesh_mu.shape)
 
 
@@ -220,8 +234,7 @@ def analysis_figures(summary: results.Summary, *, data, prior, logdensity, fit, 
     exact_curve, exact_note = _exact_log_tau(data, prior, draws, mode, cov)
     num_draws = positions.shape[1]
     lags = max(0, min(MAX_LAG, num_draws - 1)) + 1
-    rho = np.stack([np.asarray(diagnostics.autocorrelation(jnp.asarray(positions[..., d])), float)[:, :lags]
-                    for d in range(2)], axis=1)
+    rho = np.asarray(_autocorrelation(samples.positions), float)[..., :lags]
     check = predictive.check
     return results.AnalysisFigures(
         positions=positions,
