@@ -364,11 +364,13 @@ jax = types.ModuleType("jax")
 jax.config = types.SimpleNamespace(update=lambda *args: None)
 jax.local_devices = lambda: ["cpu"]
 sys.modules["jax"] = jax
-for name in ("data", "experiments", "report", "sharding"):
+for name in ("core.data", "app.experiments", "presentation.report", "core.sharding"):
     module = types.ModuleType("jaxschools." + name)
     module.from_table = lambda table: types.SimpleNamespace(names=table["names"])
     module.run = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
     sys.modules["jaxschools." + name] = module
+    package, _, short = name.partition(".")
+    setattr(__import__("jaxschools." + package, fromlist=["_"]), short, module)
 from jaxschools.cli import main
 sys.exit(main(sys.argv[1:]))
 """
