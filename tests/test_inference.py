@@ -4,6 +4,7 @@ warm-up the config names, a user's kernel included; what cannot run is refused w
 import json
 import pathlib
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +12,6 @@ import pytest
 
 from jaxschools.app import config, experiments, inference
 from jaxschools.cli import main
-from jaxschools.errors import InputError
 
 PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -86,17 +86,36 @@ def test_a_sweep_and_a_simulation_study_run_nuts_on_the_noncentered_target(eight
     assert [(s["kernel"], s["parameterization"]) for s in studies] == [("nuts", "noncentered")]
 
 
-@pytest.mark.parametrize("sets, fragment", [
+REFUSALS = [
     (["sampler.kernel='my_kernels:mala'"], "sampler.target_accept"),
     (["sampler.kernel=nuts", "sweep.kind='config'", "sweep.key='sampler.scale'", "sweep.values=[1.0]"],
      'sweep.key = "sampler.scale"'),
     (["sweep.kind='config'", "sweep.key='sampler.step_size'", "sweep.values=[1.0]"],
      'sweep.key = "sampler.step_size"'),
-])
-def test_combinations_that_cannot_run_are_refused_before_jax(sets, fragment):
-    resolved = config.load_config(None, sets=sets)
-    with pytest.raises(InputError, match=re.escape(fragment)):
-        config.check_experiment(resolved, list("ABCDEFGH"))
+    (["sampler.kernel=nuts", "sweep.kind='config'", "sweep.key='sampler.step_size'", "sweep.values=[0.1, 0.5]"],
+     "set sampler.adapt = false"),
+    (["sampler.adapt=true", "sweep.kind='config'", "sweep.key='sampler.scale'", "sweep.values=[1.0, 2.0]"],
+     "warm-up adapts it"),
+]
+
+
+def test_combinations_that_cannot_run_are_refused_before_jax(tmp_path):
+    """Each refusal is one ``error:`` line naming the key, exit 2, nothing written, and JAX never imported: the
+    command line runs them all in one fresh process that then reports whether JAX was loaded."""
+    cases = [[*(arg for item in sets for arg in ("--set", item)), "--out", str(tmp_path / f"out{i}"), "--quiet"]
+             for i, (sets, _) in enumerate(REFUSALS)]
+    code = ("import contextlib, io, json, sys\nfrom jaxschools.cli import main\nresults = []\n"
+            "for argv in json.loads(sys.argv[1]):\n    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n        results.append((main(['run', *argv]), err.getvalue()))\n"
+            "print(json.dumps([results, any(m == 'jax' or m.startswith('jax.') for m in sys.modules)]))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True,
+                          check=True, cwd=tmp_path)
+    results, loaded_jax = json.loads(proc.stdout)
+    assert not loaded_jax
+    for (status, stderr), (_, fragment) in zip(results, REFUSALS):
+        assert status == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+        assert fragment in stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kernel, fragment", [

@@ -293,7 +293,7 @@ def check_experiment(config, names):
 
     Pure Python, so a sweep that cannot run is refused before JAX is imported: a "config" sweep needs a
     vmappable key (``SWEEPABLE_KEYS``) that the kernel uses (``sampler.scale`` is the random walk's,
-    ``sampler.step_size`` that of every other kernel) and values that key accepts; data sweeps need values
+    ``sampler.step_size`` that of every other kernel) and that warm-up does not tune, and values that key accepts; data sweeps need values
     (positive ones for scale_sigma) and a school in the data; every cell must keep enough schools for its prior;
     a simulation study ranks the truth among at most as many draws as it keeps (``num_ranks``).
     """
@@ -307,6 +307,12 @@ def check_experiment(config, names):
             raise InputError(
                 f"sweep.key = {_show(sweep['key'])}: sampler.kernel = {_show(kernel)} does not use it, so every "
                 f"cell would run the same inference; sweep {used} instead"
+            )
+        if adapts(config["sampler"]):
+            raise InputError(
+                f"sweep.key = {_show(sweep['key'])}: warm-up adapts it (sampler.adapt is on for sampler.kernel = "
+                f"{_show(kernel)}), so the cells would differ only in where the tuning starts; set "
+                "sampler.adapt = false to sweep it"
             )
     if sweep["school"] is not None and sweep["school"] not in names:
         raise InputError(f"sweep.school = {sweep['school']!r} is not a school in the data")
