@@ -64,6 +64,9 @@ def test_the_guides_mala_runs_in_a_sweep_and_an_sbc_study_from_toml(mala_folder)
     (study,) = summary["simulation"]
     assert (study["kernel"], study["parameterization"]) == (name, "marginal")
     assert study["coverage"]["0.5"]["share"]["mu"] == 0.0
+    # The report states the kernel of every cell: each sweep row and the study.
+    report = (out / "report.html").read_text()
+    assert report.count(f"<td>{name} (marginal)</td>") == len(rows) + 1
 
 
 def test_a_sweep_and_a_simulation_study_run_nuts_on_the_noncentered_target(eight):
