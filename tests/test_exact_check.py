@@ -18,13 +18,23 @@ def test_eight_schools_threshold_is_about_four():
     assert 4.0 < exact_check.threshold(23) < 4.1
 
 
-def _summary(mean=1.0, mcse=0.1, exact=1.0, names=("A", "B")):
-    """A minimal summary.json: mu's mean against its exact value, everything else missing."""
-    return {
-        "data": {"names": list(names)},
-        "posterior": {"mu": {"mean": mean, "mcse_mean": mcse, "sd": None, "mcse_sd": None}},
-        "exact": {"mu": {"mean": exact}},
-    }
+def _nulled(tree):
+    """``tree`` with every number replaced by None (null in summary.json)."""
+    if isinstance(tree, dict):
+        return {key: _nulled(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_nulled(value) for value in tree]
+    return None if isinstance(tree, float) else tree
+
+
+def _summary(mean=1.0, mcse=0.1, exact=1.0):
+    """A summary.json with every key the check reads: mu's mean against its exact value, every other value null."""
+    summary = _full_summary("half_normal", 2)
+    summary = {key: _nulled(value) if key != "config" else value for key, value in summary.items()}
+    summary["queries"]["p_exceeds"]["threshold"] = 1.0
+    summary["posterior"]["mu"].update(mean=mean, mcse_mean=mcse)
+    summary["exact"]["mu"]["mean"] = exact
+    return summary
 
 
 @pytest.mark.parametrize("mcse", [None, float("nan"), 0.0, -1.0, float("inf")])
@@ -42,7 +52,18 @@ def test_flagged_beyond_the_adjusted_threshold_only():
     assert not inside["flagged"] and inside["num_beyond"] == 0
     assert outside["flagged"] and outside["beyond"] == ["mean of μ"] and outside["worst"] == "mean of μ"
     assert outside["max_abs_z"] == pytest.approx(1.01 * limit)
-    assert exact_check.check({"data": {"names": []}}) is None  # no exact reference, no verdict
+
+
+
+def test_a_missing_key_is_an_error_not_a_missing_value():
+    """The check reads the summary strictly: a key that is absent (another schema, a bug) raises, while a null
+    value is an undefined z counted as 'missing'."""
+    with pytest.raises(KeyError):
+        exact_check.check({"data": {"names": []}})
+    summary = _full_summary("half_normal", 3)
+    del summary["posterior"]["tau"]["mcse_sd"]
+    with pytest.raises(KeyError, match="mcse_sd"):
+        exact_check.check(summary)
 
 
 
@@ -131,3 +152,12 @@ def test_report_words_each_reason():
     assert "4 posterior moments do not exist" in j3 and "do not vary" not in j3 and "standard error" not in j3
     frozen = _page(_full_summary("flat", 8, mcse=None))
     assert "23 sampler estimates have no Monte Carlo standard error: their draws do not vary" in frozen
+
+
+def test_the_report_has_words_for_every_reason():
+    """Every reason an estimate has no z-score is worded in the report's table cell and its sentence: a reason
+    added to exact_check.REASONS without words fails here instead of showing a blank (the table looks it up
+    with [], a KeyError)."""
+    from jaxschools.presentation import report
+
+    assert set(report._UNDEFINED_CELL) == set(exact_check.REASONS) == set(report._UNDEFINED_WORDS)

@@ -17,13 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools.app import results
+from jaxschools.app.results import Z975 as _Z975
+from jaxschools.app.results import finite as _finite
+from jaxschools.app.results import finite_rows as _finite_rows
+from jaxschools.app.results import valid_cov as _valid_cov
 from jaxschools.core import diagnostics, exact
 from jaxschools.core._jit import filter_jit
 
 __all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
            "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG"]
 
-_Z975 = 1.959963984540054
 # The posterior predictive check's test statistics (jaxschools.core.predictive.STATISTICS), worded for people.
 PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the y_j", "sd": "sd of the y_j",
               "range": "max − min"}
@@ -31,10 +34,6 @@ PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the 
 CONTOUR_GRID, EXACT_GRID, MAX_LAG = 150, 400, 50
 # log tau draws averaged over for the shrinkage curve E[sigma^2 / (sigma^2 + tau^2) | y] (evenly thinned).
 CURVE_DRAWS = 4000
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _sqrt(x):
@@ -58,8 +57,8 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
     Adds the derived keys of schema 3: ``pooled.sd/q025/q975`` (the pooled mean -/+ 1.96 sd),
     ``laplace.sd/corr/tau_at_mode``, ``mcmc.limits``, ``queries.p_exceeds.exact/separate/pooled`` (N(y_k,
     sigma_k^2) and N(pooled mean, pooled var) upper tails at c), ``predictive.ppc.<T>.label``,
-    and ``laplace_vs_exact``; flags and ``exact.nonexistent_moments`` that were absent
-    become 0 and null.
+    and ``laplace_vs_exact``. Every other key must be in ``summary`` already: a missing one fails
+    (:class:`~jaxschools.app.results.SchemaError`).
     """
     s = dict(summary)
     pooled = dict(s["pooled"])
@@ -77,12 +76,10 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
     s["laplace"] = fit
 
     mcmc = dict(s["mcmc"])
-    flags = {"divergent_transitions": 0, "exact_mismatch": 0, **mcmc["flags"]}
-    mcmc.update(flags=flags, limits=limits)
+    mcmc.update(limits=limits)
     s["mcmc"] = mcmc
 
-    ex = {"nonexistent_moments": None, **s["exact"]}
-    s["exact"] = ex
+    ex = s["exact"]
     queries = dict(s["queries"])
     query = dict(queries["p_exceeds"])
     names = s["data"]["names"]
@@ -104,25 +101,11 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
         versus[key] = {"shift": shift, "sd_ratio": _ratio(sds[d], exact_sd)}
     s["laplace_vs_exact"] = versus
 
-    s.setdefault("sweep", None)
-    s.setdefault("simulation", None)
     return results.Summary.build(s)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The figures' arrays.
-
-
-def _finite_rows(positions) -> np.ndarray:
-    flat = np.asarray(positions, float).reshape(-1, 2)
-    return flat[np.all(np.isfinite(flat), axis=1)]
-
-
-def _valid_cov(cov) -> bool:
-    cov = np.asarray(cov, float)
-    if cov.shape != (2, 2) or not np.all(np.isfinite(cov)):
-        return False
-    return bool(np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) > 0))
 
 
 @filter_jit

@@ -135,8 +135,7 @@ def _with_exact_check(summary: dict, prior_kind: str, num_schools: int) -> dict:
             block["mcse_sd"] = None
     verdict = exact_check.check(summary, prior=prior_kind, num_schools=num_schools)
     summary["exact_check"] = verdict
-    if verdict and verdict["flagged"]:
-        summary["mcmc"]["flags"]["exact_mismatch"] = verdict["num_beyond"]
+    summary["mcmc"]["flags"]["exact_mismatch"] = verdict["num_beyond"]
     return summary
 
 
@@ -227,8 +226,7 @@ def _null_nonexistent_moments(summary: dict, prior_kind: str, mask) -> dict:
         for name, block in contrast["posterior"].items():
             null(block, name)
     reasons = moments.messages(prior_kind, num_schools, ("mu", "tau", "log_tau", "theta", "theta_out"))
-    if reasons:
-        summary["exact"] = {**summary["exact"], "nonexistent_moments": "; ".join(reasons)}
+    summary["exact"] = {**summary["exact"], "nonexistent_moments": "; ".join(reasons) if reasons else None}
     return summary
 
 
@@ -333,8 +331,8 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     flags["frozen_chains"] = frozen
     flags["stuck_chains"] = sorted(set(flags["stuck_chains"]) | set(frozen))
     divergence = divergence_summary(chains, median_log_tau)
-    if divergence["divergences"]:
-        flags["divergent_transitions"] = divergence["divergences"]
+    flags["divergent_transitions"] = divergence["divergences"] or 0  # 0 also for a kernel without divergences
+    flags["exact_mismatch"] = 0  # the exact check's count beyond its threshold, set by _with_exact_check
 
     pooled = classical.pooled(data)
     summary = {
@@ -390,6 +388,8 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
         "exact": reference,
         "config": config,
         "provenance": provenance(),
+        "sweep": None,  # experiments.run fills these in when the config asks for them
+        "simulation": None,
     }
     summary = _null_nonexistent_moments(summary, prior.kind, data.mask)
     timings["total_s"] = time.perf_counter() - start

@@ -10,7 +10,7 @@ With m such z-scores, flagging any |z| > 4 would raise false alarms more often t
 are. The threshold is Bonferroni's: z* = Phi^-1(1 - ALPHA / (2 m)) with ALPHA = 0.001, so a sampler that
 is right raises the alarm in at most 0.1% of runs whatever m (about 4.09 for the eight schools' m = 23,
 3.29 for m = 1, 5.5 for m = 20,000). The quantities: mean and sd of mu, log tau and tau (the sd's MCSE
-from ``posterior.<name>.mcse_sd``, or the ``sd_mcse`` argument), E[theta_j | y] and E[B_j | y] for every
+from ``posterior.<name>.mcse_sd``), E[theta_j | y] and E[B_j | y] for every
 school, and P(theta_k > c | y).
 
 A z is undefined (None) for one of four reasons, counted apart in ``check()["undefined"]`` because they
@@ -28,12 +28,13 @@ mean different things:
   value are there: the draws do not vary within the chains (or are too few for an MCSE;
   ``jaxschools.core.diagnostics``). A frozen chain is flagged by the convergence checks instead, and z stays
   undefined rather than becoming (q_hat - q) / 1e-17.
-* ``missing``: anything else (the estimate or the exact value absent from the summary).
+* ``missing``: anything else (the estimate or the exact value is null).
 
 The prior family and J come from the summary (``config.model.prior``, the number of ``data.names``) unless
 given; with an unknown family the first two reasons cannot be told apart from the others.
 
-Pure Python on a summary.json dict, so a saved summary can be checked again without JAX.
+No JAX: on the typed :class:`~jaxschools.app.results.Summary` or its JSON, read strictly (a missing key is an
+error, never a "missing" value), so a saved summary can be checked again without JAX.
 """
 
 from __future__ import annotations
@@ -41,11 +42,10 @@ from __future__ import annotations
 from statistics import NormalDist
 from typing import NamedTuple
 
+from jaxschools.app.results import Summary
+from jaxschools.app.results import finite as _finite
+from jaxschools.app.results import school_label as _school
 from jaxschools.core import moments
-from jaxschools.app._summary_fields import exact_p_exceeds as _exact_p_exceeds
-from jaxschools.app._summary_fields import finite as _finite
-from jaxschools.app._summary_fields import get as _get
-from jaxschools.app._summary_fields import school_label as _school
 
 __all__ = ["ALPHA", "MAX_LISTED", "REASONS", "Row", "check", "reason", "rows", "threshold", "z_score"]
 
@@ -106,28 +106,29 @@ def reason(quantity, order, estimate, mcse, truth, prior=None, num_schools=None)
 
 def _prior_and_schools(summary: dict, prior, num_schools):
     """The prior family and J: as given, else from the summary; the family None when it is not known."""
-    prior = _get(summary, "config", "model", "prior") if prior is None else getattr(prior, "kind", prior)
+    prior = summary["config"]["model"]["prior"] if prior is None else getattr(prior, "kind", prior)
     try:
         moments.tail_exponent(prior, 0)
     except (KeyError, ValueError, TypeError):
         prior = None
     if num_schools is None:
-        num_schools = len(_get(summary, "data", "names", default=[]))
+        num_schools = len(summary["data"]["names"])
     return prior, int(num_schools)
 
 
-def rows(summary: dict, sd_mcse: dict | None = None, max_schools: int | None = None, *, prior=None,
+def rows(summary: dict | Summary, max_schools: int | None = None, *, prior=None,
          num_schools: int | None = None) -> list[Row]:
     """A :class:`Row` for every compared quantity (the first ``max_schools`` schools).
 
-    ``prior`` (a family name or a ``models.Prior``) and ``num_schools`` default to the summary's
-    ``config.model.prior`` and number of schools (a run's schools are all in the likelihood).
+    ``summary``: the typed :class:`~jaxschools.app.results.Summary`, or its JSON (summary.json as loaded, or
+    the analysis's before it is typed), read strictly: a key that is missing raises ``KeyError`` (a value may
+    be null, and its z is then undefined). ``prior`` (a family name or a ``models.Prior``) and
+    ``num_schools`` default to the summary's ``config.model.prior`` and number of schools (a run's schools
+    are all in the likelihood).
     """
-    exact = _get(summary, "exact") or {}
-    if not exact:
-        return []
+    summary = summary.to_json() if isinstance(summary, Summary) else summary
+    exact = summary["exact"]
     prior, num_schools = _prior_and_schools(summary, prior, num_schools)
-    sd_mcse = sd_mcse or {}
     out = []
 
     def add(label, quantity, order, estimate, mcse, truth, school=None):
@@ -136,30 +137,32 @@ def rows(summary: dict, sd_mcse: dict | None = None, max_schools: int | None = N
         out.append(Row(label, estimate, mcse, truth, z, why, school))
 
     for key, label in (("mu", "μ"), ("log_tau", "log τ"), ("tau", "τ")):
-        post = _get(summary, "posterior", key) or {}
-        sd_error = post.get("mcse_sd") if "mcse_sd" in post else sd_mcse.get(key)
-        add(f"mean of {label}", key, 1, post.get("mean"), post.get("mcse_mean"), _get(exact, key, "mean"))
-        add(f"sd of {label}", key, 2, post.get("sd"), sd_error, _get(exact, key, "sd"))
-    names = _get(summary, "data", "names") or []
+        post = summary["posterior"][key]
+        add(f"mean of {label}", key, 1, post["mean"], post["mcse_mean"], exact[key]["mean"])
+        add(f"sd of {label}", key, 2, post["sd"], post["mcse_sd"], exact[key]["sd"])
+    names = summary["data"]["names"]
+    theta, shrinkage, shrinkage_mcse = summary["theta"], summary["shrinkage"], summary["shrinkage_mcse"]
     shown = len(names) if max_schools is None else min(len(names), max_schools)
     for j in range(shown):
-        add(f"E[θ | y], {_school(names, j)}", "theta", 1, _get(summary, "theta", "mean", j),
-            _get(summary, "theta", "mean_mcse", j), _get(exact, "theta", "mean", j), j)
+        add(f"E[θ | y], {_school(names, j)}", "theta", 1, theta["mean"][j], theta["mean_mcse"][j],
+            exact["theta"]["mean"][j], j)
     for j in range(shown):
-        add(f"shrinkage E[B], {_school(names, j)}", "shrinkage", 1, _get(summary, "shrinkage", j),
-            _get(summary, "shrinkage_mcse", j), _get(exact, "shrinkage", j), j)
-    query = _get(summary, "queries", "p_exceeds") or {}
-    if query:
-        c = query.get("threshold")
-        label = format(float(c), ".4g") if _finite(c) else str(c)
-        add(f"P(θ > {label}), {_school([query.get('school')], 0)}", None, 1, query.get("p"), query.get("mcse"),
-            _exact_p_exceeds(exact))
+        add(f"shrinkage E[B], {_school(names, j)}", "shrinkage", 1, shrinkage[j], shrinkage_mcse[j],
+            exact["shrinkage"][j], j)
+    query = summary["queries"]["p_exceeds"]
+    c = query["threshold"]
+    label = format(float(c), ".4g") if _finite(c) else str(c)
+    add(f"P(θ > {label}), {_school([query['school']], 0)}", None, 1, query["p"], query["mcse"], exact["p_exceeds"])
     return out
 
 
-def check(summary: dict, sd_mcse: dict | None = None, alpha: float = ALPHA, *, prior=None,
-          num_schools: int | None = None) -> dict | None:
-    """The comparison's verdict (summary.json's ``exact_check``); None without an exact reference.
+def _number(x):
+    """A row's value as JSON: a finite number, else null (a NaN or inf MCSE is as undefined as a missing one)."""
+    return x if _finite(x) else None
+
+
+def check(summary: dict | Summary, alpha: float = ALPHA, *, prior=None, num_schools: int | None = None) -> dict:
+    """The comparison's verdict (summary.json's ``exact_check``), from ``summary`` read strictly (:func:`rows`).
 
     ``num_compared`` z-scores were defined, ``threshold`` is Bonferroni's for them, ``num_beyond`` exceed
     it (``beyond`` names up to MAX_LISTED, worst first), ``max_abs_z`` and ``worst`` give the largest,
@@ -167,9 +170,7 @@ def check(summary: dict, sd_mcse: dict | None = None, alpha: float = ALPHA, *, p
     :data:`REASONS`; see the module docstring), ``flagged`` says whether any |z| exceeds the threshold, and
     ``rows`` lists every compared quantity (:class:`Row`'s fields, ``label`` as ``quantity``) in order.
     """
-    compared = rows(summary, sd_mcse, prior=prior, num_schools=num_schools)
-    if not compared:
-        return None
+    compared = rows(summary, prior=prior, num_schools=num_schools)
     scored = sorted(((abs(row.z), row.label) for row in compared if row.z is not None), reverse=True)
     limit = threshold(len(scored), alpha)
     beyond = [label for z, label in scored if z > limit]
@@ -184,8 +185,9 @@ def check(summary: dict, sd_mcse: dict | None = None, alpha: float = ALPHA, *, p
         "num_undefined": len(compared) - len(scored),
         "undefined": {key: sum(row.reason == key for row in compared) for key in REASONS},
         "flagged": bool(beyond),
-        "rows": [{"quantity": row.label, "school": row.school, "estimate": row.estimate, "mcse": row.mcse,
-                  "exact": row.exact, "z": row.z, "reason": row.reason} for row in compared],
+        "rows": [{"quantity": row.label, "school": row.school, "estimate": _number(row.estimate),
+                  "mcse": _number(row.mcse), "exact": _number(row.exact), "z": row.z, "reason": row.reason}
+                 for row in compared],
     }
 
 

@@ -29,7 +29,8 @@ from typing import Any, Optional, Union
 import numpy as np
 
 __all__ = [
-    "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "failure_note", "Record", "key_paths",
+    "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "failure_note", "finite", "finite_rows", "valid_cov",
+    "school_label", "Z975", "Record", "key_paths",
     "Summary", "Data", "Separate", "Pooled", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
     "Mean", "ContrastPosterior", "Stats", "Posterior", "Theta", "PExceeds", "Queries", "Moments", "NewSchool",
     "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
@@ -42,6 +43,8 @@ __all__ = [
 SCHEMA_VERSION = 3
 
 Real = Optional[float]  # a JSON number, or null where the value does not exist or is undefined
+# Phi^-1(0.975): the half-width of a central 95% normal interval in sds.
+Z975 = 1.959963984540054
 
 
 class SchemaError(ValueError):
@@ -75,6 +78,32 @@ def failure_note(error: BaseException) -> str:
     text = " ".join(str(error).split())
     text = text if len(text) <= 300 else text[:297] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def finite(x) -> bool:
+    """A real number (Python's or NumPy's, not a bool) that is finite; False for None (an undefined value)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and math.isfinite(float(x))
+
+
+def finite_rows(positions) -> np.ndarray:
+    """(chain, draw, 2) draws of (mu, log tau) -> (n, 2), chain by chain, without the rows holding a NaN or inf."""
+    flat = np.asarray(positions, float).reshape(-1, 2)
+    return flat[np.all(np.isfinite(flat), axis=1)]
+
+
+def valid_cov(cov) -> bool:
+    """Whether ``cov`` is a finite, symmetric-part positive definite 2 x 2 matrix (a Laplace fit that can be drawn
+    as an ellipse and spans a grid)."""
+    cov = np.asarray(cov, float)
+    if cov.shape != (2, 2) or not np.all(np.isfinite(cov)):
+        return False
+    return bool(np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) > 0))
+
+
+def school_label(names, j: int) -> str:
+    """'school A', or the name alone where it already says so ('School 12', 'school_03')."""
+    name = str(names[j])
+    return name if name.lower().startswith("school") else f"school {name}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -769,7 +798,3 @@ def __dir__():
     # The public names only, not the imports (``dir(js.diagnostics)`` lists no ``jax`` or ``jnp``).
     return list(__all__)
 
-
-def __dir__():
-    # The public names only, not the imports.
-    return list(__all__)

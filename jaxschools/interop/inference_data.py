@@ -178,8 +178,8 @@ def to_inference_data(
 
 def from_analysis(analysis) -> Any:
     """The container for an :class:`jaxschools.app.analysis.Analysis`: its draws, theta and posterior predictive."""
-    mcmc = analysis.summary.get("mcmc", {})
-    attrs = {key: mcmc[key] for key in ("kernel", "parameterization") if isinstance(mcmc.get(key), str)}
+    mcmc = analysis.record.summary.mcmc  # the typed record (jaxschools.app.results.Mcmc): both always present
+    attrs = {"kernel": mcmc.kernel, "parameterization": mcmc.parameterization}
     return to_inference_data(analysis.samples, analysis.data, theta=analysis.theta,
                              predictive_draws=analysis.predictive, attrs=attrs)
 

@@ -29,8 +29,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from jaxschools.app import exact_check, results
-from jaxschools.app._summary_fields import finite as _finite
-from jaxschools.app._summary_fields import school_label as _school
+from jaxschools.app.results import finite as _finite
+from jaxschools.app.results import school_label as _school
 from jaxschools.presentation import experiment_plots, plots
 
 __all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
@@ -512,8 +512,10 @@ def _query_section(s: results.Summary) -> str:
     )
 
 
-# The z cell of an estimate without a z-score, by reason (jaxschools.app.exact_check.REASONS).
-_UNDEFINED_CELL = {exact_check.NO_MOMENT: "does not exist", exact_check.MCSE_NEEDS_MOMENT: "no MCSE (needs a higher moment)"}
+# The z cell of an estimate without a z-score, by reason: every one of jaxschools.app.exact_check.REASONS (a
+# test checks it), so a reason added there without words here fails (KeyError) instead of showing a blank.
+_UNDEFINED_CELL = {exact_check.NO_MOMENT: "does not exist", exact_check.MCSE_NEEDS_MOMENT: "no MCSE (needs a higher moment)",
+                   exact_check.NO_VARIATION: "undefined", exact_check.MISSING: "undefined"}
 
 
 def _exact_section(s: results.Summary) -> str:
@@ -521,7 +523,7 @@ def _exact_section(s: results.Summary) -> str:
     limit = verdict.threshold
     table_rows = [
         (row.quantity, row.estimate, row.mcse, row.exact,
-         _UNDEFINED_CELL.get(row.reason, "undefined") if row.z is None else
+         _UNDEFINED_CELL[row.reason] if row.z is None else
          _flag_cell(fmt(row.z, ".2f" if abs(row.z) < 1e4 else ".3g"), abs(row.z) > limit))
         for row in verdict.rows if row.school is None or row.school < MAX_TABLE_ROWS
     ]
