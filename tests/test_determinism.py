@@ -8,6 +8,7 @@
   the summary records the jax and jaxlib versions and the platform.
 """
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ import jaxlib
 import numpy as np
 import pytest
 
+import jaxschools as js
 from jaxschools.core import laplace, models, sampling
 from jaxschools.cli import main
 from jaxschools.core.kernels import rwmh
@@ -118,6 +120,9 @@ def test_the_summary_records_what_produced_it(default_run):
     assert provenance["jax"] == jax.__version__ and provenance["jaxlib"] == jaxlib.__version__
     assert platform.system() in provenance["platform"] and platform.machine() in provenance["platform"]
     assert provenance["x64"] is True
+    # The versions of the run itself, which the report's footer shows (not those of whatever renders it later).
+    assert provenance["jaxschools"] == js.__version__ and provenance["numpy"] == np.__version__
+    assert provenance["matplotlib"] == importlib.metadata.version("matplotlib")
     assert summary["config"]["sampler"]["seed"] == 0 and summary["config"]["sampler"]["num_samples"] == 5000
 
 

@@ -30,6 +30,7 @@ def test_sweep_rows_hold_the_contract_keys(scale_sweep):
         assert {"acceptance_rate", "ess", "posterior"} <= set(row)
         assert set(row["ess"]) == {"mu", "log_tau"}
         assert {"mu", "log_tau"} <= set(row["posterior"]) and "mean" in row["posterior"]["mu"]
+        assert row["divergences"] is None  # the random walk has no divergent transitions to count
     # Larger random-walk steps are accepted less often (same random numbers in every cell).
     acceptance = [row["acceptance_rate"] for row in rows]
     assert acceptance == sorted(acceptance, reverse=True)

@@ -135,7 +135,10 @@ def test_the_main_figures_show_names_as_typed():
     _check(plots.plot_forest(y, sigma, names, 0.5 * y, y - 10, y + 10, 5.0, 3.0), names)
     matrix = np.full((len(names), len(names)), 0.5)
     _check(plots.plot_p_greater(matrix, names), names)
+    from jaxschools.app import results
+
     flags = np.zeros((1, 30), bool)
     flags[0, :3] = True
-    panels = [("centered", np.zeros((1, 30)), np.zeros((1, 30)), flags)]
+    panels = [results.DivergencePanel(title="centered", log_tau=np.zeros((1, 30)), theta_first=np.zeros((1, 30)),
+                                      divergent=flags, num_divergent=3, num_transitions=30, rate=0.1)]
     _check(plots.plot_divergences(panels, HOSTILE[0]), [f"θ of school {HOSTILE[0]}"])

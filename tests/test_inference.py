@@ -85,6 +85,7 @@ def test_a_sweep_and_a_simulation_study_run_nuts_on_the_noncentered_target(eight
     for row in rows:
         assert 0 < row["acceptance_rate"] <= 1
         assert np.all(np.isfinite(row["theta"]["mean"])) and np.isfinite(row["posterior"]["mu"]["mean"])
+        assert isinstance(row["divergences"], int) and 0 <= row["divergences"] <= 2 * 30  # counted, of 2 x 30
     studies, _, _ = experiments._run_simulation(resolved, eight, store, None)
     assert [(s["kernel"], s["parameterization"]) for s in studies] == [("nuts", "noncentered")]
 

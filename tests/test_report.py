@@ -164,6 +164,7 @@ def test_make_figures_three_schools_one_chain(hostile_analysis):
 
 
 def test_forest_keeps_the_most_outlying_schools_in_data_order():
+    from jaxschools.app import _record
     from jaxschools.presentation import plots
 
     num_schools = 45
@@ -172,10 +173,10 @@ def test_forest_keeps_the_most_outlying_schools_in_data_order():
     far = [3, 7, 44, 0, 20]  # five schools far from the pooled mean (0 here): they must all be kept
     y[far] = [10.0, -12.0, 9.0, 11.0, -10.0]
     pooled_mean = np.average(y, weights=sigma**-2)
-    kept = plots.forest_schools(y, sigma, pooled_mean, limit=40)
+    kept = _record.forest_schools(y, sigma, pooled_mean, limit=40)
     assert kept.size == 40 and np.all(np.diff(kept) > 0)
     assert set(far) <= set(kept.tolist())
-    assert plots.forest_schools(y[:8], sigma[:8], pooled_mean).tolist() == list(range(8))
+    assert _record.forest_schools(y[:8], sigma[:8], pooled_mean).tolist() == list(range(8))
     names = [f"s{j}" for j in kept]
     figure = plots.plot_forest(y[kept], sigma[kept], names, y[kept], y[kept] - 1, y[kept] + 1, 0.0, 0.2)
     assert len(figure.get_axes()[0].get_yticks()) == 40
@@ -247,3 +248,54 @@ def test_shrinkage_figure_draws_mus_median_where_its_mean_does_not_exist(hostile
     label, height, caption = _shrinkage_mu_line(eight_analysis)
     assert label == r"E[$\mu$ | y]" and "median" not in caption
     assert height == pytest.approx(eight_analysis.summary["posterior"]["mu"]["mean"], rel=1e-9)
+
+
+def test_the_record_carries_the_contour_grids_highest_density_levels(eight_analysis):
+    """The contour figure draws the record's levels (the application computes them): each level's super-level
+    set {density >= level} holds at least its fraction of the grid's mass, and the set strictly above it less,
+    checked by summing the grid directly (no sorting or cumulative sums); density is exp(logp - max)."""
+    grid = eight_analysis.record.figures.contour
+    finite = np.isfinite(grid.logp)
+    np.testing.assert_allclose(grid.density[finite], np.exp(grid.logp[finite] - grid.logp[finite].max()), rtol=1e-12)
+    assert len(grid.fractions) == 4 and np.all(np.diff(grid.levels) > 0)
+    total = grid.density.sum()
+    for level, fraction in zip(grid.levels, grid.fractions):
+        assert grid.density[grid.density >= level].sum() / total >= fraction
+        assert grid.density[grid.density > level].sum() / total < fraction
+
+
+def test_the_record_carries_the_divergence_counts_and_the_forest_order():
+    """Per panel, the count, size and rate of the divergent transitions are the record's (the figure and its
+    caption only print them)."""
+    import types
+
+    from jaxschools.app import _record
+
+    flags = np.zeros((2, 50), bool)
+    flags[0, [3, 9]] = flags[1, 40] = True
+    samples = types.SimpleNamespace(is_divergent=flags, positions=np.zeros((2, 50, 2)))
+    (panel,) = _record._divergence_panels("centered", samples, np.zeros((2, 50, 3)), None)
+    assert (panel.num_divergent, panel.num_transitions, panel.rate) == (3, 100, 0.03)
+    assert _record._divergence_panels("centered", types.SimpleNamespace(
+        is_divergent=np.zeros((2, 50), bool), positions=np.zeros((2, 50, 2))), np.zeros((2, 50, 3)), None) == []
+
+
+def test_the_laplace_mode_of_log_tau_is_off_its_exact_centre_for_the_eight_schools(eight_analysis, eight_report):
+    """The record's judgement (|mode - mean| / sd > 0.1, computed by the application) for the eight schools, whose
+    log tau has mode 1.84 and exact mean about 1.44; the report says so from that field."""
+    versus = eight_analysis.record.summary.laplace_vs_exact.log_tau
+    assert versus.off_centre is True and abs(versus.shift) > 0.1
+    assert "The posterior of log τ is skewed, so its mode is not its centre" in eight_report[1]
+
+
+def test_the_footer_shows_the_versions_of_the_run_not_of_the_renderer(eight_analysis):
+    """The provenance table renders the record's versions (recorded by the run), not those of the process that
+    renders the page: a summary from another installation shows that installation's."""
+    from jaxschools.presentation import report
+
+    summary = copy.deepcopy(eight_analysis.summary)
+    assert summary["provenance"]["numpy"] == np.__version__
+    summary["provenance"].update(numpy="0.0.1-elsewhere", matplotlib="0.0.2-elsewhere", jaxschools="0.0.3-elsewhere")
+    footer = report.render_html(summary).split('<footer id="provenance">')[1]
+    for version in ("0.0.1-elsewhere", "0.0.2-elsewhere", "0.0.3-elsewhere"):
+        assert f"<td>{version}</td>" in footer

@@ -25,7 +25,8 @@ from jaxschools.core import diagnostics, exact
 from jaxschools.core._jit import filter_jit
 
 __all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
-           "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG"]
+           "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG", "HPD_FRACTIONS", "hpd_levels", "MAX_FOREST_SCHOOLS",
+           "forest_schools", "OFF_CENTRE_SHIFT"]
 
 # The posterior predictive check's test statistics (jaxschools.core.predictive.STATISTICS), worded for people.
 PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the y_j", "sd": "sd of the y_j",
@@ -34,6 +35,12 @@ PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the 
 CONTOUR_GRID, EXACT_GRID, MAX_LAG = 150, 400, 50
 # log tau draws averaged over for the shrinkage curve E[sigma^2 / (sigma^2 + tau^2) | y] (evenly thinned).
 CURVE_DRAWS = 4000
+# Posterior mass inside the highest-density contours of the (mu, log tau) plot.
+HPD_FRACTIONS = (0.5, 0.8, 0.95, 0.99)
+# Schools shown in the forest plot (the most outlying ones beyond this many).
+MAX_FOREST_SCHOOLS = 40
+# |Laplace mode - exact mean| / exact sd beyond which the report calls the mode off the posterior's centre.
+OFF_CENTRE_SHIFT = 0.1
 
 
 def _sqrt(x):
@@ -76,7 +83,11 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
     s["laplace"] = fit
 
     mcmc = dict(s["mcmc"])
-    mcmc.update(limits=limits)
+    acceptance = mcmc["acceptance_rate"]
+    # A frozen chain that rejected (nearly) everything is explained by that (stuck); the others moved too little.
+    accepting = [c for c in mcmc["flags"]["frozen_chains"]
+                 if not (_finite(acceptance[c]) and acceptance[c] < limits["stuck_acceptance"])]
+    mcmc.update(limits=limits, frozen_accepting=accepting)
     s["mcmc"] = mcmc
 
     ex = s["exact"]
@@ -98,7 +109,8 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
     for d, key in enumerate(("mu", "log_tau")):
         mean, exact_sd = ex[key]["mean"], ex[key]["sd"]
         shift = (mode[d] - mean) / exact_sd if _finite(mode[d]) and _finite(mean) and _ratio(1.0, exact_sd) else None
-        versus[key] = {"shift": shift, "sd_ratio": _ratio(sds[d], exact_sd)}
+        versus[key] = {"shift": shift, "sd_ratio": _ratio(sds[d], exact_sd),
+                       "off_centre": None if shift is None else abs(shift) > OFF_CENTRE_SHIFT}
     s["laplace_vs_exact"] = versus
 
     return results.Summary.build(s)
@@ -121,8 +133,44 @@ def _autocorrelation(positions):
     return jnp.stack([diagnostics.autocorrelation(positions[..., d]) for d in range(2)], axis=1)
 
 
-def _contour(logdensity, draws, mode, cov):
-    """The log posterior on a CONTOUR_GRID^2 grid spanning the draws and the Laplace fit's 3-sd box."""
+def hpd_levels(logp, fractions=HPD_FRACTIONS) -> tuple[np.ndarray, tuple, tuple]:
+    """(density, levels, kept fractions): the highest-density regions of a gridded log density.
+
+    density = exp(logp - max logp) on the grid (0 where logp is not finite); for each fraction f (largest
+    first) the level is the density of the cell at which the cells sorted by decreasing density first hold f
+    of the total, so {density >= level} is the smallest set of cells holding at least f of the mass. Levels
+    come back increasing, one per kept fraction (a fraction whose level is 0 or not above the next larger
+    fraction's is left out: on a coarse grid two fractions can share a cell).
+    """
+    logp = np.asarray(logp, float)
+    finite = np.isfinite(logp)
+    if not np.any(finite):
+        return np.zeros_like(logp), (), ()
+    density = np.where(finite, np.exp(np.where(finite, logp - np.max(logp[finite]), 0.0)), 0.0)
+    ordered = np.sort(density.ravel())[::-1]
+    mass = np.cumsum(ordered) / ordered.sum()
+    levels, kept = [], []
+    for fraction in sorted(fractions, reverse=True):
+        level = ordered[min(np.searchsorted(mass, fraction), ordered.size - 1)]
+        if level > 0 and (not levels or level > levels[-1]):
+            levels.append(float(level))
+            kept.append(fraction)
+    return density, tuple(levels), tuple(kept)
+
+
+def forest_schools(y, sigma, pooled_mean, limit: int = MAX_FOREST_SCHOOLS) -> np.ndarray:
+    """Indices of the schools the forest plot shows, in data order: all of them up to ``limit``, else
+    the ``limit`` with the largest |y_j - pooled mean| / sigma_j (the ones pooling fits worst)."""
+    y, sigma = np.asarray(y, float), np.asarray(sigma, float)
+    if y.size <= limit:
+        return np.arange(y.size)
+    outlying = np.abs(y - (np.nan if pooled_mean is None else pooled_mean)) / sigma
+    return np.sort(np.argsort(-outlying, kind="stable")[:limit])
+
+
+def _contour(logdensity, draws, mode, cov) -> results.ContourGrid:
+    """The log posterior on a CONTOUR_GRID^2 grid spanning the draws and the Laplace fit's 3-sd box, and its
+    highest-density levels (:func:`hpd_levels`)."""
     have_fit = np.all(np.isfinite(mode)) and _valid_cov(cov)
     lows, highs = [], []
     for d in range(2):
@@ -139,7 +187,10 @@ def _contour(logdensity, draws, mode, cov):
     mesh_mu, mesh_log_tau = np.meshgrid(mu_grid, log_tau_grid)
     points = np.stack([mesh_mu.ravel(), mesh_log_tau.ravel()], axis=-1)
     logp = np.asarray(_on_grid(logdensity, jnp.asarray(points, jnp.result_type(float))), float)
-    return mu_grid, log_tau_grid, logp.reshape(mesh_mu.shape)
+    logp = logp.reshape(mesh_mu.shape)
+    density, levels, fractions = hpd_levels(logp)
+    return results.ContourGrid(mu=mu_grid, log_tau=log_tau_grid, logp=logp, density=density, levels=levels,
+                               fractions=fractions)
 
 
 def _exact_log_tau(data, prior, draws, mode, cov):
@@ -193,10 +244,13 @@ def _divergence_panels(parameterization, samples, theta, contrast) -> list:
     for name, run_samples, run_theta in runs:
         if run_samples.is_divergent is None:
             continue
+        divergent = np.asarray(run_samples.is_divergent, bool)
         panels.append(results.DivergencePanel(
             title=f"{name} parameterization" if name else "this run",
             log_tau=np.asarray(run_samples.positions[..., 1], float),
-            theta_first=np.asarray(run_theta, float)[..., 0], divergent=np.asarray(run_samples.is_divergent, bool)))
+            theta_first=np.asarray(run_theta, float)[..., 0], divergent=divergent,
+            num_divergent=int(divergent.sum()), num_transitions=divergent.size,
+            rate=divergent.sum() / max(divergent.size, 1)))
     return panels if any(np.any(panel.divergent) for panel in panels) else []
 
 
@@ -231,6 +285,7 @@ def analysis_figures(summary: results.Summary, *, data, prior, logdensity, fit, 
         divergence_panels=tuple(_divergence_panels(summary.mcmc.parameterization, samples, theta, contrast)),
         ppc=(np.asarray(check.observed, float), np.asarray(check.replicated, float), np.asarray(check.p_value, float)),
         new_school=(np.asarray(predictive.new_school.theta, float), np.asarray(predictive.new_school.y, float)),
+        forest_schools=forest_schools(summary.data.y, summary.data.sigma, summary.pooled.mean),
     )
 
 

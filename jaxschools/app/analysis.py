@@ -231,8 +231,14 @@ def _null_nonexistent_moments(summary: dict, prior_kind: str, mask) -> dict:
 
 
 def provenance() -> dict:
-    """What produced a result: versions, platform and the x64 flag (recorded in every summary)."""
+    """What produced a result: versions (of this run's jaxschools, JAX, NumPy and matplotlib, which draws the
+    figures), platform and the x64 flag (recorded in every summary; the report shows these, not the versions of
+    whatever renders it later)."""
+    from importlib import metadata
+
     import jaxlib
+
+    from jaxschools import __version__
 
     return {
         "jax": jax.__version__,
@@ -241,6 +247,9 @@ def provenance() -> dict:
         "platform": f"{platform.system()}-{platform.machine()}",
         "backend": jax.default_backend(),
         "x64": bool(jax.config.read("jax_enable_x64")),
+        "jaxschools": __version__,
+        "numpy": np.__version__,
+        "matplotlib": metadata.version("matplotlib"),
     }
 
 

@@ -109,6 +109,8 @@ def _sweep_cell(rng_key, data, prior, knobs, school, threshold, *, plan):
 
     return {
         "acceptance_rate": jnp.mean(samples.acceptance_rate),
+        # Divergent transitions over the cell's chains: gradient kernels flag them, the random walk has none (null).
+        "divergences": None if samples.is_divergent is None else jnp.sum(samples.is_divergent, dtype=jnp.int32),
         **_mixing(positions),
         "laplace_converged": fit.converged,
         "posterior": {

@@ -35,7 +35,7 @@ __all__ = [
     "Mean", "ContrastPosterior", "Stats", "Posterior", "Theta", "PExceeds", "Queries", "Moments", "NewSchool",
     "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
     "Provenance", "SweepTheta", "SweepPosterior", "SweepQueries", "Loo", "SweepRow", "Coverage", "Failures",
-    "Sbc", "Study", "AnalysisFigures", "DivergencePanel", "SweepFigures", "SimulationFigures", "StudyFigures",
+    "Sbc", "Study", "AnalysisFigures", "ContourGrid", "DivergencePanel", "SweepFigures", "SimulationFigures", "StudyFigures",
     "PriorPredictive", "RunRecord",
 ]
 
@@ -407,6 +407,9 @@ class Mcmc(Record):
     divergences: Optional[int]
     flags: Flags
     limits: Limits
+    # Frozen chains (flags.frozen_chains) that accepted at least limits.stuck_acceptance of their proposals: frozen
+    # not by rejecting but by steps below floating-point resolution (the others are stuck).
+    frozen_accepting: tuple[int, ...]
     parameterization: str
     divergence_rate: Real
     divergences_below_median_tau: Real
@@ -573,18 +576,25 @@ class LaplaceVsExact(Record):
 
 @record
 class MuShift(Record):
+    """``off_centre``: |shift| > 0.1 (``_record.OFF_CENTRE_SHIFT``), the mode a tenth of an sd or more from the
+    mean (a skewed posterior the normal approximation misplaces); null where the shift is undefined."""
     shift: Real
     sd_ratio: Real
+    off_centre: Optional[bool]
 
 
 @record
 class Provenance(Record):
+    """What produced the result, recorded by the run itself (not the machine that renders the report)."""
     jax: str
     jaxlib: str
     python: str
     platform: str
     backend: str
     x64: bool
+    jaxschools: str
+    numpy: str
+    matplotlib: str
 
 
 # --- sweeps and simulation studies
@@ -627,6 +637,7 @@ class SweepRow(Record):
     kernel: str
     parameterization: str
     acceptance_rate: Real
+    divergences: Optional[int]
     ess: MuLogTau
     rhat: MuLogTau
     rhat_max: Real
@@ -710,12 +721,33 @@ class Summary(Record):
 
 
 @record
+class ContourGrid(Record):
+    """The contour figure's grid: the log posterior of (mu, log tau) and its highest-density regions.
+
+    ``mu`` (G,) and ``log_tau`` (G,) the axes, ``logp`` (G, G) the log posterior (rows log tau), ``density``
+    exp(logp - max logp) (0 where logp is not finite); ``levels`` increasing values of ``density`` whose
+    super-level sets {density >= level} hold ``fractions`` of the mass on the grid (a fraction whose level
+    would not exceed a larger fraction's is left out).
+    """
+    mu: np.ndarray
+    log_tau: np.ndarray
+    logp: np.ndarray
+    density: np.ndarray
+    levels: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+
+@record
 class DivergencePanel(Record):
-    """One run's draws for the divergence figure: log tau and the first school's theta, (chain, draw)."""
+    """One run's draws for the divergence figure: log tau and the first school's theta, (chain, draw), which
+    transitions diverged, and their count, of how many, and rate."""
     title: str
     log_tau: np.ndarray
     theta_first: np.ndarray
     divergent: np.ndarray
+    num_divergent: int
+    num_transitions: int
+    rate: float
 
 
 @record
@@ -723,16 +755,17 @@ class AnalysisFigures(Record):
     """What the single analysis's figures draw, beyond the summary's numbers.
 
     ``positions`` (chain, draw, 2) the kept draws of (mu, log tau); ``contour`` the log posterior on a grid
-    ``(mu (G,), log_tau (G,), logp (G, G))``, or None with ``contour_note`` saying why; ``exact_log_tau``
+    and its highest-density levels (:class:`ContourGrid`), or None with ``contour_note`` saying why; ``exact_log_tau``
     ``(grid, density)`` of the exact marginal of log tau, or None with ``exact_note``; ``autocorrelation``
     (chain, 2, lag) of mu and log tau; ``mu_median`` the posterior median of mu (the shrinkage figure's line
     where E[mu | y] does not exist); ``shrinkage_curve`` ``(sigma grid, E[sigma^2 / (sigma^2 + tau^2) | y])``
     or None; ``divergence_panels`` empty without divergences; ``ppc`` the check's statistics
     ``(observed (S,), replicated (chain, draw, S), p_value (S,))`` and ``new_school`` its
-    ``(theta draws, y draws)``.
+    ``(theta draws, y draws)``; ``forest_schools`` the indices of the schools the forest plot shows, in data
+    order.
     """
     positions: np.ndarray
-    contour: Optional[tuple[np.ndarray, ...]]
+    contour: Optional[ContourGrid]
     contour_note: str
     exact_log_tau: Optional[tuple[np.ndarray, ...]]
     exact_note: str
@@ -742,6 +775,7 @@ class AnalysisFigures(Record):
     divergence_panels: tuple[DivergencePanel, ...]
     ppc: tuple[np.ndarray, ...]
     new_school: tuple[np.ndarray, ...]
+    forest_schools: np.ndarray
 
 
 @record

@@ -23,8 +23,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxschools.app import results
+from jaxschools.app.results import Z975 as _Z975
 from jaxschools.app.results import Unplottable, failure_note
+from jaxschools.app.results import finite_rows as _finite_rows
 from jaxschools.app.results import span as _span
+from jaxschools.app.results import valid_cov as _valid_cov
 
 __all__ = [
     "FigureSpec",
@@ -38,20 +41,14 @@ __all__ = [
     "plot_p_greater",
     "plot_ppc",
     "plot_divergences",
-    "forest_schools",
     "plain_text",
-    "HPD_FRACTIONS",
-    "MAX_FOREST_SCHOOLS",
     "MAX_HEATMAP_SCHOOLS",
     "Unplottable",
     "attempt",
     "failure_note",
 ]
 
-# Posterior mass inside the highest-density contours of the (mu, log tau) plot.
-HPD_FRACTIONS = (0.5, 0.8, 0.95, 0.99)
-# Schools shown in the forest plot, and the largest J with a P(theta_i > theta_j) heatmap.
-MAX_FOREST_SCHOOLS = 40
+# The largest J with a P(theta_i > theta_j) heatmap.
 MAX_HEATMAP_SCHOOLS = 40
 # Draws overlaid on the contour plot, and points per chain in a trace.
 MAX_SCATTER_POINTS = 3000
@@ -60,7 +57,6 @@ MAX_TRACE_POINTS = 4000
 MAX_LABELLED_SCHOOLS = 30
 # chi^2_2 quantile at 0.95: the Laplace approximation's 95% region is (x - m)' cov^-1 (x - m) <= this.
 _CHI2_2_95 = -2.0 * math.log(0.05)
-_Z975 = 1.959963984540054
 
 MU, LOG_TAU = r"$\mu$", r"$\log\,\tau$"
 _SEPARATE, _POOLED, _HIERARCHICAL, _EXACT, _LAPLACE, _DRAWS = (
@@ -137,12 +133,6 @@ def _label(name, limit: int = 18) -> str:
     return plain_text(text)
 
 
-def _finite_rows(positions) -> np.ndarray:
-    """(chain, draw, 2) -> (n, 2) finite draws, chain by chain."""
-    flat = np.asarray(positions, float).reshape(-1, 2)
-    return flat[np.all(np.isfinite(flat), axis=1)]
-
-
 def _thin_index(n: int, limit: int) -> np.ndarray:
     return np.arange(n) if n <= limit else np.linspace(0, n - 1, limit).round().astype(int)
 
@@ -154,32 +144,6 @@ def _chain_colors(num_chains: int):
 
 def _normal_pdf(x, mean, sd):
     return np.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
-
-
-def _valid_cov(cov) -> bool:
-    cov = np.asarray(cov, float)
-    if cov.shape != (2, 2) or not np.all(np.isfinite(cov)):
-        return False
-    return bool(np.all(np.linalg.eigvalsh(0.5 * (cov + cov.T)) > 0))
-
-
-def _hpd_levels(logp: np.ndarray, fractions) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """Density levels whose super-level sets hold ``fractions`` of the gridded mass.
-
-    Returns (weights, levels, kept fractions) with weights = exp(logp - max) on the grid (0 where
-    logp is not finite) and levels increasing, one per kept fraction.
-    """
-    finite = np.isfinite(logp)
-    weights = np.where(finite, np.exp(np.where(finite, logp - np.max(logp[finite]), 0.0)), 0.0)
-    ordered = np.sort(weights.ravel())[::-1]
-    mass = np.cumsum(ordered) / ordered.sum()
-    levels, kept = [], []
-    for fraction in sorted(fractions, reverse=True):
-        level = ordered[min(np.searchsorted(mass, fraction), ordered.size - 1)]
-        if level > 0 and (not levels or level > levels[-1]):
-            levels.append(float(level))
-            kept.append(fraction)
-    return weights, np.asarray(levels), kept
 
 
 def _spread(values: np.ndarray, gap: float) -> np.ndarray:
@@ -224,29 +188,27 @@ def _histogram(ax, x: np.ndarray, color, label: str):
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_contour(grid, positions, mode=None, cov=None) -> Figure:
-    """Highest-density contours of the log posterior of (mu, log tau), the draws overlaid.
+def plot_contour(grid: results.ContourGrid, positions, mode=None, cov=None) -> Figure:
+    """Highest-density contours of the posterior of (mu, log tau), the draws overlaid.
 
-    ``grid``: ``(mu (G,), log_tau (G,), logp (G, G))``, the log posterior on the grid (rows log tau),
-    which also sets the axes; ``positions`` (chain, draw, 2); ``mode`` and ``cov`` the Laplace fit,
-    drawn as a cross and its 95% ellipse. The contours bound the regions of highest density holding
-    :data:`HPD_FRACTIONS` of the mass on the grid.
+    ``grid``: the application's :class:`~jaxschools.app.results.ContourGrid` (axes, relative density and the
+    levels holding its ``fractions`` of the mass), which also sets the axes; ``positions`` (chain, draw, 2);
+    ``mode`` and ``cov`` the Laplace fit, drawn as a cross and its 95% ellipse.
     """
     draws = _finite_rows(positions)
     have_fit = mode is not None and np.all(np.isfinite(mode)) and cov is not None and _valid_cov(cov)
-    mu_grid, log_tau_grid, logp = (np.asarray(v, float) for v in grid)
+    mu_grid, log_tau_grid = np.asarray(grid.mu, float), np.asarray(grid.log_tau, float)
     lows, highs = (mu_grid[0], log_tau_grid[0]), (mu_grid[-1], log_tau_grid[-1])
     mesh_mu, mesh_log_tau = np.meshgrid(mu_grid, log_tau_grid)
 
     figure = _figure(7.0, 5.2)
     ax = figure.add_subplot()
-    if np.any(np.isfinite(logp)):
-        weights, levels, kept = _hpd_levels(logp, HPD_FRACTIONS)
-        if levels.size:
-            shades = colormaps["Blues"](np.linspace(0.15, 0.55, levels.size))
-            ax.contourf(mesh_mu, mesh_log_tau, weights, levels=[*levels, np.inf], colors=shades, alpha=0.8)
-            lines = ax.contour(mesh_mu, mesh_log_tau, weights, levels=levels, colors="navy", linewidths=0.9)
-            ax.clabel(lines, fmt={lv: f"{f:.0%}" for lv, f in zip(levels, kept)}, fontsize=8, inline=True)
+    levels = list(grid.levels)
+    if levels:
+        shades = colormaps["Blues"](np.linspace(0.15, 0.55, len(levels)))
+        ax.contourf(mesh_mu, mesh_log_tau, grid.density, levels=[*levels, np.inf], colors=shades, alpha=0.8)
+        lines = ax.contour(mesh_mu, mesh_log_tau, grid.density, levels=levels, colors="navy", linewidths=0.9)
+        ax.clabel(lines, fmt={lv: f"{f:.0%}" for lv, f in zip(levels, grid.fractions)}, fontsize=8, inline=True)
     if draws.size:
         index = _thin_index(draws.shape[0], MAX_SCATTER_POINTS)
         ax.scatter(draws[index, 0], draws[index, 1], s=3, color=_DRAWS, alpha=0.3, linewidths=0, zorder=3)
@@ -530,42 +492,31 @@ def plot_ppc(names, observed, replicated, p_values, new_school=None) -> Figure:
 def plot_divergences(panels, school: str = "1") -> Figure:
     """Where the divergent transitions fall: log tau against theta_1, one panel per run.
 
-    ``panels``: a list of ``(title, log_tau, theta_1, is_divergent)`` with arrays of the same shape
-    (chain, draw). Non-divergent draws are grey (evenly thinned to :data:`MAX_SCATTER_POINTS`), the
+    ``panels``: :class:`~jaxschools.app.results.DivergencePanel` records (title, log tau, theta_1 and which
+    transitions diverged, arrays of the same shape (chain, draw), and their count and rate). Non-divergent draws are grey (evenly thinned to :data:`MAX_SCATTER_POINTS`), the
     draws of divergent transitions red, all of them. In the centered eight schools they crowd into the
     neck of the funnel at small tau (Betancourt & Girolami 2015). ``school``: the first school's name as the
     user gave it (shown literally, shortened if long).
     """
     figure = _figure(4.6 * len(panels) + 0.4, 4.2)
     axes = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
-    for ax, (title, log_tau, theta, divergent) in zip(axes, panels):
-        log_tau, theta = np.asarray(log_tau, float).ravel(), np.asarray(theta, float).ravel()
-        divergent = np.asarray(divergent, bool).ravel()
+    for ax, panel in zip(axes, panels):
+        log_tau, theta = np.asarray(panel.log_tau, float).ravel(), np.asarray(panel.theta_first, float).ravel()
+        divergent = np.asarray(panel.divergent, bool).ravel()
         calm = np.flatnonzero(~divergent)
         calm = calm[_thin_index(calm.size, MAX_SCATTER_POINTS)] if calm.size else calm
         ax.scatter(theta[calm], log_tau[calm], s=3, color="0.55", alpha=0.35, linewidths=0,
                    label=f"draws ({calm.size:,} shown)")
-        count = int(divergent.sum())
         ax.scatter(theta[divergent], log_tau[divergent], s=9, color=_DRAWS, alpha=0.8, linewidths=0,
-                   label=f"divergent ({count:,}, {count / max(divergent.size, 1):.2%})")
+                   label=f"divergent ({panel.num_divergent:,}, {panel.rate:.2%})")
         ax.set_xlabel(f"θ of school {_label(school)}")  # a user's school name, shown as typed
-        ax.set_title(title)
+        ax.set_title(panel.title)
         ax.legend(loc="lower right", fontsize=7, framealpha=0.9, markerscale=2)
     axes[0].set_ylabel(LOG_TAU)
     return figure
 
 
 # ----------------------------------------------------------------------------- the report's figures
-
-
-def forest_schools(y, sigma, pooled_mean, limit: int = MAX_FOREST_SCHOOLS) -> np.ndarray:
-    """Indices of the schools the forest plot shows, in data order: all of them up to ``limit``, else
-    the ``limit`` with the largest |y_j - pooled mean| / sigma_j (the ones pooling fits worst)."""
-    y, sigma = np.asarray(y, float), np.asarray(sigma, float)
-    if y.size <= limit:
-        return np.arange(y.size)
-    outlying = np.abs(y - pooled_mean) / sigma
-    return np.sort(np.argsort(-outlying, kind="stable")[:limit])
 
 
 def _array(values) -> np.ndarray:
@@ -598,11 +549,11 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
         shown = min(draws.shape[0], MAX_SCATTER_POINTS)
         fit_note = ("" if converged
                     else " The Laplace fit did not converge, so its mode and ellipse are unreliable.")
-        size = arrays.contour[0].size
+        size = arrays.contour.mu.size
         return (plot_contour(arrays.contour, positions, mode, cov),
                 "Posterior density of (μ, log τ) (the seed's contour plot of the log posterior): the shaded "
                 "contours bound the highest-density regions holding "
-                f"{', '.join(f'{f:.0%}' for f in HPD_FRACTIONS)} of the mass on a {size} × {size} grid. Red points: "
+                f"{', '.join(f'{f:.0%}' for f in sorted(arrays.contour.fractions))} of the mass on a {size} × {size} grid. Red points: "
                 f"{shown:,} of the {draws.shape[0]:,} kept draws (evenly thinned). Cross and dashed ellipse: the "
                 "Laplace mode and its 95% region." + fit_note)
 
@@ -659,10 +610,10 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
 
     def forest():
         q025, q975 = _array(summary.theta.q025), _array(summary.theta.q975)
-        chosen = forest_schools(y, sigma, pooled_mean)
+        chosen = arrays.forest_schools
         cap_note = ""
-        if num_schools > MAX_FOREST_SCHOOLS:
-            cap_note = (f" Only the {MAX_FOREST_SCHOOLS} of {num_schools} schools with the largest "
+        if chosen.size < num_schools:
+            cap_note = (f" Only the {chosen.size} of {num_schools} schools with the largest "
                         "|y_j − pooled mean| / σ_j are shown, in data order.")
         return (plot_forest(y[chosen], sigma[chosen], [names[j] for j in chosen], theta_mean[chosen],
                             q025[chosen], q975[chosen], pooled_mean, pooled_sd),
@@ -674,11 +625,11 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
                         ("marginals", marginals), ("shrinkage", shrinkage), ("forest", forest)):
         specs.append(attempt(name, build))
 
-    panels = [(panel.title, panel.log_tau, panel.theta_first, panel.divergent) for panel in arrays.divergence_panels]
+    panels = arrays.divergence_panels
     if panels:
         def divergences():
-            runs = "; ".join(f"{title}: {int(np.sum(flags)):,} of {np.size(flags):,} transitions divergent"
-                             for title, _, _, flags in panels)
+            runs = "; ".join(f"{panel.title}: {panel.num_divergent:,} of {panel.num_transitions:,} transitions "
+                             "divergent" for panel in panels)
             return (plot_divergences(panels, names[0]),
                     f"Where the sampler's trajectories diverged ({runs}): log τ against θ of school "
                     f"{names[0]}, every divergent transition's draw in red. Divergences that crowd into one "

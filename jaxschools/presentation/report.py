@@ -218,8 +218,7 @@ def _overview(s: results.Summary) -> str:
         text = (f"The Laplace approximation centres log τ at its mode {fmt(mode, '.3g')} with sd "
                 f"{fmt(s.laplace.sd[1], '.3g')}; the exact posterior has mean "
                 f"{fmt(exact_log_tau.mean, '.3g')} and sd {fmt(exact_log_tau.sd, '.3g')}.")
-        shift = s.laplace_vs_exact.log_tau.shift
-        if _finite(shift) and abs(shift) > 0.1:
+        if s.laplace_vs_exact.log_tau.off_centre:
             text += (" The posterior of log τ is skewed, so its mode is not its centre: the normal approximation "
                      "misplaces it, which is why the seed moved on from the Laplace approximation to MCMC.")
         paragraphs.append(_p(text))
@@ -267,8 +266,7 @@ def _warnings(s: results.Summary) -> str:
     messages = []
     acceptance = mcmc.acceptance_rate
     # Frozen chains that rejected (nearly) everything are explained by that; the others get their own message.
-    frozen = [c for c in mcmc.flags.frozen_chains
-              if not (_finite(acceptance[c]) and acceptance[c] < limits.stuck_acceptance)]
+    frozen = list(mcmc.frozen_accepting)
     for key, value in _active_flags(mcmc).items():
         if key == "stuck_chains":
             rest = [c for c in value if c not in frozen]
@@ -639,13 +637,12 @@ def _toml(config: dict) -> str:
 
 
 def _footer(s: results.Summary) -> str:
-    import matplotlib
-
-    from jaxschools import __version__
-
     config = s.config
-    provenance = {"jaxschools": __version__, **s.provenance.to_json(), "numpy": np.__version__,
-                  "matplotlib": matplotlib.__version__, "summary schema": s.schema_version}
+    # The run's versions, recorded when it ran (not those of whatever renders this page).
+    run = s.provenance
+    provenance = {"jaxschools": run.jaxschools, "jax": run.jax, "jaxlib": run.jaxlib, "python": run.python,
+                  "platform": run.platform, "backend": run.backend, "x64": run.x64, "numpy": run.numpy,
+                  "matplotlib": run.matplotlib, "summary schema": s.schema_version}
     seed = config["sampler"]["seed"]
     return (
         '<footer id="provenance"><h2>Configuration and provenance</h2>'
@@ -806,12 +803,12 @@ def _sweep_section(s: results.Summary) -> str:
         return ""
     column = rows[0].swept
     has_loo = rows[0].loo is not None
-    headers = [column, "kernel", "acceptance", "ESS mu", "ESS log tau", "R-hat max", "E[mu]", "E[log tau]",
+    headers = [column, "kernel", "acceptance", "divergences", "ESS mu", "ESS log tau", "R-hat max", "E[mu]", "E[log tau]",
                "E[tau]", "P(exceeds)", "Laplace"] + (["elpd_loo (exact)"] if has_loo else [])
     table_rows = []
     for row in rows:
         cells = [
-            str(row.value), f"{row.kernel} ({row.parameterization})", row.acceptance_rate, row.ess.mu,
+            str(row.value), f"{row.kernel} ({row.parameterization})", row.acceptance_rate, row.divergences, row.ess.mu,
             row.ess.log_tau, _flag_cell(row.rhat_max, _finite(row.rhat_max) and row.rhat_max >= s.mcmc.limits.rhat),
             row.posterior.mu.mean, row.posterior.log_tau.mean, row.posterior.tau.mean,
             row.queries.p_exceeds, "converged" if row.laplace_converged else ("not converged", "bad"),
