@@ -132,7 +132,7 @@ def test_the_main_figures_show_names_as_typed():
     y = np.linspace(-5.0, 20.0, len(names))
     sigma = np.linspace(8.0, 16.0, len(names))
     _check(plots.plot_shrinkage(y, sigma, names, 0.5 * y, np.full(len(names), 0.4), 5.0, 5.0), names)
-    _check(plots.plot_forest(y, sigma, names, 0.5 * y, y - 10, y + 10, 5.0, 3.0), names)
+    _check(plots.plot_forest(y, y - 1.96 * sigma, y + 1.96 * sigma, names, 0.5 * y, y - 10, y + 10, 5.0, -1.0, 11.0), names)
     matrix = np.full((len(names), len(names)), 0.5)
     _check(plots.plot_p_greater(matrix, names), names)
     from jaxschools.app import results

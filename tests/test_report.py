@@ -178,7 +178,8 @@ def test_forest_keeps_the_most_outlying_schools_in_data_order():
     assert set(far) <= set(kept.tolist())
     assert _record.forest_schools(y[:8], sigma[:8], pooled_mean).tolist() == list(range(8))
     names = [f"s{j}" for j in kept]
-    figure = plots.plot_forest(y[kept], sigma[kept], names, y[kept], y[kept] - 1, y[kept] + 1, 0.0, 0.2)
+    figure = plots.plot_forest(y[kept], y[kept] - sigma[kept], y[kept] + sigma[kept], names, y[kept], y[kept] - 1,
+                               y[kept] + 1, 0.0, -0.4, 0.4)
     assert len(figure.get_axes()[0].get_yticks()) == 40
     figure.clear()
 

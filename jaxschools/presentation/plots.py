@@ -392,21 +392,22 @@ def plot_shrinkage(y, sigma, names, theta_mean, shrinkage, mu_mean, pooled_mean,
     return figure
 
 
-def plot_forest(y, sigma, names, theta_mean, theta_low, theta_high, pooled_mean, pooled_sd) -> Figure:
-    """Per school: separate 95% interval y_j -/+ 1.96 sigma_j, hierarchical 95% interval of theta_j
-    (mean marked) and the pooled 95% interval (band). Draws the schools it is given, in order."""
-    y, sigma, theta_mean, theta_low, theta_high = (
-        np.asarray(v, float) for v in (y, sigma, theta_mean, theta_low, theta_high)
+def plot_forest(y, separate_low, separate_high, names, theta_mean, theta_low, theta_high, pooled_mean,
+                pooled_low, pooled_high) -> Figure:
+    """Per school: the separate 95% interval (y_j -/+ 1.96 sigma_j, the record's ``separate``), the hierarchical
+    95% interval of theta_j (mean marked) and the pooled 95% interval (band, the record's ``pooled``). Draws the
+    intervals it is given, schools in the order given."""
+    y, separate_low, separate_high, theta_mean, theta_low, theta_high = (
+        np.asarray(v, float) for v in (y, separate_low, separate_high, theta_mean, theta_low, theta_high)
     )
     num_schools = y.size
     rows = -np.arange(num_schools, dtype=float)
     figure = _figure(8.0, max(3.2, 0.34 * num_schools + 1.8))
     ax = figure.add_subplot()
-    if np.isfinite(pooled_mean) and np.isfinite(pooled_sd):
-        ax.axvspan(pooled_mean - _Z975 * pooled_sd, pooled_mean + _Z975 * pooled_sd, color=_POOLED, alpha=0.18,
-                   label="pooled 95% interval")
+    if np.isfinite(pooled_mean) and np.isfinite(pooled_low) and np.isfinite(pooled_high):
+        ax.axvspan(pooled_low, pooled_high, color=_POOLED, alpha=0.18, label="pooled 95% interval")
         ax.axvline(pooled_mean, color=_POOLED, linewidth=1.0)
-    ax.hlines(rows + 0.17, y - _Z975 * sigma, y + _Z975 * sigma, color=_SEPARATE, linewidth=1.6,
+    ax.hlines(rows + 0.17, separate_low, separate_high, color=_SEPARATE, linewidth=1.6,
               label=r"separate: $y_j \pm 1.96\,\sigma_j$")
     ax.plot(y, rows + 0.17, "o", color=_SEPARATE, markersize=4)
     ax.hlines(rows - 0.17, theta_low, theta_high, color=_HIERARCHICAL, linewidth=2.2,
@@ -615,8 +616,9 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
         if chosen.size < num_schools:
             cap_note = (f" Only the {chosen.size} of {num_schools} schools with the largest "
                         "|y_j − pooled mean| / σ_j are shown, in data order.")
-        return (plot_forest(y[chosen], sigma[chosen], [names[j] for j in chosen], theta_mean[chosen],
-                            q025[chosen], q975[chosen], pooled_mean, pooled_sd),
+        low, high = _array(summary.separate.lower), _array(summary.separate.upper)
+        return (plot_forest(y[chosen], low[chosen], high[chosen], [names[j] for j in chosen], theta_mean[chosen],
+                            q025[chosen], q975[chosen], pooled_mean, summary.pooled.q025, summary.pooled.q975),
                 "95% intervals per school: separate analyses y_j ± 1.96 σ_j (grey), complete pooling (orange band), "
                 "and the hierarchical posterior of θ_j (blue, 2.5% to 97.5% quantiles, diamond at the mean)."
                 + cap_note)
