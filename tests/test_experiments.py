@@ -151,6 +151,7 @@ def test_ecdf_band_rejects_miscalibrated_ranks():
     assert not calibration.ranks_within_band(too_narrow, 20, 0.01)[0]
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_small_simulation_study_reports_coverage_and_failures(eight):
     config = js.config.load_config(None, sets=[
         "simulation.num_datasets=40", "simulation.num_samples=300", "simulation.burn_in=150",

@@ -170,6 +170,7 @@ def test_scaled_data_give_the_scaled_analysis(j8_results):
 # --- the fewest schools each prior allows --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_three_schools_under_the_flat_prior():
     """The flat prior's smallest proper posterior (tau's tail ~ 1/tau^2: its mean does not exist), so the
     chains' estimates of mu and tau never settle; the summary must stay finite and flag what it cannot show."""
@@ -189,6 +190,7 @@ def test_three_schools_under_the_flat_prior():
         _within_mcse(post["log_tau"]["mean"], post["log_tau"]["mcse_mean"], truth["log_tau"]["mean"])
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_two_schools_under_a_proper_prior():
     summary = _strict_json(_analyze(Y8[:2], SIGMA8[:2], "model.prior=half_cauchy").summary)
     _check_finite(summary)
@@ -222,6 +224,7 @@ def test_float32_on_any_scale(factor):
 # --- J = 10,000 ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_ten_thousand_schools(tmp_path):
     """Everything that grows as J^2 is capped (p_greater is null past 200 schools, figures and tables show a
     subset): summary.json stays a few hundred bytes per school, and the report renders."""

@@ -33,6 +33,7 @@ def mala_folder(tmp_path, monkeypatch):
     sys.modules.pop("mala_kernel", None)
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_the_guides_mala_runs_in_a_sweep_and_an_sbc_study_from_toml(mala_folder):
     """The page's TOML, run by the command line (in-process), with small sizes and the step size fixed (no
     warm-up), so that what ran can be told from its numbers:
@@ -69,6 +70,7 @@ def test_the_guides_mala_runs_in_a_sweep_and_an_sbc_study_from_toml(mala_folder)
     assert report.count(f"<td>{name} (marginal)</td>") == len(rows) + 1
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_a_sweep_and_a_simulation_study_run_nuts_on_the_noncentered_target(eight):
     """sampler.kernel = "nuts" and model.parameterization = "noncentered" reach every cell: each row and the study
     say so, and the cells' chains are NUTS's on the joint target (theta from the chains, finite summaries)."""

@@ -116,6 +116,7 @@ def test_blackjax_nuts_runs_in_our_driver_with_our_adaptation():
 # itself, marginal and non-centered on three targets, is test_statistical_layer.py's
 # (test_kernel_matches_exact[nuts-*]), and the analysis's marginal path is test_hmc.py's and
 # test_adaptation.py's.
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_nuts_matches_the_exact_posterior():
     parameterization = "noncentered"
     samples, theta = adapted_chains("nuts", parameterization, num_samples=1500, burn_in=500)

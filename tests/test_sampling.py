@@ -81,6 +81,7 @@ def test_chains_run_in_groups_draw_what_they_draw_side_by_side():
         np.testing.assert_array_equal(getattr(grouped, field), getattr(together, field))
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_block_size_is_a_static_argument_of_the_key_scheme():
     """``block_size`` is an argument, not a module global read at trace time: a blocked kernel's draws follow it
     (block b's noise is keyed fold_in(phase_key, b), so other blocks are other draws), the chunked host loop
@@ -141,6 +142,7 @@ def test_compiles_once_across_datasets_and_scales(eight):
     assert len(traces) == first
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_jit_and_eager_agree_and_vmap_over_datasets(eight):
     def acceptance(y, key):
         data = js.data.Schools(y, eight.sigma)

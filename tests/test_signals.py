@@ -56,6 +56,7 @@ def _sampler(marginal, kind, adapt):
                            fit.cov), fit
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_chunked_sampling_draws_exactly_what_one_call_draws(marginal, monkeypatch):
     """10 chains in groups of 4 (3 groups, 2 padded chains); 200 burn-in and 150 kept steps are 3 and 2 whole
     blocks plus a shorter one each; chunks of one block, and chunks doubling (1, 2, ... blocks)."""

@@ -108,6 +108,7 @@ def test_batch_means_ess_agrees_with_arviz_on_a_long_run(target):
         assert abs(float(summary.rhat[d]) - 1.0) < 0.01
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_memory_does_not_grow_with_the_number_of_draws(target):
     """XLA's memory analysis of the compiled program: streaming 100 chains uses the same temporary and output
     memory for 2,000 and 200,000 draws each, where keeping the draws needs 100 x 200,000 x 2 doubles."""
@@ -125,6 +126,7 @@ def test_memory_does_not_grow_with_the_number_of_draws(target):
     assert footprint(200_000, None) > 100 * long  # the kept draws: 320 MB
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_streaming_with_adaptation_and_divergences(target):
     logdensity, fit = target
     nuts = js.kernels.nuts(logdensity, 0.5, jnp.diag(fit.cov))
