@@ -590,7 +590,7 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
     theta_mean = _array(summary.theta.mean)
     pooled = summary.pooled
     pooled_mean = np.nan if pooled.mean is None else pooled.mean
-    pooled_sd = np.nan if pooled.sd is None else pooled.sd
+    pooled_low, pooled_high = (np.nan if value is None else value for value in (pooled.q025, pooled.q975))
 
     def shrinkage():
         # E[mu | y] does not exist for every prior and J (jaxschools.core.moments: flat, J <= 3): the summary
@@ -618,7 +618,7 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
                         "|y_j − pooled mean| / σ_j are shown, in data order.")
         low, high = _array(summary.separate.lower), _array(summary.separate.upper)
         return (plot_forest(y[chosen], low[chosen], high[chosen], [names[j] for j in chosen], theta_mean[chosen],
-                            q025[chosen], q975[chosen], pooled_mean, summary.pooled.q025, summary.pooled.q975),
+                            q025[chosen], q975[chosen], pooled_mean, pooled_low, pooled_high),
                 "95% intervals per school: separate analyses y_j ± 1.96 σ_j (grey), complete pooling (orange band), "
                 "and the hierarchical posterior of θ_j (blue, 2.5% to 97.5% quantiles, diamond at the mean)."
                 + cap_note)
