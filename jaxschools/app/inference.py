@@ -227,10 +227,8 @@ def sample(plan: Plan, knobs: Knobs, data: Schools, prior, fit: laplace.LaplaceF
     cov = jnp.where(jnp.all(jnp.isfinite(fit.cov)) & fit.converged, fit.cov, jnp.eye(2, dtype=dtype))
     mode = jnp.where(jnp.all(jnp.isfinite(fit.mode)), fit.mode, laplace.default_init(data))
     starts = sampling.overdispersed_positions(init_key, mode, cov, plan.num_chains, knobs.init_spread)
-    if parameterization == "marginal":
-        target = models.marginal_logdensity(data, prior)
-    else:
-        target = models.joint_logdensity(data, prior, parameterization)
+    target = models.logdensity_for(data, prior, parameterization)
+    if parameterization != "marginal":
         theta = posterior.theta_draws(jax.random.fold_in(init_key, 1), starts[:, None, :], data)[:, 0, :]
         if parameterization == "noncentered":
             theta = (theta - starts[:, :1]) * jnp.exp(-starts[:, 1:2])
