@@ -20,6 +20,18 @@ the marginal likelihood p(y), which the Laplace approximation estimates).
 The returned log-densities are :class:`LogDensity` pytrees: the data and prior scales are leaves,
 not constants baked into a compiled function, so one compilation serves every dataset of the
 same size and every prior scale, and a log-density can itself be an argument of ``jit``/``vmap``.
+
+**Case weights** (optional, ``case_weights=`` of the constructors; issue 15): school j's *marginal*
+likelihood term is raised to the power w_j, so every density gains
+
+.. math:: \sum_j (w_j - 1) \log N(y_j \mid \mu, \sigma_j^2 + \tau^2)
+
+(the marginal density becomes :math:`\sum_j w_j \log N(y_j \mid \mu, \sigma_j^2 + \tau^2) + \dots`; a
+joint density keeps theta_j | mu, tau, y_j unchanged, since p(theta_j, y_j | mu, tau) = p(y_j | mu, tau)
+p(theta_j | mu, tau, y_j)). w_j = 1 is the data as given, w_j = 0 leaves school j out of (mu, tau)'s
+posterior. Defined on the marginal term once for every parameterization: weighting the conditional term
+N(y_j | theta_j, sigma_j^2) instead agrees at w = 0 and 1 for (mu, tau) but not in its derivative. Without
+weights (None, the default) every density is exactly what it was.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ __all__ = [
     "make_prior",
     "sample_prior",
     "marginal_loglik",
+    "marginal_loglik_terms",
     "marginal_logdensity",
     "joint_logdensity",
     "logdensity_for",
@@ -147,18 +160,30 @@ class LogDensity:
     A pytree: ``data`` and ``prior`` are children, the underlying pure function
     ``fn(position, data, prior)`` and the parameterization name are static. Calling it is
     calling ``fn``; it is what BlackJAX calls a ``logdensity_fn``.
+
+    ``case_weights``: None (the default: the density ``fn`` alone), or an array (J,) of per-school weights
+    w_j on the marginal likelihood term (see the module docstring), a third child whose term is added to
+    ``fn`` for any position that starts with (mu, log tau), as every density here does.
     """
 
-    __slots__ = ("fn", "data", "prior", "parameterization")
+    __slots__ = ("fn", "data", "prior", "parameterization", "case_weights")
 
-    def __init__(self, fn: Callable, data: Schools, prior: Prior, parameterization: str):
+    def __init__(self, fn: Callable, data: Schools, prior: Prior, parameterization: str, case_weights=None):
         self.fn = fn
         self.data = data
         self.prior = prior
         self.parameterization = parameterization
+        self.case_weights = case_weights
 
     def __call__(self, position):
-        return self.fn(position, self.data, self.prior)
+        value = self.fn(position, self.data, self.prior)
+        if self.case_weights is None:
+            return value
+        return value + _case_weight_term(position[0], position[1], self.data, self.case_weights)
+
+    def with_case_weights(self, case_weights) -> "LogDensity":
+        """The same density with case weights w (J,) on the marginal likelihood terms (None: none)."""
+        return LogDensity(self.fn, self.data, self.prior, self.parameterization, case_weights)
 
     @property
     def proper(self) -> bool:
@@ -171,14 +196,21 @@ class LogDensity:
         return 2 if self.parameterization == "marginal" else 2 + self.data.num_schools
 
     def tree_flatten(self):
-        return (self.data, self.prior), (self.fn, self.parameterization)
+        return (self.data, self.prior, self.case_weights), (self.fn, self.parameterization)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         obj = object.__new__(cls)
         obj.fn, obj.parameterization = aux
-        obj.data, obj.prior = children
+        obj.data, obj.prior, obj.case_weights = children
         return obj
+
+
+def marginal_loglik_terms(mu, log_tau, data: Schools):
+    """log N(y_j | mu, sigma_j^2 + tau^2) per school, shape ``mu.shape + (J,)`` (masked schools included)."""
+    variance = data.sigma**2 + jnp.exp(2.0 * jnp.asarray(log_tau))[..., None]
+    residual = data.y - jnp.asarray(mu)[..., None]
+    return -0.5 * (_LOG_2PI + jnp.log(variance) + residual * residual / variance)
 
 
 def marginal_loglik(mu, log_tau, data: Schools):
@@ -189,10 +221,18 @@ def marginal_loglik(mu, log_tau, data: Schools):
     float64, > 44 in float32) v_j is inf and the log-likelihood -inf, i.e. zero density, which a
     Metropolis step rejects and the Laplace line search steps back from.
     """
-    variance = data.sigma**2 + jnp.exp(2.0 * jnp.asarray(log_tau))[..., None]
-    residual = data.y - jnp.asarray(mu)[..., None]
-    terms = -0.5 * (_LOG_2PI + jnp.log(variance) + residual * residual / variance)
-    return jnp.sum(jnp.where(data.mask, terms, 0.0), axis=-1)
+    return jnp.sum(jnp.where(data.mask, marginal_loglik_terms(mu, log_tau, data), 0.0), axis=-1)
+
+
+def _case_weight_term(mu, log_tau, data: Schools, case_weights):
+    """sum_j (w_j - 1) log N(y_j | mu, sigma_j^2 + tau^2) over the schools in the likelihood.
+
+    A term of -inf (tau^2 overflowed) is clamped to the dtype's most negative number, so that w_j = 1 adds
+    exactly 0 (not 0 * -inf = NaN) and the density stays -inf through the unweighted part.
+    """
+    terms = marginal_loglik_terms(mu, log_tau, data)
+    terms = jnp.maximum(terms, jnp.finfo(terms.dtype).min)
+    return jnp.sum(jnp.where(data.mask, (case_weights - 1.0) * terms, 0.0), axis=-1)
 
 
 def _marginal(position, data: Schools, prior: Prior):
@@ -222,18 +262,20 @@ _DENSITIES = {
 }
 
 
-def marginal_logdensity(data: Schools, prior="flat", **prior_scales) -> LogDensity:
+def marginal_logdensity(data: Schools, prior="flat", *, case_weights=None, **prior_scales) -> LogDensity:
     r"""log p(mu, log tau | y) + const: theta integrated out, the seed's ``logpost`` with constants.
 
     .. math::
         \sum_j \log N(y_j \mid \mu, \sigma_j^2 + \tau^2) + \log p(\mu, \tau) + \log \tau
 
-    (BDA3 eq. 5.20-5.21). Position ``[mu, log_tau]``.
+    (BDA3 eq. 5.20-5.21). Position ``[mu, log_tau]``. ``case_weights`` (J,): each term raised to w_j
+    (module docstring); None, the default, is w = 1 without the extra term.
     """
-    return LogDensity(_marginal, data, make_prior(prior, **prior_scales), "marginal")
+    return LogDensity(_marginal, data, make_prior(prior, **prior_scales), "marginal", case_weights)
 
 
-def joint_logdensity(data: Schools, prior="flat", parameterization="noncentered", **prior_scales) -> LogDensity:
+def joint_logdensity(data: Schools, prior="flat", parameterization="noncentered", *, case_weights=None,
+                     **prior_scales) -> LogDensity:
     r"""log p(mu, log tau, theta | y) + const (centered) or of (mu, log tau, eta) (non-centered).
 
     Centered, position ``[mu, log_tau, theta_1..J]``:
@@ -247,18 +289,21 @@ def joint_logdensity(data: Schools, prior="flat", parameterization="noncentered"
               + \log p(\mu, \tau) + \log \tau
 
     The centered form has the funnel geometry that makes HMC diverge at small tau
-    (Betancourt & Girolami 2015); the non-centered form removes it.
+    (Betancourt & Girolami 2015); the non-centered form removes it. ``case_weights`` (J,): the marginal
+    term p(y_j | mu, tau) raised to w_j (module docstring); None, the default, adds nothing.
     """
     if parameterization not in ("centered", "noncentered"):
         raise ValueError(f"unknown joint parameterization {parameterization!r}; expected centered or noncentered")
-    return LogDensity(_DENSITIES[parameterization], data, make_prior(prior, **prior_scales), parameterization)
+    return LogDensity(_DENSITIES[parameterization], data, make_prior(prior, **prior_scales), parameterization,
+                      case_weights)
 
 
-def logdensity_for(data: Schools, prior="flat", parameterization="marginal", **prior_scales) -> LogDensity:
+def logdensity_for(data: Schools, prior="flat", parameterization="marginal", *, case_weights=None,
+                   **prior_scales) -> LogDensity:
     """The log-density a config names: ``model.parameterization`` picks marginal or a joint form."""
     if parameterization == "marginal":
-        return marginal_logdensity(data, prior, **prior_scales)
-    return joint_logdensity(data, prior, parameterization, **prior_scales)
+        return marginal_logdensity(data, prior, case_weights=case_weights, **prior_scales)
+    return joint_logdensity(data, prior, parameterization, case_weights=case_weights, **prior_scales)
 
 
 def __dir__():
