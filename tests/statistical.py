@@ -43,6 +43,15 @@ The whole layer therefore fails a correct, mixed sampler with probability below 
 approximation to the estimators), while a kernel with a bias of b posterior sd fails once b sqrt(ESS)
 exceeds about 5: with ESS ~ 2,000, a bias of 0.11 sd.
 
+**Sensitivities from draws** (:func:`check_sensitivities`, issue 15): the covariance-identity estimates of
+:mod:`jaxschools.core.draw_sensitivity`, d E[g] / d phi for every quantity g and input phi, against the exact
+gradient (``jax.jacrev`` of :func:`jaxschools.core.exact.summary`). Mixing first, as above; then every component
+is one comparison z = (estimate - exact) / MCSE. The MCSE is by batch means over B batches, so under a correct
+estimator z is approximately Student-t with B - 1 degrees of freedom (not normal: the MCSE is itself estimated
+from B numbers); the m components are one Bonferroni family at level ``family_alpha``, so each must have
+|z| < t_{B-1}^{-1}(1 - alpha / (2m)) (6.0 for B = 100, m = 300 and alpha = 1e-5). The components are strongly
+correlated (one set of draws), which makes Bonferroni conservative, never liberal.
+
 References: Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), Rank-normalization, folding, and
 localization: an improved R-hat for assessing convergence of MCMC, Bayesian Analysis 16(2); Talts,
 Betancourt, Simpson, Vehtari & Gelman (2018), arXiv:1804.06788.
@@ -56,7 +65,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from jaxschools.core import diagnostics, exact
 
@@ -67,6 +76,8 @@ __all__ = [
     "exact_reference",
     "check_against_exact",
     "assert_matches_exact",
+    "check_sensitivities",
+    "assert_sensitivities_match",
     "Z_MAX",
     "FAMILY_ALPHA",
     "NUM_CDF_POINTS",
@@ -235,12 +246,55 @@ def assert_matches_exact(positions, reference: Reference, *, z_max: float = Z_MA
     posterior`` (stages 2-3) and tabulates the failing rows. Returns the :class:`Check` when all pass.
     """
     check = check_against_exact(positions, reference, z_max=z_max, family_alpha=family_alpha)
+    return _passed(check, label, "sampler disagrees with the exact posterior")
+
+
+def _passed(check: Check, label: str, disagreement: str, max_rows: int | None = None) -> Check:
+    """``check`` if it passed; else AssertionError: ``chains have not mixed`` (stage 1) or ``disagreement``,
+    tabulating the failing rows (the first ``max_rows``)."""
     prefix = f"{label}: " if label else ""
     if not check.mixed:
         lines = [f"  {quantity} = {value:.5g} (need {need})" for quantity, value, need, ok in check.mixing if not ok]
         raise AssertionError(f"{prefix}chains have not mixed, so their MCSEs cannot be trusted:\n" + "\n".join(lines))
     if check.failures:
-        raise AssertionError(f"{prefix}sampler disagrees with the exact posterior beyond Monte Carlo error "
+        raise AssertionError(f"{prefix}{disagreement} beyond Monte Carlo error "
                              f"({len(check.failures)} of {len(check.rows)} comparisons):\n"
-                             + check.table(check.failures))
+                             + check.table(check.failures[:max_rows]))
     return check
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sensitivities from draws against the exact gradient.
+
+
+def check_sensitivities(positions, estimate: dict, mcse: dict, exact_gradient: dict, num_batches: int, *,
+                        family_alpha: float = FAMILY_ALPHA) -> Check:
+    """Compare ``estimate`` and its ``mcse`` (``{quantity: {input: array}}``, as
+    :func:`jaxschools.core.draw_sensitivity.model_sensitivity` returns them) with ``exact_gradient`` (the same
+    keys and shapes), after the mixing of ``positions``' (mu, log tau) (None: draws known to be exact or
+    independent, no mixing stage); see the module docstring.
+
+    Every (quantity, input) pair of ``exact_gradient`` must be in ``estimate`` (KeyError otherwise), so no
+    comparison is silently left out.
+    """
+    mixing = [] if positions is None else _mixing_rows({"mu": positions[..., 0], "log_tau": positions[..., 1]})
+    triples = []
+    for quantity, by_input in exact_gradient.items():
+        for name, truth in by_input.items():
+            truth = np.asarray(truth, float)
+            values = np.broadcast_to(np.asarray(estimate[quantity][name], float), truth.shape)
+            errors = np.broadcast_to(np.asarray(mcse[quantity][name], float), truth.shape)
+            for index in np.ndindex(truth.shape):  # (quantity index..., input index...)
+                label = f"d {quantity} / d {name} {list(index)}" if index else f"d {quantity} / d {name}"
+                triples.append((label, values[index], errors[index], truth[index]))
+    limit = float(stats.t.ppf(1.0 - family_alpha / (2 * len(triples)), num_batches - 1))
+    return Check(mixing, [_row(label, value, error, truth, limit) for label, value, error, truth in triples])
+
+
+def assert_sensitivities_match(positions, estimate: dict, mcse: dict, exact_gradient: dict, num_batches: int, *,
+                               family_alpha: float = FAMILY_ALPHA, label: str = "") -> Check:
+    """:func:`check_sensitivities`, raising ``AssertionError`` (``chains have not mixed`` or ``sensitivities
+    disagree with the exact gradient``, with the failing rows) unless everything passes."""
+    check = check_sensitivities(positions, estimate, mcse, exact_gradient, num_batches, family_alpha=family_alpha)
+    # A wrong derivative can fail hundreds of components: the table shows the first 40.
+    return _passed(check, label, "sensitivities disagree with the exact gradient", max_rows=40)

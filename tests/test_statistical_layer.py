@@ -290,20 +290,25 @@ class _Store:
         key = (dataset, parameterization, num_chains)
         if key not in self.targets:
             make, prior_name = DATASETS[dataset]
-            data = make()
-            prior = models.make_prior(prior_name)
-            marginal = models.marginal_logdensity(data, prior)
-            fit = laplace.fit(marginal, laplace.default_init(data))
-            assert bool(fit.converged), dataset
-            start_key, theta_key = jax.random.split(jax.random.fold_in(jax.random.key(SEED), 1))
-            starts = sampling.overdispersed_positions(start_key, fit.mode, fit.cov, num_chains, 2.0)
-            if parameterization != "marginal":
-                theta = posterior.theta_draws(theta_key, starts, data)
-                extra = theta if parameterization == "centered" else (theta - starts[:, :1]) / jnp.exp(starts[:, 1:2])
-                starts = jnp.concatenate([starts, extra], axis=1)
-            logdensity = models.logdensity_for(data, prior, parameterization)
-            self.targets[key] = Target(dataset, data, prior, logdensity, fit, starts)
+            self.targets[key] = make_target(dataset, make(), models.make_prior(prior_name), parameterization,
+                                            num_chains)
         return self.targets[key]
+
+
+def make_target(name: str, data, prior: models.Prior, parameterization: str, num_chains: int) -> Target:
+    """The :class:`Target` of ``data`` under ``prior`` on a parameterization (also used by
+    ``tests/test_draw_sensitivity.py``): the marginal's Laplace fit and overdispersed starts from it."""
+    marginal = models.marginal_logdensity(data, prior)
+    fit = laplace.fit(marginal, laplace.default_init(data))
+    assert bool(fit.converged), name
+    start_key, theta_key = jax.random.split(jax.random.fold_in(jax.random.key(SEED), 1))
+    starts = sampling.overdispersed_positions(start_key, fit.mode, fit.cov, num_chains, 2.0)
+    if parameterization != "marginal":
+        theta = posterior.theta_draws(theta_key, starts, data)
+        extra = theta if parameterization == "centered" else (theta - starts[:, :1]) / jnp.exp(starts[:, 1:2])
+        starts = jnp.concatenate([starts, extra], axis=1)
+    logdensity = models.logdensity_for(data, prior, parameterization)
+    return Target(name, data, prior, logdensity, fit, starts)
 
 
 @pytest.fixture(scope="module")
