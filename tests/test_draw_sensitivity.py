@@ -45,32 +45,50 @@ def _with_and_without_weights(plain, weights, position):
             jax.grad(ones)(position))
 
 
+def _tempered(mu, tau, weights):
+    """theta_j | mu, tau, y with y_j | theta_j ~ N(theta_j, sigma_j^2 / w_j), by precisions (BDA3 eq. 5.17)."""
+    precision = weights / SIGMA**2 + 1 / tau**2
+    return (weights * Y / SIGMA**2 + mu / tau**2) / precision, 1 / precision
+
+
 def test_case_weights_in_the_densities(eight):
-    """None is today's density; weights w raise the marginal term N(y_j | mu, sigma_j^2 + tau^2) to w_j in every
-    parameterization (scipy); w_j = 0 on the marginal is the school masked out."""
+    """None is today's density. Weights w raise the marginal term N(y_j | mu, sigma_j^2 + tau^2) to w_j and, on
+    the joint targets, replace theta_j's conditional by the tempered one (scipy, precisions by hand); w_j = 0 is
+    the school masked out, in every parameterization."""
     rng = np.random.default_rng(3)
     weights = rng.uniform(0.0, 2.0, 8)
     mu, log_tau = 4.0, 1.3
     tau = math.exp(log_tau)
     marginal_terms = stats.norm.logpdf(Y, mu, np.sqrt(SIGMA**2 + tau**2))
     scipy_prior = stats.norm.logpdf(mu, 0, 5) + stats.halfcauchy.logpdf(tau, scale=5)
+    left_out = jnp.ones(8).at[2].set(0.0)
     for parameterization in models.PARAMETERIZATIONS:
         plain = models.logdensity_for(eight, "half_cauchy", parameterization)
         position = jnp.concatenate([jnp.array([mu, log_tau]), jnp.asarray(rng.normal(size=8))])[: plain.dim]
         value, at_ones, weighted, grad, grad_at_ones = _with_and_without_weights(plain, jnp.asarray(weights),
                                                                                  position)
         assert float(at_ones) == float(value), parameterization
-        np.testing.assert_array_equal(grad_at_ones, grad)
-        np.testing.assert_allclose(float(weighted), float(value) + np.sum((weights - 1.0) * marginal_terms),
-                                   rtol=1e-12)
-        if parameterization == "marginal":
+        np.testing.assert_allclose(grad_at_ones, grad, rtol=1e-13, atol=1e-15)  # XLA may reorder the sums
+        expected = float(value) + np.sum((weights - 1.0) * marginal_terms)
+        if parameterization != "marginal":
+            theta = np.asarray(position[2:]) if parameterization == "centered" else mu + tau * np.asarray(position[2:])
+            (mean_w, var_w), (mean_1, var_1) = _tempered(mu, tau, weights), _tempered(mu, tau, np.ones(8))
+            expected += np.sum(stats.norm.logpdf(theta, mean_w, np.sqrt(var_w))
+                               - stats.norm.logpdf(theta, mean_1, np.sqrt(var_1)))
+        else:
             np.testing.assert_allclose(float(weighted), np.sum(weights * marginal_terms) + scipy_prior + log_tau,
                                        rtol=1e-12)
-    # The keyword of the constructors, and w_j = 0 against the mask.
-    point = jnp.array([mu, log_tau])
-    left_out = models.marginal_logdensity(eight, case_weights=jnp.ones(8).at[2].set(0.0))
-    masked = models.marginal_logdensity(eight.replace(mask=jnp.arange(8) != 2))
-    np.testing.assert_allclose(float(_value(left_out, point)), float(_value(masked, point)), rtol=1e-12)
+        np.testing.assert_allclose(float(weighted), expected, rtol=1e-12, err_msg=parameterization)
+        masked = models.logdensity_for(eight.replace(mask=jnp.arange(8) != 2), "half_cauchy", parameterization)
+        np.testing.assert_allclose(float(_value(plain.with_case_weights(left_out), position)),
+                                   float(_value(masked, position)), rtol=1e-12, err_msg=parameterization)
+    # The constructors' keyword, and the tempered conditional against posterior's at w = 1.
+    keyword = models.joint_logdensity(eight, "flat", "centered", case_weights=jnp.asarray(weights))
+    np.testing.assert_array_equal(keyword.case_weights, weights)
+    np.testing.assert_allclose(models.tempered_conditional(mu, log_tau, eight, jnp.ones(8)),
+                               js.posterior.conditional_theta(mu, log_tau, eight), rtol=1e-13)
+    np.testing.assert_allclose(models.tempered_conditional(mu, log_tau, eight, jnp.asarray(weights)),
+                               _tempered(mu, tau, weights), rtol=1e-12)
 
 
 def test_score_matches_its_closed_forms(eight):

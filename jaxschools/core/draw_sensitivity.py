@@ -44,9 +44,12 @@ relative size about tau_int / L otherwise), so it needs chains that mixed: the M
 **The schools model** (:func:`model_sensitivity`): mu, tau, theta_j and P(theta_k > c). On the marginal target
 (position (mu, log tau)) theta_j is Rao-Blackwellised, E[theta_j | mu, tau, y]; on a joint target it is the
 sampled theta (mu + tau eta_j on the non-centered one). P(theta_k > c) is Rao-Blackwellised on every target,
-Phi((theta_hat_k - c) / sqrt(V_k)) (:func:`jaxschools.core.posterior.conditional_theta`). Case weights are those
-of :mod:`jaxschools.core.models` (on the marginal term p(y_j | mu, tau)), so d log p / d w_j at w = 1 is
-log N(y_j | mu, sigma_j^2 + tau^2), a function of (mu, tau) that draws of either target give.
+Phi((theta_hat_k - c) / sqrt(V_k)). Case weights are those of :mod:`jaxschools.core.models` and
+:mod:`jaxschools.core.exact`: the marginal term p(y_j | mu, tau) raised to w_j, and theta_j | mu, tau, y the
+tempered conditional of y_j | theta_j ~ N(theta_j, sigma_j^2 / w_j) (:func:`jaxschools.core.models.tempered_conditional`).
+So on the marginal target d log p / d w_j at w = 1 is log N(y_j | mu, sigma_j^2 + tau^2), and the
+Rao-Blackwellised theta_hat_j and V_j read w_j through B_j = sigma_j^2 / (sigma_j^2 + w_j tau^2), which
+E[dg/dphi] carries; on a joint target the score also has d/dw_j log N(theta_j | theta_hat_j(w), V_j(w)).
 
 Not here, deliberately: quantiles (a sampled quantile's derivative needs a density estimate at the quantile;
 :mod:`jaxschools.core.exact` differentiates the exact ones) and P(theta_j is the largest) (a J-dimensional
@@ -63,7 +66,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import ndtr
 
-from jaxschools.core import posterior
+from jaxschools.core import models, posterior
 from jaxschools.core._jit import filter_jit
 
 __all__ = [
@@ -263,7 +266,10 @@ def sensitivity(logdensity, positions, quantity, *, wrt=None, num_batches: int =
 def _model_quantities(position, logdensity, parameterization: str, school: int, threshold):
     mu, log_tau = position[0], position[1]
     data = logdensity.data
-    theta_hat, variance = posterior.conditional_theta(mu, log_tau, data)
+    if logdensity.case_weights is None:
+        theta_hat, variance = posterior.conditional_theta(mu, log_tau, data)
+    else:  # the weights' conditional, which moves with w (at w = 1 the same numbers)
+        theta_hat, variance = models.tempered_conditional(mu, log_tau, data, logdensity.case_weights)
     if parameterization == "marginal":
         theta = theta_hat  # Rao-Blackwellised: E[theta | mu, tau, y], which reads y and sigma
     elif parameterization == "noncentered":

@@ -21,17 +21,20 @@ The returned log-densities are :class:`LogDensity` pytrees: the data and prior s
 not constants baked into a compiled function, so one compilation serves every dataset of the
 same size and every prior scale, and a log-density can itself be an argument of ``jit``/``vmap``.
 
-**Case weights** (optional, ``case_weights=`` of the constructors; issue 15): school j's *marginal*
-likelihood term is raised to the power w_j, so every density gains
+**Case weights** (optional, ``case_weights=`` of the constructors; issue 15), as
+:mod:`jaxschools.core.exact` defines them: school j's *marginal* likelihood term is raised to the power w_j,
+and theta_j given (mu, tau) is the tempered conditional of y_j | theta_j ~ N(theta_j, sigma_j^2 / w_j)
+(:func:`tempered_conditional`), so that
 
-.. math:: \sum_j (w_j - 1) \log N(y_j \mid \mu, \sigma_j^2 + \tau^2)
+.. math:: p_w(\mu, \tau, \theta \mid y) \propto p(\mu, \tau) \prod_j N(y_j \mid \mu, \sigma_j^2 + \tau^2)^{w_j}
+          \, N(\theta_j \mid \hat\theta_j(w), V_j(w)).
 
-(the marginal density becomes :math:`\sum_j w_j \log N(y_j \mid \mu, \sigma_j^2 + \tau^2) + \dots`; a
-joint density keeps theta_j | mu, tau, y_j unchanged, since p(theta_j, y_j | mu, tau) = p(y_j | mu, tau)
-p(theta_j | mu, tau, y_j)). w_j = 1 is the data as given, w_j = 0 leaves school j out of (mu, tau)'s
-posterior. Defined on the marginal term once for every parameterization: weighting the conditional term
-N(y_j | theta_j, sigma_j^2) instead agrees at w = 0 and 1 for (mu, tau) but not in its derivative. Without
-weights (None, the default) every density is exactly what it was.
+The marginal density gains :math:`\sum_j (w_j - 1) \log N(y_j \mid \mu, \sigma_j^2 + \tau^2)`; a joint
+density gains that and :math:`\sum_j [\log N(\theta_j \mid \hat\theta_j(w), V_j(w)) - \log N(\theta_j \mid
+\hat\theta_j(1), V_j(1))]` (p(theta_j, y_j | mu, tau) = p(y_j | mu, tau) p(theta_j | mu, tau, y_j)). w_j = 1 is
+the data as given, w_j = 0 leaves school j out exactly (theta_j | mu, tau ~ N(mu, tau^2)). Weighting the
+conditional term N(y_j | theta_j, sigma_j^2)^w_j instead agrees at w = 0 and 1 but not in its derivative.
+Without weights (None, the default) every density is exactly what it was.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "sample_prior",
     "marginal_loglik",
     "marginal_loglik_terms",
+    "tempered_conditional",
     "marginal_logdensity",
     "joint_logdensity",
     "logdensity_for",
@@ -162,8 +166,9 @@ class LogDensity:
     calling ``fn``; it is what BlackJAX calls a ``logdensity_fn``.
 
     ``case_weights``: None (the default: the density ``fn`` alone), or an array (J,) of per-school weights
-    w_j on the marginal likelihood term (see the module docstring), a third child whose term is added to
-    ``fn`` for any position that starts with (mu, log tau), as every density here does.
+    w_j (see the module docstring), a third child whose terms are added to ``fn``: for any position that starts
+    with (mu, log tau), as every density here does, and for theta (the ``centered`` and ``noncentered``
+    parameterizations) after them.
     """
 
     __slots__ = ("fn", "data", "prior", "parameterization", "case_weights")
@@ -179,7 +184,7 @@ class LogDensity:
         value = self.fn(position, self.data, self.prior)
         if self.case_weights is None:
             return value
-        return value + _case_weight_term(position[0], position[1], self.data, self.case_weights)
+        return value + _case_weight_term(position, self.data, self.case_weights, self.parameterization)
 
     def with_case_weights(self, case_weights) -> "LogDensity":
         """The same density with case weights w (J,) on the marginal likelihood terms (None: none)."""
@@ -224,15 +229,48 @@ def marginal_loglik(mu, log_tau, data: Schools):
     return jnp.sum(jnp.where(data.mask, marginal_loglik_terms(mu, log_tau, data), 0.0), axis=-1)
 
 
-def _case_weight_term(mu, log_tau, data: Schools, case_weights):
-    """sum_j (w_j - 1) log N(y_j | mu, sigma_j^2 + tau^2) over the schools in the likelihood.
+def tempered_conditional(mu, log_tau, data: Schools, case_weights):
+    r"""(theta_hat, V): theta_j | mu, tau, y when y_j | theta_j ~ N(theta_j, sigma_j^2 / w_j) (BDA3 eq. 5.17
+    with precision w_j / sigma_j^2), shapes ``mu.shape + (J,)``:
 
-    A term of -inf (tau^2 overflowed) is clamped to the dtype's most negative number, so that w_j = 1 adds
-    exactly 0 (not 0 * -inf = NaN) and the density stays -inf through the unweighted part.
+    .. math:: \hat\theta_j = (1 - B_j) y_j + B_j \mu, \quad V_j = \tau^2 B_j, \quad
+              B_j = \frac{\sigma_j^2}{\sigma_j^2 + w_j \tau^2} = \frac{1}{1 + w_j r_j}, \; r_j = \tau^2 / \sigma_j^2.
+
+    w_j = 1 is :func:`jaxschools.core.posterior.conditional_theta`; w_j = 0 (or a masked school) is N(mu, tau^2),
+    with the derivative dB_j / dw_j = -r_j B_j^2 finite there. r_j is capped at the square root of the
+    dtype's largest number (tau / sigma_j > 1e77 in float64), where the marginal terms overflow anyway.
     """
+    log_tau = jnp.asarray(log_tau)[..., None]
+    log_ratio = 2.0 * (log_tau - jnp.log(data.sigma))
+    ratio = jnp.exp(jnp.minimum(log_ratio, 0.5 * math.log(jnp.finfo(log_ratio.dtype).max)))
+    weight = jnp.where(data.mask, case_weights, 0.0)
+    b = 1.0 / (1.0 + weight * ratio)
+    theta_hat = (weight * ratio * b) * data.y + b * jnp.asarray(mu)[..., None]
+    return theta_hat, data.sigma**2 * ratio * b
+
+
+def _case_weight_term(position, data: Schools, case_weights, parameterization: str):
+    """The log-density's change under case weights (module docstring), over the schools in the likelihood.
+
+    A marginal term of -inf (tau^2 overflowed) is clamped to the dtype's most negative number, so that
+    w_j = 1 adds exactly 0 (not 0 * -inf = NaN) and the density stays -inf through the unweighted part.
+    """
+    mu, log_tau = position[0], position[1]
     terms = marginal_loglik_terms(mu, log_tau, data)
     terms = jnp.maximum(terms, jnp.finfo(terms.dtype).min)
-    return jnp.sum(jnp.where(data.mask, (case_weights - 1.0) * terms, 0.0), axis=-1)
+    change = jnp.where(data.mask, (case_weights - 1.0) * terms, 0.0)
+    if parameterization in ("centered", "noncentered"):
+        theta = position[2:] if parameterization == "centered" else mu + jnp.exp(log_tau) * position[2:]
+        weighted = tempered_conditional(mu, log_tau, data, case_weights)
+        unweighted = tempered_conditional(mu, log_tau, data, jnp.ones_like(case_weights))
+        # Each is the conditional density of theta_j itself (the eta Jacobian is common and cancels).
+        change = change + jnp.where(
+            data.mask,
+            _normal_logpdf(theta, weighted[0], 0.5 * jnp.log(weighted[1]))
+            - _normal_logpdf(theta, unweighted[0], 0.5 * jnp.log(unweighted[1])),
+            0.0,
+        )
+    return jnp.sum(change, axis=-1)
 
 
 def _marginal(position, data: Schools, prior: Prior):
