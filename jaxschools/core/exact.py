@@ -64,7 +64,52 @@ fewer, the tail is not integrable and the results here are those of the truncate
 and sd NaN in :func:`summary` (the CLI refuses such data before this module runs). Cost: O(num_nodes x J)
 time and memory (the per-node moments of theta).
 
-References: Gelman et al., *Bayesian Data Analysis*, 3rd ed. (BDA3), section 5.4, eqs. 5.17-5.21.
+**Case weights** (``case_weights=``, shape (J,), default None: all ones, the computation unchanged). School j's
+*marginal* likelihood term is raised to the power w_j:
+
+.. math:: p(\mu, \tau \mid y; w) \propto p(\mu, \tau) \prod_j N(y_j \mid \mu, \sigma_j^2 + \tau^2)^{w_j},
+
+so w_j enters mu_hat's precision as w_j / (sigma_j^2 + tau^2) and the log-likelihood as w_j times its term
+(mu_hat, V_mu and h(tau) above with the w_j of BDA3 multiplied by the case weight). For theta_j given
+(mu, tau) the tempered conditional is used, y_j | theta_j ~ N(theta_j, sigma_j^2 / w_j):
+
+.. math:: B_j = \frac{\sigma_j^2}{\sigma_j^2 + w_j \tau^2}, \qquad
+          \theta_j \mid \mu, \tau, y \sim N((1 - B_j) y_j + B_j \mu,\; \tau^2 B_j),
+
+computed as log B_j = -softplus(2 log tau + log w_j - log sigma_j^2) (exact as tau -> 0 or inf, and B_j = 1
+at w_j = 0, with its derivative -tau^2 / sigma_j^2 there too). w_j = 1 is the data as given, w_j = 0 is exactly
+leaving school j out (the same as ``mask`` False: it is also left out of the search bracket, so the rule is
+the masked dataset's). The weight is defined once, on the marginal term; tempering the conditional instead
+(N(y_j | theta_j, sigma_j^2 / w_j) in the joint model) would give the same posterior of (mu, tau) at w_j = 0
+and 1 but not the same derivative in w_j. The tempered conditional of theta_j is what makes w_j = 0 leave
+school j out of theta_j's posterior too; d E[theta_j | y] / d w_j therefore includes E[(dB_j / dw_j)(mu - y_j)]
+(a weighted joint density that keeps N(y_j | theta_j, sigma_j^2), as :mod:`jaxschools.core.models` does, has
+the same (mu, tau) posterior but not this term, and keeps y_j in theta_j's conditional at w_j = 0). A masked
+school has weight 0 whatever ``case_weights`` says. The moments' existence
+rule (:mod:`jaxschools.core.moments`) then counts J = ceil(sum_j w_j): p(tau | y) falls like tau^(1 - sum w)
+(flat) or p(tau) tau^(-sum w), and with an integer threshold n, sum w > n - 1 iff ceil(sum w) >= n. The
+coarse grid assumes a posterior of log tau no narrower than that of J unit weights (weights up to about 1).
+
+**Derivatives.** Everything here differentiates in both modes (``jax.grad``, ``jacrev``, ``jacfwd``, under
+``vmap``) with respect to y, sigma, the case weights and the prior's leaves (mu_loc, mu_scale, tau_scale):
+
+* The integration range [a, b] is held fixed (``lax.stop_gradient``): the integral over it does not depend on
+  it to e^-40, and its derivative through the coarse grid's discrete argmax would be meaningless. The
+  quadrature sums, Gaussian conditionals and probabilities are then differentiated as written.
+* Quantiles by implicit differentiation of F(q; phi) = p (``jax.custom_jvp``, never through the solver's
+  iterations): dq = (dp - dF(q)) / f(q), with dF the tangent of the CDF at fixed x = q, written without loops
+  (the mixture CDF of mu and theta_j; the panel masses plus the in-panel interpolant for log tau), so the
+  tangent is linear and JAX transposes it for reverse mode.
+* Exact draws (:func:`sample`) by reparameterisation: the uniforms and normals are held fixed and log tau =
+  F^-1(u) carries the implicit derivative above.
+* ``p_best`` is a Monte Carlo estimate, piecewise constant in the inputs: it has no derivative, and
+  differentiating :func:`summary` with an ``rng_key`` raises an error rather than return a silent zero
+  (differentiate the summary without ``rng_key``; everything else is exact).
+* A moment that does not exist is NaN, and its derivative there is a meaningless 0 (``jnp.where``);
+  :mod:`jaxschools.core.sensitivity` reports it as NaN.
+
+References: Gelman et al., *Bayesian Data Analysis*, 3rd ed. (BDA3), section 5.4, eqs. 5.17-5.21; implicit
+differentiation of a root: Blondel et al. (2022), "Efficient and modular implicit differentiation", NeurIPS.
 """
 
 from __future__ import annotations
@@ -90,6 +135,8 @@ __all__ = [
     "tau_density",
     "summary",
     "sample",
+    "quantiles",
+    "num_in_likelihood",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -164,47 +211,80 @@ def _ndtr(z):
     return 0.5 * jax.scipy.special.erfc(-z * _SQRT_HALF)
 
 
-def _conditional(data: Schools, prior: Prior, log_tau) -> _Conditional:
-    """Everything given tau, from one log(sigma_j^2 + tau^2) per school (all in log space, so no w_j over-
-    or underflows for any tau, tau = 0 included)."""
+def _case_weights(data: Schools, case_weights):
+    """The effective weight w_j of each school: ``case_weights`` (all ones when None) where the school is in
+    the likelihood, 0 where it is masked (whatever ``case_weights`` says there)."""
     dtype = data.y.dtype
-    # Per-school constants (not batched over nodes). The mask enters as a float factor and a -inf offset,
-    # not as a select on the (nodes, J) arrays, which XLA's CPU backend runs several times slower; masked
-    # y and sigma may hold anything (NaN included), so they are replaced by harmless values first.
-    keep = data.mask.astype(dtype)
+    if case_weights is None:
+        return data.mask.astype(dtype)
+    return jnp.where(data.mask, jnp.asarray(case_weights, dtype), 0.0)
+
+
+@jax.custom_jvp
+def _log_shrinkage(a, weight):
+    """log B = -log(1 + w e^a) = -softplus(a + log w), a = 2 log tau - log sigma^2: B = sigma^2 / (sigma^2 +
+    w tau^2). Exact for any a (tau -> 0 or inf) and 0 at w = 0 (log 0 = -inf, softplus(-inf) = 0)."""
+    return -_softplus(a + jnp.log(weight))
+
+
+@_log_shrinkage.defjvp
+def _log_shrinkage_jvp(primals, tangents):
+    # d log B = -(1 - B) da - B e^a dw, with B e^a = exp(log B + a) (e^a at w = 0, where the chain rule
+    # through log w would give inf * 0). Capped below the dtype's largest number so that a zero tangent
+    # dw (a masked school) times it stays 0 in float32 at huge tau.
+    a, weight = primals
+    da, dweight = tangents
+    log_b = _log_shrinkage(a, weight)
+    cap = math.log(jnp.finfo(log_b.dtype).max) - 1.0
+    return log_b, -(1.0 - jnp.exp(log_b)) * da - jnp.exp(jnp.minimum(log_b + a, cap)) * dweight
+
+
+def _conditional(data: Schools, prior: Prior, log_tau, weight) -> _Conditional:
+    """Everything given tau, from one log(sigma_j^2 + tau^2) per school (all in log space, so no precision
+    over- or underflows for any tau, tau = 0 included). ``weight``: :func:`_case_weights`."""
+    dtype = data.y.dtype
+    # Per-school constants (not batched over nodes). The mask and the weights enter as float factors and a
+    # -inf offset, not as a select on the (nodes, J) arrays, which XLA's CPU backend runs several times
+    # slower; masked y and sigma may hold anything (NaN included), so they are replaced by harmless values.
     log_sigma2 = 2.0 * jnp.log(jnp.where(data.mask, data.sigma, 1.0))
     y = jnp.where(data.mask, data.y, 0.0)
-    # log(sigma^2 + tau^2) = log sigma^2 + softplus(2 (log tau - log sigma)); B_j = exp(-softplus).
-    soft = _softplus(2.0 * log_tau - log_sigma2)
+    # log(sigma^2 + tau^2) = log sigma^2 + softplus(2 (log tau - log sigma)).
+    a = 2.0 * log_tau - log_sigma2
+    soft = _softplus(a)
     log_var = log_sigma2 + soft
-    log_w = jnp.where(data.mask, 0.0, -jnp.inf) - log_var
+    # Precisions w_j / (sigma_j^2 + tau^2) relative to the largest among the schools with w_j > 0.
+    log_prec, scale = -log_var, weight
+    offset = jnp.where(weight > 0, 0.0, -jnp.inf)
     y_all = y
     if prior.proper:
         # The N(mu_loc, mu_scale^2) prior on mu is one more precision-weighted observation.
-        log_w = jnp.concatenate([log_w, jnp.reshape(-2.0 * jnp.log(jnp.asarray(prior.mu_scale, dtype)), (1,))])
+        log_prec = jnp.concatenate([log_prec, jnp.reshape(-2.0 * jnp.log(jnp.asarray(prior.mu_scale, dtype)), (1,))])
+        scale = jnp.concatenate([scale, jnp.ones((1,), dtype)])
+        offset = jnp.concatenate([offset, jnp.zeros((1,), dtype)])
         y_all = jnp.concatenate([y, jnp.reshape(jnp.asarray(prior.mu_loc, dtype), (1,))])
-    top = jnp.max(log_w)
-    rel = jnp.exp(log_w - top)
+    # The shift cancels exactly (log_precision and mu_hat do not depend on it): no derivative through it.
+    top = jax.lax.stop_gradient(jnp.max(offset + log_prec))
+    rel = scale * jnp.exp(log_prec - top)
     total = jnp.sum(rel)
     log_precision = top + jnp.log(total)
     mu_hat = jnp.sum(rel * y_all) / total
-    # log p(y | mu_hat, tau) over the schools in the likelihood (models.marginal_loglik, sharing log_var).
+    # sum_j w_j log N(y_j | mu_hat, sigma_j^2 + tau^2) (models.marginal_loglik with weights, sharing log_var).
     resid = y - mu_hat
-    log_lik = -0.5 * jnp.sum(keep * (_LOG_2PI + log_var + resid * resid * jnp.exp(-log_var)))
-    log_b = -keep * soft  # B_j = sigma_j^2 / (sigma_j^2 + tau^2); 1 when masked
+    log_lik = -0.5 * jnp.sum(weight * (_LOG_2PI + log_var + resid * resid * jnp.exp(-log_var)))
+    log_b = _log_shrinkage(a, weight)  # B_j = sigma_j^2 / (sigma_j^2 + w_j tau^2); 1 when masked or w_j = 0
     return _Conditional(
         # The integrand is Gaussian in mu: its integral is its peak value times sqrt(2 pi V_mu).
         log_h=log_lik + prior.log_prob(mu_hat, log_tau) + 0.5 * (_LOG_2PI - log_precision),
         mu_hat=mu_hat,
         mu_var=jnp.exp(-log_precision),
         shrinkage=jnp.exp(log_b),
-        theta_cond_var=jnp.exp(2.0 * log_tau + log_b),  # tau^2 B_j = sigma_j^2 tau^2 / (sigma_j^2 + tau^2)
+        theta_cond_var=jnp.exp(2.0 * log_tau + log_b),  # tau^2 B_j = sigma_j^2 tau^2 / (sigma_j^2 + w_j tau^2)
     )
 
 
-def _log_h(data: Schools, prior: Prior, log_tau):
-    """log of the integral over mu of p(y | mu, tau) p(mu, tau), a density in tau (BDA3 eq. 5.21)."""
-    return _conditional(data, prior, log_tau).log_h
+def _log_h(data: Schools, prior: Prior, log_tau, weight):
+    """log of the integral over mu of p(y | mu, tau)^w p(mu, tau), a density in tau (BDA3 eq. 5.21)."""
+    return _conditional(data, prior, log_tau, weight).log_h
 
 
 def _theta_moments(data: Schools, cond: _Conditional):
@@ -242,12 +322,16 @@ def _search_bracket(data: Schools, prior: Prior):
     return log_lo - _TAIL, log_hi + _TAIL
 
 
-def _integration_range(data: Schools, prior: Prior):
-    """The 40-nat level set of p(log tau | y), found on a coarse grid over the search bracket."""
-    lo, hi = _search_bracket(data, prior)
+def _integration_range(data: Schools, prior: Prior, weight):
+    """The 40-nat level set of p(log tau | y), found on a coarse grid over the search bracket.
+
+    Held fixed under differentiation (the inputs' gradients are stopped, see the module docstring). The
+    bracket comes from the schools with w_j > 0 only, so a weight of 0 gives exactly the masked rule."""
+    data, prior, weight = jax.lax.stop_gradient((data, prior, weight))
+    lo, hi = _search_bracket(data.replace(mask=weight > 0), prior)
     num = _num_coarse(data.y.shape[-1])
     grid = lo + (hi - lo) * jnp.linspace(0.0, 1.0, num, dtype=data.y.dtype)
-    log_f = jax.vmap(lambda x: _log_h(data, prior, x) + x)(grid)
+    log_f = jax.vmap(lambda x: _log_h(data, prior, x, weight) + x)(grid)
     log_f = jnp.where(jnp.isnan(log_f), -jnp.inf, log_f)
     keep = log_f > jnp.max(log_f) - _TAIL
     first = jnp.argmax(keep)
@@ -274,15 +358,17 @@ def _weighted_moments(log_weights, mean, var=None):
     return m, jnp.sqrt(jnp.sum(w * spread, axis=0))
 
 
-def _on_rules(data, prior, a, b, num_panels):
-    """The conditionals on the n-node rule and on the n/2-node rule that checks it (one vmap for both)."""
+def _on_rules(data, prior, weight, a, b, num_panels):
+    """The conditionals on the n-node rule and on the n/2-node rule that checks it. The n/2 rule serves only
+    the error estimate, which has no derivative: its inputs' gradients are stopped (a third of the cost of a
+    forward-mode derivative)."""
     fine, log_qw = _gauss_legendre(a, b, num_panels, data.y.dtype)
     half, half_log_qw = _gauss_legendre(a, b, num_panels // 2, data.y.dtype)
-    cond = jax.vmap(lambda x: _conditional(data, prior, x))(jnp.concatenate([fine, half]))
+    fixed = jax.lax.stop_gradient((data, prior, weight))
+    conds = (jax.vmap(lambda x: _conditional(data, prior, x, weight))(fine),
+             jax.vmap(lambda x: _conditional(*fixed[:2], x, fixed[2]))(half))
     out = []
-    n = fine.shape[0]
-    for nodes, qw, part in ((fine, log_qw, slice(0, n)), (half, half_log_qw, slice(n, None))):
-        c = jax.tree_util.tree_map(lambda leaf: leaf[part], cond)
+    for nodes, qw, c in ((fine, log_qw, conds[0]), (half, half_log_qw, conds[1])):
         log_f = c.log_h + nodes  # + log tau: the Jacobian of tau -> log tau
         log_norm = jax.nn.logsumexp(log_f + qw)
         out.append((nodes, log_f - log_norm, log_f + qw - log_norm, c, log_norm))
@@ -298,11 +384,11 @@ def _error_stats(nodes, log_weights, cond):
     ]
 
 
-def _posterior(data: Schools, prior: Prior, num_nodes: int) -> ExactPosterior:
+def _posterior(data: Schools, prior: Prior, num_nodes: int, weight) -> ExactPosterior:
     dtype = data.y.dtype
-    a, b = _integration_range(data, prior)
+    a, b = _integration_range(data, prior, weight)
     num_panels = num_nodes // _PANEL
-    fine, half = _on_rules(data, prior, a, b, num_panels)
+    fine, half = _on_rules(data, prior, weight, a, b, num_panels)
     nodes, log_density, log_weights, cond, log_norm = fine
     h_nodes, _, h_log_weights, h_cond, h_log_norm = half
     # n vs n/2 nodes: the change of log Z (a relative error of Z), and of each mean and sd in units of the sd.
@@ -310,6 +396,7 @@ def _posterior(data: Schools, prior: Prior, num_nodes: int) -> ExactPosterior:
     stats, h_stats = _error_stats(nodes, log_weights, cond), _error_stats(h_nodes, h_log_weights, h_cond)
     for (m, sd), (h_m, h_sd) in zip(stats, h_stats):
         changes += [jnp.abs(m - h_m) / sd, jnp.abs(sd - h_sd) / sd]
+    changes = jax.lax.stop_gradient(changes)
     theta_mean, theta_var = _theta_moments(data, cond)
     log_evidence = log_norm if prior.proper else jnp.full((), jnp.nan, dtype)
     return ExactPosterior(
@@ -349,29 +436,76 @@ def _interpolate(values, xi):
     return jnp.where(jnp.any(hit, axis=-1), jnp.sum(jnp.where(hit, values, 0.0), axis=-1), interp)
 
 
-def _logtau_icdf(post: ExactPosterior, u):
+def _panel_cdf(log_f, width, s):
+    """The CDF within one panel at local coordinate s in [-1, 1] (16-point Gauss-Legendre on [-1, s] of the
+    interpolated density ``exp(log_f)``, panel width ``width`` in log tau) and its derivative in s."""
+    gl_x, gl_w = jnp.asarray(_GL_X, log_f.dtype), jnp.asarray(_GL_W, log_f.dtype)
+    t = -1.0 + 0.5 * (s + 1.0) * (1.0 + gl_x)
+    local = 0.5 * width * 0.5 * (s + 1.0) * jnp.sum(gl_w * jnp.exp(_interpolate(log_f, t)))
+    return local, 0.5 * width * jnp.exp(_interpolate(log_f, s[None])[0])
+
+
+def _panel_masses(log_weights):
+    """The posterior mass of each panel and their cumulative sums (P + 1,), starting at 0."""
+    mass = jnp.sum(jnp.exp(log_weights).reshape(-1, _PANEL), axis=1)
+    return mass, jnp.concatenate([jnp.zeros((1,), mass.dtype), jnp.cumsum(mass)])
+
+
+def _logtau_cdf(log_weights, log_density, bounds, x):
+    """P(log tau <= x | y) and p(log tau = x | y) at a scalar x in the range: the masses of the panels left
+    of x plus the in-panel integral. The CDF that :func:`_logtau_quantile` inverts, without a loop, so that
+    its derivative in the posterior's parameters at fixed x is an ordinary (linear, transposable) JVP."""
+    num_panels = log_weights.shape[0] // _PANEL
+    width = (bounds[1] - bounds[0]) / num_panels
+    mass, cum = _panel_masses(log_weights)
+    pos = (x - bounds[0]) / width
+    # The panel holding x: a discrete choice, no derivative (the CDF is continuous across panel edges).
+    k = jnp.clip(jnp.floor(jax.lax.stop_gradient(pos)), 0, num_panels - 1).astype(jnp.int32)
+    local, dlocal = _panel_cdf(log_density.reshape(num_panels, _PANEL)[k], width, 2.0 * (pos - k) - 1.0)
+    return cum[k] + local, dlocal * 2.0 / width
+
+
+@jax.custom_jvp
+def _logtau_quantile(log_weights, log_density, bounds, u):
     """Inverse CDF of log tau at a scalar u: the panel from the cumulative panel masses, then a root of
-    the in-panel CDF (16-point Gauss-Legendre on the interpolated density) by safeguarded Newton."""
-    dtype = post.log_tau.dtype
-    num_panels = post.log_tau.shape[0] // _PANEL
-    a, b = post.bounds[0], post.bounds[1]
+    the in-panel CDF (16-point Gauss-Legendre on the interpolated density) by safeguarded Newton.
+    Differentiated implicitly (the JVP rule below), never through the solver's loop."""
+    dtype = log_weights.dtype
+    num_panels = log_weights.shape[0] // _PANEL
+    a, b = bounds[0], bounds[1]
     width = (b - a) / num_panels
-    mass = jnp.sum(jnp.exp(post.log_weights).reshape(num_panels, _PANEL), axis=1)
-    cum = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(mass)])
+    mass, cum = _panel_masses(log_weights)
     k = jnp.clip(jnp.searchsorted(cum, u, side="right") - 1, 0, num_panels - 1)
-    log_f = post.log_density.reshape(num_panels, _PANEL)[k]
+    log_f = log_density.reshape(num_panels, _PANEL)[k]
     target = jnp.clip(u - cum[k], 0.0, mass[k])
-    gl_x, gl_w = jnp.asarray(_GL_X, dtype), jnp.asarray(_GL_W, dtype)
-
-    def cdf_pdf(s):  # local coordinate s in [-1, 1]
-        t = -1.0 + 0.5 * (s + 1.0) * (1.0 + gl_x)
-        local = 0.5 * width * 0.5 * (s + 1.0) * jnp.sum(gl_w * jnp.exp(_interpolate(log_f, t)))
-        return local, 0.5 * width * jnp.exp(_interpolate(log_f, s[None])[0])
-
     # Linear interpolation as the start (a panel whose mass underflowed to 0 starts mid-panel).
     s0 = jnp.clip(-1.0 + 2.0 * target / jnp.maximum(mass[k], jnp.finfo(dtype).tiny), -1.0, 1.0)
-    s = _safeguarded_newton(cdf_pdf, target, jnp.asarray(-1.0, dtype), jnp.asarray(1.0, dtype), s0, 2.0)
+    s = _safeguarded_newton(lambda s: _panel_cdf(log_f, width, s), target, jnp.asarray(-1.0, dtype),
+                            jnp.asarray(1.0, dtype), s0, 2.0)
     return a + width * (k + 0.5 * (s + 1.0))
+
+
+def _implicit_quantile_jvp(quantile, cdf_pdf):
+    """The JVP rule of a quantile q(params, p) defined by F(q; params) = p: dq = (dp - dF(q)) / f(q), dF the
+    tangent of the CDF in its parameters at fixed x = q (implicit function theorem). Linear in the tangents,
+    so reverse mode transposes it."""
+
+    def jvp(primals, tangents):
+        *params, p = primals
+        *dparams, dp = tangents
+        q = quantile(*primals)
+        (_, density), (dcdf, _) = jax.jvp(lambda *args: cdf_pdf(*args, q), tuple(params), tuple(dparams))
+        return q, (dp - dcdf) / density
+
+    return jvp
+
+
+_logtau_quantile.defjvp(_implicit_quantile_jvp(_logtau_quantile, _logtau_cdf))
+
+
+def _logtau_icdf(post: ExactPosterior, u):
+    """Inverse CDF of log tau at a scalar u (:func:`_logtau_quantile` on the posterior's rule)."""
+    return _logtau_quantile(post.log_weights, post.log_density, post.bounds, jnp.asarray(u, post.log_tau.dtype))
 
 
 def _safeguarded_newton(cdf_pdf, target, lo, hi, x0, width):
@@ -398,37 +532,47 @@ def _safeguarded_newton(cdf_pdf, target, lo, hi, x0, width):
     return jax.lax.while_loop(unfinished, step, state)[3]
 
 
-def _mixture_quantiles(log_weights, loc, scale, probs):
-    """Quantiles of sum_i w_i N(loc_i, scale_i^2) at each of ``probs``, by safeguarded Newton on the CDF."""
+def _mixture_cdf(log_weights, loc, scale, x):
+    """CDF and density at x of the mixture sum_i w_i N(loc_i, scale_i^2), w = exp(log_weights)."""
     w = jnp.exp(log_weights)
+    z = (x - loc) / scale
+    return jnp.sum(w * _ndtr(z)), jnp.sum(w * jnp.exp(-0.5 * z * z) / scale) / math.sqrt(2.0 * math.pi)
+
+
+@jax.custom_jvp
+def _mixture_quantile(log_weights, loc, scale, p):
+    """The quantile at p of sum_i w_i N(loc_i, scale_i^2), by safeguarded Newton on the CDF; differentiated
+    implicitly (the JVP rule below), never through the solver's loop."""
     live = log_weights > _NEGLIGIBLE_LOG_WEIGHT
     # 12 sd beyond every non-negligible component: the mass outside is below Phi(-12) ~ 2e-33.
     lo = jnp.min(jnp.where(live, loc - 12.0 * scale, jnp.inf))
     hi = jnp.max(jnp.where(live, loc + 12.0 * scale, -jnp.inf))
     mean, sd = _weighted_moments(log_weights, loc, scale**2)
+    x0 = jnp.clip(mean + sd * ndtri(p), lo, hi)
+    return _safeguarded_newton(lambda x: _mixture_cdf(log_weights, loc, scale, x), p, lo, hi, x0,
+                               sd + jnp.abs(mean))
 
-    def cdf_pdf(x):
-        z = (x - loc) / scale
-        return jnp.sum(w * _ndtr(z)), jnp.sum(w * jnp.exp(-0.5 * z * z) / scale) / math.sqrt(2.0 * math.pi)
 
-    def one(p):
-        x0 = jnp.clip(mean + sd * ndtri(p), lo, hi)
-        return _safeguarded_newton(cdf_pdf, p, lo, hi, x0, sd + jnp.abs(mean))
+_mixture_quantile.defjvp(_implicit_quantile_jvp(_mixture_quantile, _mixture_cdf))
 
-    return jax.vmap(one)(probs)
+
+def _mixture_quantiles(log_weights, loc, scale, probs):
+    """Quantiles of sum_i w_i N(loc_i, scale_i^2) at each of ``probs`` (:func:`_mixture_quantile`)."""
+    return jax.vmap(lambda p: _mixture_quantile(log_weights, loc, scale, p))(probs)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Sampling.
 
 
-def _draws(rng_key, data: Schools, prior: Prior, post: ExactPosterior, n: int):
-    """n independent draws of (log tau, mu, theta): inverse CDF for log tau, then the exact Gaussians."""
+def _draws(rng_key, data: Schools, prior: Prior, weight, post: ExactPosterior, n: int):
+    """n independent draws of (log tau, mu, theta): inverse CDF for log tau, then the exact Gaussians.
+    Differentiable by reparameterisation: the uniforms and normals are fixed given the key."""
     dtype = data.y.dtype
     tau_key, mu_key, theta_key = jax.random.split(rng_key, 3)
     u = jax.random.uniform(tau_key, (n,), dtype)
     log_tau = jax.vmap(lambda p: _logtau_icdf(post, p))(u)
-    cond = jax.vmap(lambda x: _conditional(data, prior, x))(log_tau)
+    cond = jax.vmap(lambda x: _conditional(data, prior, x, weight))(log_tau)
     mu = cond.mu_hat + jnp.sqrt(cond.mu_var) * jax.random.normal(mu_key, (n,), dtype)
     b = cond.shrinkage
     theta_mean = jnp.where(data.mask, data.y + b * (mu[:, None] - data.y), mu[:, None])
@@ -436,18 +580,37 @@ def _draws(rng_key, data: Schools, prior: Prior, post: ExactPosterior, n: int):
     return log_tau, mu, theta
 
 
-def _p_best(rng_key, data: Schools, prior: Prior, post: ExactPosterior, num_draws: int):
-    """P(theta_j is the largest) from draws, in chunks of at most ~4M numbers so large J fits in memory."""
+@jax.custom_jvp
+def _without_derivative(estimate, parameters):
+    """``estimate``, refusing to be differentiated with respect to ``parameters`` (see :func:`_p_best`)."""
+    del parameters
+    return estimate
+
+
+@_without_derivative.defjvp
+def _without_derivative_jvp(primals, tangents):
+    raise TypeError(
+        "exact.summary's p_best is a Monte Carlo estimate, piecewise constant in the data, the case weights "
+        "and the prior: it has no derivative. Differentiate exact.summary without rng_key (p_best is then NaN "
+        "and every other entry is exact)."
+    )
+
+
+def _p_best(rng_key, data: Schools, prior: Prior, weight, post: ExactPosterior, num_draws: int):
+    """P(theta_j is the largest) from draws, in chunks of at most ~4M numbers so large J fits in memory.
+
+    A count of argmaxes: piecewise constant in every input, so its derivative would be a silent 0 almost
+    everywhere. It is wrapped so that differentiating it raises instead (:func:`_without_derivative`)."""
     num_schools = data.y.shape[-1]
     num_chunks = max(1, math.ceil(num_draws * num_schools / 2**22))
     chunk = math.ceil(num_draws / num_chunks)
 
     def body(counts, i):
-        theta = _draws(jax.random.fold_in(rng_key, i), data, prior, post, chunk)[2]
+        theta = _draws(jax.random.fold_in(rng_key, i), data, prior, weight, post, chunk)[2]
         return counts + jnp.sum(jax.nn.one_hot(jnp.argmax(theta, axis=1), num_schools, dtype=theta.dtype), 0), None
 
     counts, _ = jax.lax.scan(body, jnp.zeros((num_schools,), data.y.dtype), jnp.arange(num_chunks))
-    return counts / (chunk * num_chunks)
+    return _without_derivative(counts / (chunk * num_chunks), (data, prior, weight, post))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -455,11 +618,11 @@ def _p_best(rng_key, data: Schools, prior: Prior, post: ExactPosterior, num_draw
 
 
 @filter_jit
-def _posterior_jit(data, prior, num_nodes):
-    return _posterior(data, prior, num_nodes)
+def _posterior_jit(data, prior, num_nodes, case_weights):
+    return _posterior(data, prior, num_nodes, _case_weights(data, case_weights))
 
 
-def posterior(data: Schools, prior="flat", num_nodes: int = _DEFAULT_NODES) -> ExactPosterior:
+def posterior(data: Schools, prior="flat", num_nodes: int = _DEFAULT_NODES, *, case_weights=None) -> ExactPosterior:
     """The exact posterior on a quadrature rule in log tau (see the module docstring).
 
     Args:
@@ -468,41 +631,57 @@ def posterior(data: Schools, prior="flat", num_nodes: int = _DEFAULT_NODES) -> E
         :class:`~jaxschools.core.models.Prior`.
       num_nodes: N, a multiple of 32 (N / 16 Gauss-Legendre panels of 16 nodes); the error estimate
         compares with N / 2.
+      case_weights: (J,) w_j >= 0 on each school's marginal likelihood term (module docstring); None: all 1.
 
     Returns:
       An :class:`ExactPosterior`: nodes, normalised log weights, the conditional moments of mu and theta
-      at each node, ``log_evidence`` (log p(y), NaN for the flat prior) and ``error``.
+      at each node, ``log_evidence`` (log p(y), NaN for the flat prior) and ``error``. Differentiable in
+      the data, the case weights and the prior's leaves, the nodes (``log_tau``, ``bounds``) held fixed.
     """
     _check_num_nodes(num_nodes)
-    return _posterior_jit(_anonymous(data), make_prior(prior), num_nodes)
+    return _posterior_jit(_anonymous(data), make_prior(prior), num_nodes, case_weights)
 
 
-def log_tau_logdensity(data: Schools, prior="flat", log_tau=0.0, num_nodes: int = _DEFAULT_NODES):
+def num_in_likelihood(data: Schools, case_weights=None):
+    """J, the count of schools in the likelihood that :mod:`jaxschools.core.moments`' rules take: ceil(sum_j
+    w_j) over the unmasked schools (the number of unmasked schools without weights). p(tau | y) falls like
+    tau^(1 - sum w) (flat prior) or p(tau) tau^(-sum w), and for an integer threshold n, sum w > n - 1 iff
+    ceil(sum w) >= n, so the rules stay exact for fractional weights. A float array; traceable."""
+    return jnp.ceil(jnp.sum(_case_weights(_anonymous(data), case_weights), axis=-1))
+
+
+def log_tau_logdensity(data: Schools, prior="flat", log_tau=0.0, num_nodes: int = _DEFAULT_NODES, *,
+                       case_weights=None):
     """Normalised log p(log tau | y) at ``log_tau`` (any shape): log h(tau) + log tau - log Z (BDA3 eq. 5.21)."""
-    post = posterior(data, prior, num_nodes)
-    return _log_tau_logdensity(_anonymous(data), make_prior(prior), post.log_norm, jnp.asarray(log_tau, data.y.dtype))
+    post = posterior(data, prior, num_nodes, case_weights=case_weights)
+    return _log_tau_logdensity(_anonymous(data), make_prior(prior), case_weights, post.log_norm,
+                               jnp.asarray(log_tau, data.y.dtype))
 
 
 @filter_jit
-def _log_tau_logdensity(data, prior, log_norm, log_tau):
-    flat = jax.vmap(lambda x: _log_h(data, prior, x) + x)(log_tau.reshape(-1))
+def _log_tau_logdensity(data, prior, case_weights, log_norm, log_tau):
+    weight = _case_weights(data, case_weights)
+    flat = jax.vmap(lambda x: _log_h(data, prior, x, weight) + x)(log_tau.reshape(-1))
     return flat.reshape(log_tau.shape) - log_norm
 
 
-def tau_density(data: Schools, prior="flat", tau=1.0, num_nodes: int = _DEFAULT_NODES):
+def tau_density(data: Schools, prior="flat", tau=1.0, num_nodes: int = _DEFAULT_NODES, *, case_weights=None):
     """Normalised p(tau | y) = h(tau) / Z at ``tau`` >= 0 (any shape); finite at tau = 0 (BDA3 eq. 5.21)."""
-    post = posterior(data, prior, num_nodes)
-    return _tau_density(_anonymous(data), make_prior(prior), post.log_norm, jnp.asarray(tau, data.y.dtype))
+    post = posterior(data, prior, num_nodes, case_weights=case_weights)
+    return _tau_density(_anonymous(data), make_prior(prior), case_weights, post.log_norm,
+                        jnp.asarray(tau, data.y.dtype))
 
 
 @filter_jit
-def _tau_density(data, prior, log_norm, tau):
+def _tau_density(data, prior, case_weights, log_norm, tau):
     # log(0) = -inf is a valid log tau here: w_j, B_j and the priors all have finite limits at tau = 0.
-    flat = jax.vmap(lambda x: _log_h(data, prior, x))(jnp.log(tau.reshape(-1)))
+    weight = _case_weights(data, case_weights)
+    flat = jax.vmap(lambda x: _log_h(data, prior, x, weight))(jnp.log(tau.reshape(-1)))
     return jnp.exp(flat.reshape(tau.shape) - log_norm)
 
 
-def sample(rng_key, data: Schools, n: int, prior="flat", num_nodes: int = _DEFAULT_NODES) -> dict:
+def sample(rng_key, data: Schools, n: int, prior="flat", num_nodes: int = _DEFAULT_NODES, *,
+           case_weights=None) -> dict:
     """``n`` independent exact draws from p(mu, tau, theta | y) (BDA3 section 5.4's simulation recipe).
 
     log tau by inversion of its CDF (panel masses of the quadrature rule, then the 16-point interpolant
@@ -510,16 +689,48 @@ def sample(rng_key, data: Schools, n: int, prior="flat", num_nodes: int = _DEFAU
     then mu | tau, y ~ N(mu_hat, V_mu) and theta_j | mu, tau, y ~ N((1 - B_j) y_j + B_j mu, tau^2 B_j),
     evaluated at the drawn tau itself. The draws are independent, so no burn-in or ESS applies.
 
+    Differentiable by reparameterisation: for a fixed key the uniforms u and normals z are fixed and each
+    draw is a smooth function of the data, case weights and prior (log tau = F^-1(u) with the implicit
+    derivative -dF / f, then mu_hat + sqrt(V_mu) z, ...), so ``jax.jacfwd``/``jacrev`` give d draw / d input.
+
     Returns ``{"mu": (n,), "tau": (n,), "log_tau": (n,), "theta": (n, J)}``.
     """
-    post = posterior(data, prior, num_nodes)
-    return _sample_jit(rng_key, _anonymous(data), make_prior(prior), post, n)
+    post = posterior(data, prior, num_nodes, case_weights=case_weights)
+    return _sample_jit(rng_key, _anonymous(data), make_prior(prior), case_weights, post, n)
 
 
 @filter_jit
-def _sample_jit(rng_key, data, prior, post, n):
-    log_tau, mu, theta = _draws(rng_key, data, prior, post, n)
+def _sample_jit(rng_key, data, prior, case_weights, post, n):
+    log_tau, mu, theta = _draws(rng_key, data, prior, _case_weights(data, case_weights), post, n)
     return {"mu": mu, "tau": jnp.exp(log_tau), "log_tau": log_tau, "theta": theta}
+
+
+def quantiles(post: ExactPosterior, probs, *, theta: bool = True) -> dict:
+    """Quantiles at ``probs`` (P,) of mu, log tau, tau and (``theta=True``) each theta_j, from the rule.
+
+    mu and theta_j | y are Gaussian mixtures over the nodes (solved by safeguarded Newton on the mixture CDF),
+    log tau by inverting its CDF (see :func:`sample`), tau = exp of log tau's. Each is differentiable in the
+    posterior's parameters by the implicit function theorem: dq = (dp - dF(q)) / f(q), so ``jax.grad`` of
+    a quantile with respect to the data (through :func:`posterior`) works in both modes.
+
+    Returns ``{"mu": (P,), "log_tau": (P,), "tau": (P,), "theta": (J, P)}`` (no ``theta`` when False).
+    """
+    return _quantiles_jit(post, jnp.asarray(probs, post.log_tau.dtype), theta)
+
+
+@filter_jit
+def _quantiles_jit(post, probs, theta):
+    log_tau_q = jax.vmap(lambda p: _logtau_icdf(post, p))(probs)
+    out = {"log_tau": log_tau_q, "tau": jnp.exp(log_tau_q)}
+    if not theta:
+        out["mu"] = _mixture_quantiles(post.log_weights, post.mu_hat, jnp.sqrt(post.mu_var), probs)
+        return out
+    # mu and the theta_j are all Gaussian mixtures over the same nodes: one solver for the J + 1 of them.
+    loc = jnp.concatenate([post.mu_hat[:, None], post.theta_mean], axis=1)
+    scale = jnp.sqrt(jnp.concatenate([post.mu_var[:, None], post.theta_var], axis=1))
+    q = jax.vmap(lambda m, s: _mixture_quantiles(post.log_weights, m, s, probs), in_axes=1)(loc, scale)
+    out["mu"], out["theta"] = q[0], q[1:]
+    return out
 
 
 def summary(
@@ -530,6 +741,8 @@ def summary(
     rng_key=None,
     num_draws: int = 10_000,
     num_nodes: int = _DEFAULT_NODES,
+    *,
+    case_weights=None,
 ) -> dict:
     r"""Exact posterior summaries: every entry a 1-D quadrature over log tau of a closed form (BDA3 section 5.4).
 
@@ -537,7 +750,7 @@ def summary(
       mixture over the nodes) by safeguarded Newton on the mixture CDF; of log tau by inverting its CDF
       (see :func:`sample`); those of tau are exp of those of log tau.
     * ``theta``: the same keys, each (J,): mixtures of N(E[theta_j | tau], Var[theta_j | tau]).
-    * ``shrinkage`` (J,): E[B_j | y], B_j = tau^-2 / (tau^-2 + sigma_j^-2).
+    * ``shrinkage`` (J,): E[B_j | y], B_j = tau^-2 / (tau^-2 + w_j sigma_j^-2).
     * ``p_exceeds``: P(theta_k > c | y), k = ``query_school``, c = ``threshold`` (default y_k; echoed as
       ``threshold``).
     * ``p_greater`` (J, J): P(theta_i > theta_j | y), exact: given tau, theta_i - theta_j is Gaussian with
@@ -545,12 +758,14 @@ def summary(
       (both depend linearly on the same mu). Diagonal NaN. ``None`` when J > 200.
     * ``p_best`` (J,): P(theta_j is the largest | y), the one query that is a J-dimensional integral: by
       exact simulation (``num_draws`` independent draws, see :func:`sample`; Monte Carlo sd
-      sqrt(p (1 - p) / num_draws)). Only with ``rng_key``; NaN otherwise.
+      sqrt(p (1 - p) / num_draws)). Only with ``rng_key``; NaN otherwise. It has no derivative:
+      differentiating a summary computed with ``rng_key`` raises (see the module docstring).
     * ``log_evidence``: log p(y) (NaN for the flat prior); ``quadrature_error``: the estimate of
       :class:`ExactPosterior`.
 
     **Moments that do not exist are NaN** (:mod:`jaxschools.core.moments`), decided from the prior family and J,
-    the number of schools in the likelihood (``mask``; a traced count under ``vmap``): p(tau | y) falls like
+    the number of schools in the likelihood (``mask``; a traced count under ``vmap``; with case weights
+    ceil(sum w_j), :func:`num_in_likelihood`): p(tau | y) falls like
     tau^(1 - J) under the flat prior and like p(tau) tau^-J with the normal prior on mu, so
 
     * flat: the mean of mu and tau needs J >= 4, their sd J >= 5 (J < 3: improper, every mean, sd and the
@@ -562,25 +777,30 @@ def summary(
 
     Otherwise the quadrature would return the (large, finite) moment of its truncated range.
 
-    Traceable: ``jax.vmap`` over datasets (and prior scales) works; eager calls compile once per shape.
+    ``case_weights`` (J,): w_j on school j's marginal likelihood term and the tempered conditional of theta_j
+    (module docstring); w_j = 0 gives the same summary as masking school j.
+
+    Traceable: ``jax.vmap`` over datasets (and prior scales, case weights) works; eager calls compile once per
+    shape. Differentiable in both modes with respect to y, sigma, the case weights and the prior's leaves
+    (every entry but ``p_best``, ``threshold`` echoing its input, and ``quadrature_error``).
     """
-    post = posterior(data, prior, num_nodes)
+    post = posterior(data, prior, num_nodes, case_weights=case_weights)
     kind = make_prior(prior).kind
     # The prior is needed again only to draw (p_best); leaving it out otherwise lets all priors share one
     # compiled summary per shape.
     prior = make_prior(prior) if rng_key is not None else None
-    out = _summary_jit(_anonymous(data), prior, post, query_school, threshold, rng_key, num_draws)
-    return _nan_where_no_moment(out, kind, data.mask)
+    out = _summary_jit(_anonymous(data), prior, case_weights, post, query_school, threshold, rng_key, num_draws)
+    return _nan_where_no_moment(out, kind, data, case_weights)
 
 
-def _nan_where_no_moment(out: dict, kind: str, mask) -> dict:
+def _nan_where_no_moment(out: dict, kind: str, data: Schools, case_weights) -> dict:
     """``out`` with NaN for each mean and sd that does not exist (:func:`jaxschools.core.moments.null_nonexistent`;
     a masked school's theta_j | mu, tau ~ N(mu, tau^2) has tau's conditions, not theta's).
 
-    J = sum(mask) may be traced, so this is a select on values, never a Python branch on J.
+    J (:func:`num_in_likelihood`) may be traced, so this is a select on values, never a Python branch on J.
     """
-    num_schools = jnp.sum(jnp.asarray(mask, jnp.int32))
-    mask = jnp.asarray(mask, bool)
+    num_schools = num_in_likelihood(data, case_weights)
+    mask = _case_weights(_anonymous(data), case_weights) > 0
     out = dict(out)
     for name in ("mu", "tau", "log_tau", "theta"):
         out[name] = moments.null_nonexistent(out[name], kind, name, num_schools, jnp.where, observed=mask)
@@ -590,7 +810,7 @@ def _nan_where_no_moment(out: dict, kind: str, mask) -> dict:
 
 
 @filter_jit
-def _summary_jit(data, prior, post, query_school, threshold, rng_key, num_draws):
+def _summary_jit(data, prior, case_weights, post, query_school, threshold, rng_key, num_draws):
     dtype = data.y.dtype
     probs = jnp.asarray(list(QUANTILES.values()), dtype)
     lw = post.log_weights
@@ -598,18 +818,13 @@ def _summary_jit(data, prior, post, query_school, threshold, rng_key, num_draws)
     def block(mean, sd, quantiles):
         return {"mean": mean, "sd": sd, **{key: quantiles[..., i] for i, key in enumerate(QUANTILES)}}
 
-    log_tau_q = jax.vmap(lambda p: _logtau_icdf(post, p))(probs)
-    # mu and the theta_j are all Gaussian mixtures over the same nodes: one solver for the J + 1 of them.
-    loc = jnp.concatenate([post.mu_hat[:, None], post.theta_mean], axis=1)
-    scale = jnp.sqrt(jnp.concatenate([post.mu_var[:, None], post.theta_var], axis=1))
-    q = jax.vmap(lambda m, s: _mixture_quantiles(lw, m, s, probs), in_axes=1)(loc, scale)
-    mu_q, theta_q = q[0], q[1:]
-    theta_sd_nodes = scale[:, 1:]
+    q = _quantiles_jit(post, probs, True)
+    theta_sd_nodes = jnp.sqrt(post.theta_var)
     out = {
-        "mu": block(*_weighted_moments(lw, post.mu_hat, post.mu_var), mu_q),
-        "log_tau": block(*_weighted_moments(lw, post.log_tau), log_tau_q),
-        "tau": block(*_weighted_moments(lw, jnp.exp(post.log_tau)), jnp.exp(log_tau_q)),
-        "theta": block(*_weighted_moments(lw, post.theta_mean, post.theta_var), theta_q),
+        "mu": block(*_weighted_moments(lw, post.mu_hat, post.mu_var), q["mu"]),
+        "log_tau": block(*_weighted_moments(lw, post.log_tau), q["log_tau"]),
+        "tau": block(*_weighted_moments(lw, jnp.exp(post.log_tau)), q["tau"]),
+        "theta": block(*_weighted_moments(lw, post.theta_mean, post.theta_var), q["theta"]),
         "shrinkage": _weighted_moments(lw, post.shrinkage)[0],
     }
     w = jnp.exp(lw)
@@ -633,7 +848,7 @@ def _summary_jit(data, prior, post, query_school, threshold, rng_key, num_draws)
     if rng_key is None:
         out["p_best"] = jnp.full((num_schools,), jnp.nan, dtype)
     else:
-        out["p_best"] = _p_best(rng_key, data, prior, post, num_draws)
+        out["p_best"] = _p_best(rng_key, data, prior, _case_weights(data, case_weights), post, num_draws)
     out["log_evidence"] = post.log_evidence
     out["quadrature_error"] = post.error
     return out
