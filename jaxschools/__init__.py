@@ -29,9 +29,9 @@ __version__ = "0.1.0"
 _LAYER_OF = {
     **dict.fromkeys(
         (
-            "adaptation", "calibration", "classical", "data", "datasets", "diagnostics", "draw_sensitivity", "exact",
-            "input_files", "kernels", "laplace", "models", "moments", "posterior", "predictive", "sampling",
-            "sharding", "streaming", "validation",
+            "adaptation", "calibration", "classical", "data", "datasets", "design", "diagnostics", "draw_sensitivity",
+            "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments", "posterior",
+            "predictive", "sampling", "sharding", "streaming", "validation",
         ),
         "core",
     ),
