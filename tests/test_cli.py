@@ -6,8 +6,9 @@ import pytest
 
 from jaxschools.app import output_folder
 from jaxschools.cli import main
+from sizes import cli_sets
 
-SMALL = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200", "--quiet"]
+SMALL = cli_sets() + ["--quiet"]
 
 CONTRACT_KEYS = {
     "data": {"names", "y", "sigma"},

@@ -82,6 +82,7 @@ def default_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_two_runs_of_the_default_config_give_byte_identical_summaries(default_run):
     """The second run is a real process, as a user runs it (``python -m jaxschools run``, progress shown), a
     fresh interpreter with another hash seed, writing over the first's folder. (The default output folder,

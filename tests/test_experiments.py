@@ -10,8 +10,9 @@ import pytest
 import jaxschools as js
 from jaxschools.core import calibration
 from jaxschools.app import experiments
+from sizes import SAMPLER_SETS
 
-SMALL = ["sampler.num_samples=300", "sampler.burn_in=150", "sweep.chunk_size=3"]
+SMALL = SAMPLER_SETS + ["sweep.chunk_size=3"]
 
 
 @pytest.fixture(scope="module")

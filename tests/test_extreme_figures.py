@@ -28,6 +28,7 @@ from jaxschools.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from oracle import Oracle  # noqa: E402
+from sizes import cli_sets  # noqa: E402
 
 Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
@@ -162,9 +163,8 @@ def test_data_at_the_bounds_run_to_the_end_with_the_exact_posterior_right(tmp_pa
     data = tmp_path / "bounds.csv"
     data.write_text("name,y,sigma\n" + "".join(f"{n},{y!r},{s!r}\n" for n, y, s in zip(NAMES, Y, sigma)))
     out = tmp_path / "out"
-    # The sizes of tests/test_report.py's analyses, so that one compilation serves both in a suite run.
-    argv = ["run", "--data", str(data), "--out", str(out), "--set", "sampler.num_samples=300",
-            "--set", "sampler.burn_in=200"]
+    # The suite's shared sampler size (tests/sizes.py), so that one compilation serves all in a suite run.
+    argv = ["run", "--data", str(data), "--out", str(out)] + cli_sets()
     assert main(argv) == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     oracle = Oracle(Y, sigma)

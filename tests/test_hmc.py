@@ -199,6 +199,7 @@ def test_our_hmc_runs_in_blackjax_loop():
     assert_mean(x**2, 4.0, "x_1^2")
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_blackjax_hmc_runs_in_our_driver():
     """BlackJAX's HMC, unchanged, in our vmapped driver (test_nuts.py also tunes BlackJAX's NUTS with our warm-up)."""
     blackjax = pytest.importorskip("blackjax")
@@ -215,6 +216,7 @@ def test_blackjax_hmc_runs_in_our_driver():
 # HMC through the analysis's sampling stage (config -> kernel, warm-up, frozen kernel) on the marginal; the kernel
 # itself, marginal and non-centered, is test_statistical_layer.py's (test_kernel_matches_exact[hmc-*]), and the
 # analysis's non-centered path (theta from eta) is test_nuts.py's.
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_hmc_matches_the_exact_posterior():
     parameterization = "marginal"
     samples, theta = adapted_chains("hmc", parameterization, num_samples=1000, burn_in=500)

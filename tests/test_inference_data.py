@@ -21,12 +21,12 @@ from jaxschools.app import experiments
 from jaxschools.interop import inference_data
 from jaxschools.core import laplace, models, sampling
 from jaxschools.cli import main
+from sizes import cli_sets
 
 az = pytest.importorskip("arviz")
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200", "--set", "output.figures=false",
-         "--quiet"]
+SMALL = cli_sets("output.figures=false") + ["--quiet"]
 
 
 def _rwmh_samples(data, prior, num_samples=2_000):

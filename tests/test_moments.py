@@ -17,6 +17,7 @@ from scipy import integrate, stats
 
 from jaxschools.core import exact
 from jaxschools.core.data import Schools
+from sizes import SAMPLER_SETS
 
 Y8 = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA8 = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
@@ -300,7 +301,8 @@ def test_summary_of_three_schools_under_the_flat_prior():
     from jaxschools.app import analysis, config
 
     data = Schools(jnp.asarray(Y3), jnp.asarray(SIGMA3))
-    summary = json.loads(json.dumps(analysis.analyze(config.load_config(), data).summary, allow_nan=False))
+    summary = json.loads(json.dumps(analysis.analyze(config.load_config(None, sets=SAMPLER_SETS), data).summary,
+                                    allow_nan=False))
     np.testing.assert_allclose(summary["exact"]["theta"]["mean"], [-0.698011, 3.425189, 7.690188], atol=5e-7)
     for values in (summary["exact"]["theta"]["sd"], summary["theta"]["mean"], summary["theta"]["sd"],
                    summary["theta"]["mean_mcse"]):
@@ -336,7 +338,7 @@ def test_sweep_cells_null_the_means_that_do_not_exist():
     from jaxschools.core import models
 
     key = jax.random.fold_in(jax.random.key(0), 1)
-    resolved = config.load_config(None, sets=["sampler.num_samples=300", "sampler.burn_in=150"])
+    resolved = config.load_config(None, sets=SAMPLER_SETS)
     plan, knobs = inference.plan(resolved), inference.knobs(resolved, jnp.float64)
     for num_schools in (3, 4):
         data = Schools(jnp.asarray(Y8), jnp.asarray(SIGMA8)).replace(mask=jnp.arange(SLOTS) < num_schools)

@@ -94,6 +94,7 @@ def test_unstable_step_diverges_and_stays():
 # ----------------------------------------------------------------------------- BlackJAX interop
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_blackjax_nuts_runs_in_our_driver_with_our_adaptation():
     blackjax = pytest.importorskip("blackjax")
     kernel = blackjax.mcmc.nuts.build_kernel()

@@ -216,6 +216,7 @@ def test_flat_prior_sampler_is_equivariant_within_mcse(sampler, exact_summary, y
     within_mcse(moved["theta"][0], mcse, factor * base["theta"][0][order] + shift)
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 @settings(max_examples=3, **SETTINGS)
 @given(y=effects, sigma=errors, order=permutations, prior=st.sampled_from(("half_cauchy", "half_normal")))
 def test_proper_prior_sampler_ignores_the_order_of_the_schools_within_mcse(sampler, exact_summary, y, sigma, order,

@@ -18,12 +18,13 @@ jax = pytest.importorskip("jax")
 
 from jaxschools.app import config as config_module  # noqa: E402
 from jaxschools.core import data as data_module  # noqa: E402
+from sizes import SAMPLER_SETS  # noqa: E402
 
 MALICIOUS = "<script>alert(1)</script>"
 HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
 FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "ppc", "p_greater"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SHORT_RUN = ["sampler.num_samples=300", "sampler.burn_in=200"]
+SHORT_RUN = SAMPLER_SETS  # tests/sizes.py: compiled chains shared with the other whole-analysis tests
 
 
 @pytest.fixture(scope="module", autouse=True)

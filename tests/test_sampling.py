@@ -69,6 +69,7 @@ def test_chain_draws_do_not_depend_on_the_number_of_chains():
         np.testing.assert_allclose(one.positions[0], many.positions[0], rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_chains_run_in_groups_draw_what_they_draw_side_by_side():
     """Many chains run as sequential groups (sampling.CHAINS_PER_GROUP); here 7 chains in groups of at most 3,
     padded to 9, against all 7 at once, with per-chain starting points."""

@@ -125,6 +125,7 @@ def test_sharded_simulation_study_matches_one_device(four_devices):
     assert result["below"] <= TOLERANCE and result["ranks_equal"], result
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_one_device_mesh_and_bad_meshes():
     data = js.data.eight_schools()
     logdensity = js.models.marginal_logdensity(data)

@@ -28,6 +28,7 @@ import pytest
 from jaxschools import cli
 from jaxschools.app import inference
 from jaxschools.core import adaptation, laplace, models, sampling
+from sizes import cli_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +74,7 @@ def test_chunked_sampling_draws_exactly_what_one_call_draws(marginal, monkeypatc
     assert whole.positions.shape == (10, 150, 2)
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_chunked_sampling_with_an_adaptive_burn_in_draws_what_one_call_draws(marginal):
     (algorithm, warmup), fit = _sampler(marginal, "rwmh", True)
     starts = sampling.overdispersed_positions(jax.random.key(1), fit.mode, fit.cov, 3)
@@ -170,7 +172,7 @@ def test_the_test_hook_leaves_nothing_installed_once_a_run_returns(tmp_path, cap
 
 # --- a signal inside the real figure drawing and the real JSON writer ---------------------------------------
 
-SMALL_RUN = ["--set", "sampler.num_samples=400", "--set", "sampler.burn_in=200"]  # tests/test_cli.py's sizes
+SMALL_RUN = cli_sets()  # tests/sizes.py
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,7 @@ def test_batch_means_and_split_rhat_follow_their_definitions(pair):
     np.testing.assert_allclose(summary.rhat, np.sqrt(((n - 1) / n * within + between_over_n) / within), rtol=1e-9)
 
 
+@pytest.mark.slow  # over 9 s of the default suite on the 2-core machine; CI runs it (-m slow)
 def test_batch_means_ess_agrees_with_arviz_on_a_long_run(target):
     """64 chains x 6,400 draws, 20 batches of 320 steps. The batch-means sigma^2 pools 64 x 19 degrees of
     freedom (relative standard error sqrt(2 / 1216) = 4%) and ArviZ's estimate carries a similar error, so

@@ -12,12 +12,12 @@ import threading
 
 from jaxschools import cli
 from jaxschools.app import experiments
+from sizes import cli_sets
 
-# Three chunks of three cells, at tests/test_experiments.py's sizes (SMALL), so that a suite run may find the
-# compiled programs in its persistent compilation cache.
-SWEEP = ["--set", "output.figures=false", "--set", "sweep.kind='scale_sigma'",
-         "--set", "sweep.values=[0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4]", "--set", "sweep.chunk_size=3",
-         "--set", "sampler.num_samples=300", "--set", "sampler.burn_in=150"]
+# Three chunks of three cells, at the suite's shared sampler size (tests/sizes.py, as test_experiments.py's
+# sweeps), so that a suite run reuses the compiled programs.
+SWEEP = cli_sets("output.figures=false", "sweep.kind='scale_sigma'", "sweep.values=[0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4]",
+                 "sweep.chunk_size=3")
 
 
 def test_interrupted_sweep_resumes_from_stored_chunks(tmp_path, capsys, monkeypatch):
