@@ -262,6 +262,10 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     """
     timings = {}
     start = time.perf_counter()
+    # The names are static metadata (part of a Schools pytree's structure), so a jitted stage compiles once
+    # per tuple of names: every stage below runs on the unnamed data, and datasets that differ only in their
+    # names share one compilation per shape. The names go to the record and the returned Analysis.
+    named, data = data, data.without_names()
     model_cfg, sampler_cfg = config["model"], config["sampler"]
     prior = models.make_prior(
         model_cfg["prior"], mu_loc=model_cfg["mu_loc"], mu_scale=model_cfg["mu_scale"], tau_scale=model_cfg["tau_scale"]
@@ -301,7 +305,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     mu, log_tau = positions[..., 0], positions[..., 1]
     # Joint targets sample theta themselves; the marginal one draws theta | mu, tau, y afterwards.
     theta = chains.theta if chains.theta is not None else posterior.theta_draws(theta_key, positions, data)
-    school, threshold = _default_query(config, data)
+    school, threshold = _default_query(config, named)
     num_schools = data.num_schools
     want_matrix = num_schools <= posterior.P_GREATER_MAX_SCHOOLS
     answers = posterior.queries(positions, theta, data, school, threshold, p_greater=want_matrix)
@@ -346,7 +350,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     pooled = classical.pooled(data)
     summary = {
         "schema_version": SCHEMA_VERSION,
-        "data": {"names": list(data.names), "y": data.y, "sigma": data.sigma},
+        "data": {"names": list(named.names), "y": data.y, "sigma": data.sigma},
         "separate": classical.separate(data),
         "pooled": pooled,
         "laplace": {
@@ -385,7 +389,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
         "shrinkage_mcse": answers["shrinkage_mcse"],
         "queries": {
             "p_exceeds": {
-                "school": data.names[school],
+                "school": named.names[school],
                 "threshold": threshold,
                 "p": answers["p_exceeds"],
                 "mcse": answers["p_exceeds_mcse"],
@@ -410,7 +414,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     figures = _record.analysis_figures(typed, data=data, prior=prior, logdensity=logdensity, fit=fit,
                                        samples=samples, theta=theta, contrast=contrast, predictive=predictive)
     record = results.RunRecord(typed, figures)
-    return Analysis(record, data, logdensity, fit, samples, theta, timings, contrast, predictive)
+    return Analysis(record, named, logdensity, fit, samples, theta, timings, contrast, predictive)
 
 
 def __dir__():

@@ -67,6 +67,15 @@ class Schools:
         obj.names = names
         return obj
 
+    def without_names(self) -> "Schools":
+        """The same leaves with no names (``names == ()``).
+
+        The names are static metadata, part of the pytree's structure, so a jitted function compiles once per
+        tuple of names; computations that do not need them run on this, and datasets that differ only in their
+        names then share one compilation per shape.
+        """
+        return Schools.tree_unflatten((), self.tree_flatten()[0])
+
     def replace(self, **changes) -> "Schools":
         """A copy with some leaves replaced (no validation: for perturbation sweeps)."""
         leaves = {"y": self.y, "sigma": self.sigma, "mask": self.mask, **changes}
