@@ -123,6 +123,26 @@ def test_other_dataset_on_another_scale(tmp_path, capsys):
     assert summary["queries"]["p_exceeds"]["threshold"] == -0.21
 
 
+def test_other_names_reuse_the_compiled_analysis(default_run, tmp_path, monkeypatch):
+    """Names are static pytree metadata: the analysis runs on the unnamed data, so the eight schools under
+    other names (same shapes and config as ``default_run``) trace no log-density again, and the names reach
+    the summary."""
+    from jaxschools.core import models
+
+    traced = []
+    original = models.marginal_loglik
+    monkeypatch.setattr(models, "marginal_loglik", lambda *args: traced.append(1) or original(*args))
+    summary = json.loads((default_run / "summary.json").read_text())
+    data = tmp_path / "renamed.csv"
+    names = [f"school {name}" for name in summary["data"]["names"]]
+    data.write_text("name,y,sigma\n" + "".join(
+        f"{name},{y!r},{s!r}\n" for name, y, s in zip(names, summary["data"]["y"], summary["data"]["sigma"])))
+    out = tmp_path / "renamed"
+    assert main(["run", "--data", str(data), "--out", str(out), "--set", "output.figures=false"] + SMALL) == 0
+    assert traced == []
+    assert json.loads((out / "summary.json").read_text())["data"]["names"] == names
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
