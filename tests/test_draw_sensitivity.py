@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
-from statistical import check_sensitivities
+import test_statistical_layer as layer  # its datasets, targets and chain settings
+from statistical import assert_sensitivities_match, check_sensitivities
 
 import jaxschools as js
 from jaxschools.core import draw_sensitivity as ds
@@ -233,3 +234,172 @@ def test_model_sensitivity_names_and_shapes(eight):
     with pytest.raises(ValueError, match="batches"):
         ds.model_sensitivity(models.marginal_logdensity(eight), draws[:, :3, :2])
     assert "draw_sensitivity" in dir(js) and js.draw_sensitivity is ds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The statistical layer: sampler draws against the exact gradient (slow).
+
+# Three datasets, each under a prior whose hyperparameters matter there: the eight schools under posteriordb's
+# half-Cauchy (tau_scale moves E[tau] by a third of its own size); estimates far closer than their standard
+# errors under the flat prior (tau piled at 0; no hyperparameters); 60 log risk ratios under a half-normal
+# prior on their own scale.
+SENSITIVITY_DATASETS = {
+    "eight_schools": (js.data.eight_schools, models.Prior("half_cauchy")),
+    "tau_near_zero": (layer._tau_near_zero, models.Prior("flat")),
+    "many_schools": (layer._many_schools, models.Prior("half_normal", mu_loc=0.0, mu_scale=1.0, tau_scale=0.3)),
+}
+# The two targets of the issue: the seed's random walk on the marginal (4 x 40,000 draws) and NUTS with Stan's
+# warm-up on the non-centered joint (4 x 2,000), as the kernel layer runs them.
+TARGETS = ("rwmh-marginal", "nuts-noncentered")
+QUERY_SCHOOL = 0
+
+
+def _headline(y, sigma, case_weights, prior, data, threshold):
+    summary = js.exact.summary(data.replace(y=y, sigma=sigma), prior, QUERY_SCHOOL, threshold,
+                               case_weights=case_weights)
+    return {"mu": summary["mu"]["mean"], "tau": summary["tau"]["mean"], "theta": summary["theta"]["mean"],
+            "p_exceeds": summary["p_exceeds"]}
+
+
+def exact_gradient(data, prior: models.Prior, threshold: float) -> dict:
+    """d/dphi of exact.summary's E[mu], E[tau], E[theta] and P(theta_1 > threshold) by jax.jacrev (itself
+    checked against central differences by the exact layer's tests), as ``{quantity: {input: array}}``."""
+    leaves = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, data.y.dtype), prior)
+    jac = jax.jit(jax.jacrev(_headline, argnums=(0, 1, 2, 3)))(data.y, data.sigma, jnp.ones_like(data.y), leaves,
+                                                                 data, threshold)
+    out = {}
+    for name, (d_y, d_sigma, d_w, d_prior) in jac.items():
+        out[name] = {"y": d_y, "sigma": d_sigma, "case_weights": d_w}
+        if prior.proper:
+            out[name].update(mu_loc=d_prior.mu_loc, mu_scale=d_prior.mu_scale, tau_scale=d_prior.tau_scale)
+    return out
+
+
+class _Case:
+    """One dataset: data, prior, the query's threshold (E[theta_1] + sd: a probability near 0.16, where it moves
+    most), the exact gradient, and the draws of each target (made once, on first use)."""
+
+    def __init__(self, name):
+        make, self.prior = SENSITIVITY_DATASETS[name]
+        self.name, self.data = name, make()
+        summary = js.exact.summary(self.data, self.prior)
+        self.threshold = float(summary["theta"]["mean"][QUERY_SCHOOL] + summary["theta"]["sd"][QUERY_SCHOOL])
+        self.exact = exact_gradient(self.data, self.prior, self.threshold)
+        self.draws = {}
+
+    def positions(self, target_name):
+        if target_name not in self.draws:
+            kernel, parameterization = target_name.split("-")
+            target = layer.make_target(self.name, self.data, self.prior, parameterization, layer.NUM_CHAINS)
+            if kernel == "rwmh":
+                self.draws[target_name] = layer._draws(layer._rwmh_seed, target)
+            else:
+                self.draws[target_name] = layer._draws(layer._gradient("nuts"), target,
+                                                       num_samples=layer.GRADIENT_SAMPLES,
+                                                       burn_in=layer.GRADIENT_WARMUP)
+        return self.draws[target_name]
+
+    def logdensity(self, target_name):
+        return models.logdensity_for(self.data, self.prior, target_name.split("-")[1])
+
+
+@pytest.fixture(scope="module")
+def cases():
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = _Case(name)
+        return made[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target_name", TARGETS)
+@pytest.mark.parametrize("dataset", SENSITIVITY_DATASETS)
+def test_sensitivities_match_the_exact_gradient(cases, dataset, target_name):
+    case = cases(dataset)
+    positions = case.positions(target_name)
+    out = ds.model_sensitivity(case.logdensity(target_name), positions, school=QUERY_SCHOOL,
+                               threshold=case.threshold)
+    check = assert_sensitivities_match(positions, out.estimate, out.mcse, case.exact, out.num_batches,
+                                       label=f"{target_name} on {dataset}")
+    worst = check.worst()
+    print(f"{target_name} on {dataset}: {len(check.rows)} components, max |z| {abs(worst.z):.2f} "
+          f"(limit {worst.limit:.2f}, {worst.quantity}); rms z "
+          f"{math.sqrt(np.mean([row.z**2 for row in check.rows])):.2f}")
+
+
+# Deliberately wrong log-density derivatives. Each density has the right value, so the draws are the right ones
+# (those of the correct target, reused), and only its derivative in one input is wrong: the layer must reject
+# the estimates on that input's rows, and pass the others.
+
+
+def _y_derivative_reversed(position, data, prior):
+    """The marginal density, whose derivative in y has the wrong sign (y enters as 2 stop_gradient(y) - y)."""
+    y = 2.0 * jax.lax.stop_gradient(data.y) - data.y
+    return models.marginal_logdensity(data.replace(y=y), prior)(position)
+
+
+def _log_variance_constant_in_sigma(position, data, prior):
+    """The marginal density with -1/2 log(sigma_j^2 + tau^2) treated as a constant in sigma: its derivative in
+    sigma_j misses -sigma_j / (sigma_j^2 + tau^2), a term that depends on tau (unlike -log sigma_j in a
+    conditional likelihood, whose omission would change nothing)."""
+    tau2 = jnp.exp(2.0 * position[1])
+    frozen = jnp.log(jax.lax.stop_gradient(data.sigma) ** 2 + tau2) - jnp.log(data.sigma**2 + tau2)
+    return models.marginal_logdensity(data, prior)(position) - 0.5 * jnp.sum(frozen)
+
+
+@jax.tree_util.register_pytree_node_class
+class _WeightsOnTheConditionalTerm(models.LogDensity):
+    """The non-centered joint with case weights on the conditional term, N(y_j | theta_j, sigma_j^2)^w_j, instead
+    of the marginal term: the same density at w = 1, another derivative in w (the issue's warning)."""
+
+    __slots__ = ()
+
+    def __call__(self, position):
+        theta = position[0] + jnp.exp(position[1]) * position[2:]
+        conditional = jax.scipy.stats.norm.logpdf(self.data.y, theta, self.data.sigma)
+        return self.fn(position, self.data, self.prior) + jnp.sum((self.case_weights - 1.0) * conditional)
+
+
+def _wrong_marginal(fn):
+    return lambda data, prior: models.LogDensity(fn, data, prior, "marginal")
+
+
+def _wrong_weights(data, prior):
+    right = models.joint_logdensity(data, prior, "noncentered")
+    return _WeightsOnTheConditionalTerm(right.fn, data, prior, "noncentered", jnp.ones_like(data.y))
+
+
+# bug -> (dataset, target, density(data, prior), the input whose derivative is wrong)
+WRONG_DERIVATIVES = {
+    "y-derivative-reversed": ("eight_schools", "rwmh-marginal", _wrong_marginal(_y_derivative_reversed), "y"),
+    "log-variance-constant-in-sigma": ("eight_schools", "rwmh-marginal",
+                                       _wrong_marginal(_log_variance_constant_in_sigma), "sigma"),
+    "weights-on-the-conditional-term": ("eight_schools", "nuts-noncentered", _wrong_weights, "case_weights"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", WRONG_DERIVATIVES)
+def test_a_wrong_log_density_derivative_fails(cases, bug):
+    dataset, target_name, make, wrong_input = WRONG_DERIVATIVES[bug]
+    case = cases(dataset)
+    positions = case.positions(target_name)
+    out = ds.model_sensitivity(make(case.data, case.prior), positions, school=QUERY_SCHOOL, threshold=case.threshold)
+    check = check_sensitivities(positions, out.estimate, out.mcse, case.exact, out.num_batches)
+    assert check.mixed, check.mixing  # the right draws: the layer must catch the derivative, not the chains
+    with pytest.raises(AssertionError, match="disagree with the exact gradient"):
+        assert_sensitivities_match(positions, out.estimate, out.mcse, case.exact, out.num_batches)
+    assert all(f"/ d {wrong_input} [" in row.quantity for row in check.failures), check.table(check.failures)
+    worst = check.worst()
+    print(f"{bug}: {len(check.failures)} of {len(check.rows)} components fail, max |z| {abs(worst.z):.1f} "
+          f"(limit {worst.limit:.2f}, {worst.quantity})")
+    if bug == "y-derivative-reversed":
+        # Power from exact values, not this run's luck: mu does not read y, so the reversed score's estimand of
+        # d E[mu] / d y_j is -exact, 2 |exact| / MCSE away; the largest must be at least twice the limit.
+        expected = [2 * abs(float(exact)) / float(mcse) for exact, mcse in
+                    zip(case.exact["mu"]["y"], out.mcse["mu"]["y"])]
+        assert max(expected) >= 2 * worst.limit, expected
