@@ -79,13 +79,12 @@ so w_j enters mu_hat's precision as w_j / (sigma_j^2 + tau^2) and the log-likeli
 computed as log B_j = -softplus(2 log tau + log w_j - log sigma_j^2) (exact as tau -> 0 or inf, and B_j = 1
 at w_j = 0, with its derivative -tau^2 / sigma_j^2 there too). w_j = 1 is the data as given, w_j = 0 is exactly
 leaving school j out (the same as ``mask`` False: it is also left out of the search bracket, so the rule is
-the masked dataset's). The weight is defined once, on the marginal term; tempering the conditional instead
-(N(y_j | theta_j, sigma_j^2 / w_j) in the joint model) would give the same posterior of (mu, tau) at w_j = 0
-and 1 but not the same derivative in w_j. The tempered conditional of theta_j is what makes w_j = 0 leave
-school j out of theta_j's posterior too; d E[theta_j | y] / d w_j therefore includes E[(dB_j / dw_j)(mu - y_j)]
-(a weighted joint density that keeps N(y_j | theta_j, sigma_j^2), as :mod:`jaxschools.core.models` does, has
-the same (mu, tau) posterior but not this term, and keeps y_j in theta_j's conditional at w_j = 0). A masked
-school has weight 0 whatever ``case_weights`` says. The moments' existence
+the masked dataset's). The weight is defined once, on the marginal term: weighting the joint model's term
+N(y_j | theta_j, sigma_j^2)^w_j instead (under which y_j | mu, tau ~ N(mu, sigma_j^2 / w_j + tau^2)) gives the
+same posterior of (mu, tau) at w_j = 0 and 1 but not the same derivative in w_j. The tempered conditional of
+theta_j is what makes w_j = 0 leave school j out of theta_j's posterior too; d E[theta_j | y] / d w_j therefore
+includes E[(dB_j / dw_j)(mu - y_j)] (:mod:`jaxschools.core.models`' weighted densities define the same
+weighted posterior). A masked school has weight 0 whatever ``case_weights`` says. The moments' existence
 rule (:mod:`jaxschools.core.moments`) then counts J = ceil(sum_j w_j): p(tau | y) falls like tau^(1 - sum w)
 (flat) or p(tau) tau^(-sum w), and with an integer threshold n, sum w > n - 1 iff ceil(sum w) >= n. The
 coarse grid assumes a posterior of log tau no narrower than that of J unit weights (weights up to about 1).
