@@ -17,14 +17,28 @@ SMALL = SAMPLER_SETS + ["sweep.chunk_size=3"]
 
 @pytest.fixture(scope="module")
 def scale_sweep():
+    """A config sweep of four proposal scales in two chunks (3 + 1 padded), run once for the module; how many
+    times the cell was traced while it ran is kept for test_sweep_compiles_once_for_all_cells."""
     config = js.config.load_config(
         None, sets=SMALL + ["sweep.kind='config'", "sweep.key='sampler.scale'", "sweep.values=[0.5, 1.0, 2.0, 3.0]"]
     )
-    return config, experiments.run(config)
+    traces = []
+    original = experiments._sweep_cell
+
+    def counting(*args, **kwargs):
+        traces.append(1)
+        return original(*args, **kwargs)
+
+    experiments._sweep_cell = counting
+    try:
+        result = experiments.run(config)
+    finally:
+        experiments._sweep_cell = original
+    return config, result, len(traces)
 
 
 def test_sweep_rows_hold_the_contract_keys(scale_sweep):
-    _, result = scale_sweep
+    _, result, _ = scale_sweep
     rows = result.summary["sweep"]
     assert [row["value"] for row in rows] == [0.5, 1.0, 2.0, 3.0]
     for row in rows:
@@ -43,7 +57,7 @@ def test_a_sweeps_summary_json_is_the_typed_record(scale_sweep):
     and every row says which kernel and parameterization ran it."""
     from jaxschools.app import results
 
-    config, result = scale_sweep
+    config, result, _ = scale_sweep
     summary = json.loads(json.dumps(result.summary, allow_nan=False))
     record = results.Summary.from_json(summary)
     assert record.to_json() == summary and len(record.sweep) == 4 and record.simulation is None
@@ -53,7 +67,7 @@ def test_a_sweeps_summary_json_is_the_typed_record(scale_sweep):
 
 def test_a_vmapped_cell_equals_the_same_inference_run_alone(scale_sweep):
     """Cell 2 (scale 2.0) against _sweep_cell called directly, unbatched, with the same key."""
-    config, result = scale_sweep
+    config, result, _ = scale_sweep
     data = js.data.eight_schools()
     key = jax.random.fold_in(jax.random.key(config["sampler"]["seed"]), 1)
     knobs = js.inference.Knobs(scale=jnp.asarray(2.0), step_size=jnp.asarray(1.0), init_spread=jnp.asarray(2.0))
@@ -79,22 +93,10 @@ def test_leave_one_out_cell_equals_the_dataset_without_that_school():
     np.testing.assert_allclose(samples_a.positions, samples_b.positions, rtol=1e-8, atol=1e-10)
 
 
-def test_sweep_compiles_once_for_all_cells(eight):
-    traces = []
-    original = experiments._sweep_cell
-
-    def counting(*args, **kwargs):
-        traces.append(1)
-        return original(*args, **kwargs)
-
-    config = js.config.load_config(None, sets=SMALL + ["sweep.kind='scale_sigma'", "sweep.values=[0.5, 1, 2, 4, 8]"])
-    experiments._sweep_cell = counting
-    try:
-        rows, _, timing = experiments._run_sweep(config, eight, experiments.ChunkStore(None), None, 0, 28.0)
-    finally:
-        experiments._sweep_cell = original
-    assert len(rows) == 5 and timing["chunks_computed"] == 2
-    assert len(traces) <= 2  # traced for eval_shape (structure) and once for the compilation shared by all chunks
+def test_sweep_compiles_once_for_all_cells(scale_sweep):
+    _, result, traces = scale_sweep
+    assert len(result.summary["sweep"]) == 4 and result.timings["sweep"]["chunks_computed"] == 2
+    assert 1 <= traces <= 2  # traced for eval_shape (structure) and once for the compilation shared by all chunks
 
 
 def test_interrupted_chunks_resume_without_recomputing(tmp_path):
