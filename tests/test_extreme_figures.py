@@ -85,6 +85,21 @@ def test_histogram_of_a_constant_is_drawn():
     assert plots._histogram(ax, np.array([np.nan, np.inf]), "tab:blue", "none") is None
 
 
+def test_the_marginal_panels_range_is_the_draws_central_part():
+    """results.central_range, the range the histograms bin and the Laplace curves span: the 0.001 and 0.999
+    quantiles of the finite values; widened about a constant; None without a finite value."""
+    from jaxschools.app import results
+
+    x = np.random.default_rng(3).standard_cauchy(5000)
+    x[::7] = np.nan
+    assert results.central_range(x) == tuple(np.quantile(x[np.isfinite(x)], [0.001, 0.999]))
+    low, high = results.central_range(np.full(10, 7.0))
+    assert low < 7.0 < high
+    assert results.central_range(np.array([np.nan, -np.inf])) is None
+    with pytest.raises(plots.Unplottable), np.errstate(over="ignore"):  # the quantiles' own arithmetic overflows
+        results.central_range(np.array([-1.5e308, 1.5e308]))
+
+
 def test_values_wider_than_double_precision_are_unplottable():
     with pytest.raises(plots.Unplottable, match="span more than double precision"):
         plots._span(-1.5e308, 1.5e308)

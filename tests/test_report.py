@@ -301,3 +301,128 @@ def test_the_footer_shows_the_versions_of_the_run_not_of_the_renderer(eight_anal
     footer = report.render_html(summary).split('<footer id="provenance">')[1]
     for version in ("0.0.1-elsewhere", "0.0.2-elsewhere", "0.0.3-elsewhere"):
         assert f"<td>{version}</td>" in footer
+
+
+@pytest.mark.parametrize("which", ["eight_analysis", "hostile_analysis"])
+def test_the_record_carries_the_laplace_curves_ellipse_and_autocorrelation_band(which, request):
+    """The statistics the marginals, contour and autocorrelation figures draw are the record's, computed by the
+    application, and right against independent oracles: each Laplace curve is scipy's N(mode_d, cov_dd) density
+    over a grid covering the draws' central 99.8% and mode -/+ 3.5 sd; every point of the ellipse solves
+    (x - mode)' cov^-1 (x - mode) = scipy's chi^2_2 0.95 quantile, and the points go once round it; the band is
+    scipy's Phi^-1(0.975) / sqrt(draws per chain). The eight schools (4 chains) and J = 3 on a scale of millions
+    (1 chain)."""
+    stats = pytest.importorskip("scipy.stats")
+    analysis = request.getfixturevalue(which)
+    summary, figures = analysis.record.summary, analysis.record.figures
+    assert summary.laplace.converged
+    mode, cov = np.asarray(summary.laplace.mode), np.asarray(summary.laplace.cov)
+    draws = np.asarray(analysis.samples.positions, float).reshape(-1, 2)
+    for d in range(2):
+        grid, density = figures.laplace_marginals[d]
+        sd = np.sqrt(cov[d, d])
+        np.testing.assert_allclose(density, stats.norm.pdf(grid, mode[d], sd), rtol=1e-12, atol=0)
+        assert np.all(np.diff(grid) > 0)
+        low, high = np.quantile(draws[:, d], [0.001, 0.999])
+        assert grid[0] <= min(low, mode[d] - 3.5 * sd) and grid[-1] >= max(high, mode[d] + 3.5 * sd)
+    ring = figures.laplace_ellipse
+    centred = ring - mode[:, None]
+    quadratic = np.einsum("in,ij,jn->n", centred, np.linalg.inv(cov), centred)
+    np.testing.assert_allclose(quadratic, stats.chi2.ppf(0.95, 2), rtol=1e-9)
+    whitened = np.linalg.solve(np.linalg.cholesky(cov), centred)
+    turned = np.unwrap(np.arctan2(whitened[1], whitened[0]))
+    assert np.all(np.diff(turned) > 0) and turned[-1] - turned[0] == pytest.approx(2 * np.pi, rel=1e-9)
+    num_draws = analysis.samples.positions.shape[1]
+    assert figures.autocorrelation_band == pytest.approx(stats.norm.ppf(0.975) / np.sqrt(num_draws), rel=1e-12)
+
+
+def test_the_laplace_overlays_are_absent_where_the_fit_cannot_give_them():
+    """No ellipse without a finite mode and a positive definite covariance; no normal marginal where the fit did
+    not converge (the figure then shows none, as before) or a coordinate has no finite draws."""
+    from jaxschools.app import _record
+
+    draws = np.random.default_rng(0).normal(size=(200, 2))
+    good, mode = np.array([[2.0, 0.3], [0.3, 0.5]]), np.array([1.0, 0.5])
+    assert _record.laplace_ellipse(mode, good).shape == (2, _record.ELLIPSE_POINTS)
+    assert _record.laplace_ellipse(mode, np.array([[1.0, 2.0], [2.0, 1.0]])) is None  # indefinite
+    assert _record.laplace_ellipse(np.array([np.nan, 0.5]), good) is None
+    assert _record.laplace_marginals(draws, mode, good, converged=False) == (None, None)
+    assert _record.laplace_marginals(draws, mode, -good, converged=True) == (None, None)
+    mu_only = draws.copy()
+    mu_only[:, 1] = np.nan
+    curves = _record.laplace_marginals(mu_only, mode, good, converged=True)
+    assert curves[0] is not None and curves[1] is None
+
+
+def _line(figure, label):
+    (line,) = [line for ax in figure.get_axes() for line in ax.get_lines() if line.get_label().startswith(label)]
+    return np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+
+
+def test_the_figures_draw_the_records_laplace_curves_ellipse_and_band_as_given(eight_analysis):
+    """The renderers draw the record's values and compute none: given a record whose Laplace curves, ellipse and
+    band are not those of the fit (halved densities, a square, a band of 0.123), the figures show exactly those,
+    so a renderer that recomputed them from the mode and covariance or the number of draws would fail here."""
+    import dataclasses
+
+    from jaxschools.presentation import plots
+
+    record = eight_analysis.record
+    figures = record.figures
+    curves = tuple((grid, 0.5 * density) for grid, density in figures.laplace_marginals)
+    square = np.array([[0.0, 1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 0.0]]) + np.asarray(record.summary.laplace.mode)[:, None]
+    altered = dataclasses.replace(record, figures=dataclasses.replace(
+        figures, laplace_marginals=curves, laplace_ellipse=square, autocorrelation_band=0.123))
+    specs = {spec.name: spec for spec in plots.make_figures(altered)}
+
+    drawn = [line for ax in specs["marginals"].figure.get_axes() for line in ax.get_lines()
+             if line.get_label().startswith("Laplace normal")]
+    assert len(drawn) == 2
+    for line, (grid, density) in zip(drawn, curves):
+        np.testing.assert_array_equal(line.get_xdata(), grid)
+        np.testing.assert_array_equal(line.get_ydata(), density)
+    x, y = _line(specs["contour"].figure, "Laplace 95% ellipse")
+    np.testing.assert_array_equal(np.stack([x, y]), square)
+    for ax in specs["autocorrelation"].figure.get_axes():
+        (band,) = ax.patches
+        heights = band.get_patch_transform().transform(band.get_path().vertices)[:, 1]
+        assert (heights.min(), heights.max()) == pytest.approx((-0.123, 0.123), rel=1e-12)
+    for spec in specs.values():
+        spec.figure.clear()
+
+
+def test_the_record_decides_whether_frozen_chains_accepted_every_proposal(eight_analysis):
+    """mcmc.frozen_accepted_every_proposal is the application's verdict: true when the frozen chains that did not
+    reject (stuck ones excluded) all accepted every proposal among those with a known rate."""
+    from jaxschools.app import _record
+
+    def verdict(acceptance, frozen):
+        summary = eight_analysis.summary
+        summary["mcmc"]["acceptance_rate"] = acceptance
+        summary["mcmc"]["flags"]["frozen_chains"] = frozen
+        mcmc = _record.summary_record(summary, limits=summary["mcmc"]["limits"]).mcmc
+        return list(mcmc.frozen_accepting), mcmc.frozen_accepted_every_proposal
+
+    rates = [1.0, 1.0, 0.9, 0.001]
+    assert verdict(rates, [0, 1]) == ([0, 1], True)
+    assert verdict(rates, [0, 2]) == ([0, 2], False)
+    assert verdict(rates, [0, 3]) == ([0], True)  # chain 3 is stuck (it rejected), not frozen by rounding
+    assert verdict(rates, [3]) == ([], False)
+    assert verdict(rates, []) == ([], False)
+    assert verdict([None, 1.0, 1.0, 1.0], [0]) == ([0], False)  # no known rate: nothing to say
+
+
+@pytest.mark.parametrize("every", [True, False])
+def test_the_report_words_the_frozen_chains_verdict_of_the_record(eight_analysis, every):
+    """The warning says "accepting every proposal" from the record's flag alone, not from the acceptance rates
+    (here 1.0 for every chain either way)."""
+    from jaxschools.presentation import report
+
+    summary = copy.deepcopy(eight_analysis.summary)
+    mcmc = summary["mcmc"]
+    mcmc["acceptance_rate"] = [1.0] * len(mcmc["acceptance_rate"])
+    mcmc["flags"].update(frozen_chains=[0], stuck_chains=[0])
+    mcmc.update(frozen_accepting=[0], frozen_accepted_every_proposal=every)
+    warning = report.render_html(summary).split('id="warnings"')[1].split("</div>")[0]
+    assert "Chain 1 did not move" in warning
+    assert ("while accepting every proposal" in warning) is every
+    assert ("below floating-point resolution" in warning) is every

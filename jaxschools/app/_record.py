@@ -3,8 +3,9 @@
 :func:`summary_record` completes the analysis's computed summary with what the report shows beside it
 (the pooled 95% interval, the Laplace sds and correlation, P(theta_k > c) under the separate and pooled
 analyses, the Laplace fit against the exact posterior, the exact check's rows) and types it;
-:func:`analysis_figures` computes the arrays the figures draw (the log posterior on a grid, the exact
-density of log tau, autocorrelations, the shrinkage curve, the divergence panels). Everything the report
+:func:`analysis_figures` computes the arrays the figures draw (the log posterior on a grid, the Laplace
+fit's 95% ellipse and normal marginals, the exact density of log tau, autocorrelations and white noise's band,
+the shrinkage curve, the divergence panels). Everything the report
 and the figures show is computed here, once, so that they only render.
 """
 
@@ -26,7 +27,8 @@ from jaxschools.core._jit import filter_jit
 
 __all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
            "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG", "HPD_FRACTIONS", "hpd_levels", "MAX_FOREST_SCHOOLS",
-           "forest_schools", "OFF_CENTRE_SHIFT"]
+           "forest_schools", "OFF_CENTRE_SHIFT", "CHI2_2_95", "laplace_ellipse", "laplace_marginals",
+           "autocorrelation_band"]
 
 # The posterior predictive check's test statistics (jaxschools.core.predictive.STATISTICS), worded for people.
 PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the y_j", "sd": "sd of the y_j",
@@ -41,6 +43,13 @@ HPD_FRACTIONS = (0.5, 0.8, 0.95, 0.99)
 MAX_FOREST_SCHOOLS = 40
 # |Laplace mode - exact mean| / exact sd beyond which the report calls the mode off the posterior's centre.
 OFF_CENTRE_SHIFT = 0.1
+# chi^2_2 quantile at 0.95 (chi^2 with 2 df is exponential with mean 2, F(q) = 1 - exp(-q / 2)): the Laplace
+# approximation's 95% region is (x - m)' cov^-1 (x - m) <= this; its boundary is drawn with ELLIPSE_POINTS points.
+CHI2_2_95 = -2.0 * math.log(0.05)
+ELLIPSE_POINTS = 200
+# The marginals figure's Laplace normal curves: points, and their reach beyond the mode in sds (besides the draws'
+# central 99.8%, results.central_range, which the panel's histogram shows).
+LAPLACE_POINTS, LAPLACE_REACH = 400, 3.5
 
 
 def _sqrt(x):
@@ -62,7 +71,8 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
     """The :class:`~jaxschools.app.results.Summary` of the analysis's computed ``summary`` (JSON-ready).
 
     Adds the derived keys of schema 3: ``pooled.sd/q025/q975`` (the pooled mean -/+ 1.96 sd),
-    ``laplace.sd/corr/tau_at_mode``, ``mcmc.limits``, ``queries.p_exceeds.exact/separate/pooled`` (N(y_k,
+    ``laplace.sd/corr/tau_at_mode``, ``mcmc.limits``, ``mcmc.frozen_accepting`` and
+    ``mcmc.frozen_accepted_every_proposal``, ``queries.p_exceeds.exact/separate/pooled`` (N(y_k,
     sigma_k^2) and N(pooled mean, pooled var) upper tails at c), ``predictive.ppc.<T>.label``,
     and ``laplace_vs_exact``. Every other key must be in ``summary`` already: a missing one fails
     (:class:`~jaxschools.app.results.SchemaError`).
@@ -87,7 +97,11 @@ def summary_record(summary: dict, *, limits: dict) -> results.Summary:
     # A frozen chain that rejected (nearly) everything is explained by that (stuck); the others moved too little.
     accepting = [c for c in mcmc["flags"]["frozen_chains"]
                  if not (_finite(acceptance[c]) and acceptance[c] < limits["stuck_acceptance"])]
-    mcmc.update(limits=limits, frozen_accepting=accepting)
+    # Accepting every proposal while not moving: each step rounds back to the current point (a step below
+    # floating-point resolution, which "accepts" exactly), not a slowly mixing chain.
+    rates = [acceptance[c] for c in accepting if _finite(acceptance[c])]
+    mcmc.update(limits=limits, frozen_accepting=accepting,
+                frozen_accepted_every_proposal=bool(rates) and min(rates) >= 1.0)
     s["mcmc"] = mcmc
 
     ex = s["exact"]
@@ -235,6 +249,61 @@ def shrinkage_curve(sigma, log_tau_draws):
     return grid, np.mean(0.5 * (1.0 + np.tanh(0.5 * z)), axis=1)
 
 
+def laplace_ellipse(mode, cov, num_points: int = ELLIPSE_POINTS):
+    """(2, num_points) points on the boundary of the Laplace fit's 95% region, or None.
+
+    The region is {x : (x - mode)' cov^-1 (x - mode) <= chi^2_2(0.95)}; with cov = L L' (Cholesky), its boundary
+    is mode + sqrt(chi^2_2(0.95)) L (cos a, sin a)' for a in [0, 2 pi] (the first point repeated last, so the
+    drawn ring closes). None where the mode is not finite or cov is not positive definite (no ellipse exists).
+    """
+    mode, cov = np.asarray(mode, float), np.asarray(cov, float)
+    if not (np.all(np.isfinite(mode)) and _valid_cov(cov)):
+        return None
+    angle = np.linspace(0, 2 * np.pi, num_points)
+    factor = np.linalg.cholesky(cov)
+    circle = np.stack([np.cos(angle), np.sin(angle)])
+    return mode[:, None] + math.sqrt(CHI2_2_95) * factor @ circle
+
+
+def _normal_pdf(x, mean, sd):
+    """The N(mean, sd^2) density at ``x``."""
+    return np.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+
+
+def laplace_marginals(draws, mode, cov, converged: bool) -> tuple:
+    """Per coordinate (mu, log tau): ``(grid, density)`` of the Laplace normal N(mode_d, cov_dd), or None.
+
+    The grid (:data:`LAPLACE_POINTS` points) spans the draws' central 99.8% (:func:`results.central_range`, the
+    range the marginals figure bins them over) and mode_d -/+ :data:`LAPLACE_REACH` sd, so the curve covers the
+    whole panel. None for both coordinates where the fit did not converge or cov is not positive definite (the
+    figure then shows no normal approximation), and for a coordinate without finite draws or a finite mode.
+    ``draws``: (n, 2) finite rows of (mu, log tau).
+    """
+    mode, cov = np.asarray(mode, float), np.asarray(cov, float)
+    if not (converged and _valid_cov(cov)):
+        return (None, None)
+    curves = []
+    for d in range(2):
+        try:
+            shown = results.central_range(draws[:, d])
+        except results.Unplottable:  # the panel's histogram cannot be drawn either; the report says why
+            shown = None
+        if shown is None or not np.isfinite(mode[d]):
+            curves.append(None)
+            continue
+        sd = math.sqrt(float(cov[d, d]))
+        low, high = min(shown[0], mode[d] - LAPLACE_REACH * sd), max(shown[1], mode[d] + LAPLACE_REACH * sd)
+        grid = np.linspace(low, high, LAPLACE_POINTS)
+        curves.append((grid, _normal_pdf(grid, mode[d], sd)))
+    return tuple(curves)
+
+
+def autocorrelation_band(num_draws: int) -> float:
+    """Phi^-1(0.975) / sqrt(num_draws): the sample autocorrelation of ``num_draws`` white-noise draws at a lag > 0 is
+    approximately N(0, 1 / num_draws) (Bartlett), so it falls within -/+ this 95% of the time."""
+    return _Z975 / math.sqrt(max(num_draws, 1))
+
+
 def _divergence_panels(parameterization, samples, theta, contrast) -> list:
     """(title, log tau, theta_1, divergent) for the run and its contrast, when any divergence occurred."""
     runs = [(parameterization, samples, theta)]
@@ -277,9 +346,12 @@ def analysis_figures(summary: results.Summary, *, data, prior, logdensity, fit, 
         positions=positions,
         contour=contour,
         contour_note=contour_note,
+        laplace_ellipse=laplace_ellipse(mode, cov),
         exact_log_tau=exact_curve,
         exact_note=exact_note,
+        laplace_marginals=laplace_marginals(draws, mode, cov, bool(fit.converged)),
         autocorrelation=rho,
+        autocorrelation_band=autocorrelation_band(num_draws),
         mu_median=float(np.median(draws[:, 0])) if draws.size else None,
         shrinkage_curve=shrinkage_curve(data.sigma, positions[..., 1]),
         divergence_panels=tuple(_divergence_panels(summary.mcmc.parameterization, samples, theta, contrast)),

@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 __all__ = [
-    "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "failure_note", "finite", "finite_rows", "valid_cov",
+    "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "central_range", "failure_note", "finite", "finite_rows", "valid_cov",
     "school_label", "Z975", "Record", "key_paths",
     "Summary", "Data", "Separate", "Pooled", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
     "Mean", "ContrastPosterior", "Stats", "Posterior", "Theta", "PExceeds", "Queries", "Moments", "NewSchool",
@@ -71,6 +71,25 @@ def span(low: float, high: float, pad: float = 0.06) -> tuple[float, float]:
     if not (math.isfinite(width) and all(map(math.isfinite, limits))):
         raise Unplottable(f"the values from {low:.3g} to {high:.3g} span more than double precision can plot")
     return limits
+
+
+def central_range(values) -> Optional[tuple[float, float]]:
+    """The central 99.8% of the finite ``values`` (their 0.001 and 0.999 quantiles), made non-degenerate by
+    :func:`span` (without padding) where they are equal; None when no value is finite.
+
+    A drawing range, not a statistic: the marginal figures bin the draws over it, cutting the extreme tails so
+    the bulk stays readable, and the analysis lays the Laplace curve it computes for those panels over the same
+    range (:func:`jaxschools.app._record.analysis_figures`), so that both are one rule. Raises
+    :class:`Unplottable` when the range overflows double precision.
+    """
+    x = np.asarray(values, float).ravel()
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return None
+    low, high = np.quantile(x, [0.001, 0.999])
+    if not high > low or not math.isfinite(high - low):
+        low, high = span(float(low), float(high), pad=0.0)
+    return low, high
 
 
 def failure_note(error: BaseException) -> str:
@@ -410,6 +429,9 @@ class Mcmc(Record):
     # Frozen chains (flags.frozen_chains) that accepted at least limits.stuck_acceptance of their proposals: frozen
     # not by rejecting but by steps below floating-point resolution (the others are stuck).
     frozen_accepting: tuple[int, ...]
+    # Every chain of frozen_accepting with a known acceptance rate accepted every proposal (rate 1, at least one
+    # known): the report then says their steps are below floating-point resolution.
+    frozen_accepted_every_proposal: bool
     parameterization: str
     divergence_rate: Real
     divergences_below_median_tau: Real
@@ -755,9 +777,15 @@ class AnalysisFigures(Record):
     """What the single analysis's figures draw, beyond the summary's numbers.
 
     ``positions`` (chain, draw, 2) the kept draws of (mu, log tau); ``contour`` the log posterior on a grid
-    and its highest-density levels (:class:`ContourGrid`), or None with ``contour_note`` saying why; ``exact_log_tau``
-    ``(grid, density)`` of the exact marginal of log tau, or None with ``exact_note``; ``autocorrelation``
-    (chain, 2, lag) of mu and log tau; ``mu_median`` the posterior median of mu (the shrinkage figure's line
+    and its highest-density levels (:class:`ContourGrid`), or None with ``contour_note`` saying why;
+    ``laplace_ellipse`` (2, points) the boundary of the Laplace fit's 95% region, {x : (x - mode)' cov^-1
+    (x - mode) = chi^2_2(0.95)}, or None where the fit has no finite mode or positive definite covariance;
+    ``exact_log_tau`` ``(grid, density)`` of the exact marginal of log tau, or None with ``exact_note``;
+    ``laplace_marginals`` per coordinate (mu, log tau) ``(grid, density)`` of the Laplace normal
+    N(mode_d, cov_dd), or None where the marginals figure draws none (the fit did not converge, has no valid
+    covariance, or there are no finite draws); ``autocorrelation`` (chain, 2, lag) of mu and log tau and
+    ``autocorrelation_band`` Phi^-1(0.975) / sqrt(draws per chain), the half-width within which white noise's
+    sample autocorrelation falls 95% of the time; ``mu_median`` the posterior median of mu (the shrinkage figure's line
     where E[mu | y] does not exist); ``shrinkage_curve`` ``(sigma grid, E[sigma^2 / (sigma^2 + tau^2) | y])``
     or None; ``divergence_panels`` empty without divergences; ``ppc`` the check's statistics
     ``(observed (S,), replicated (chain, draw, S), p_value (S,))`` and ``new_school`` its
@@ -767,9 +795,12 @@ class AnalysisFigures(Record):
     positions: np.ndarray
     contour: Optional[ContourGrid]
     contour_note: str
+    laplace_ellipse: Optional[np.ndarray]
     exact_log_tau: Optional[tuple[np.ndarray, ...]]
     exact_note: str
+    laplace_marginals: tuple[Optional[tuple[np.ndarray, ...]], ...]
     autocorrelation: np.ndarray
+    autocorrelation_band: float
     mu_median: Real
     shrinkage_curve: Optional[tuple[np.ndarray, ...]]
     divergence_panels: tuple[DivergencePanel, ...]

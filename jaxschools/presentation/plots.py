@@ -23,11 +23,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxschools.app import results
-from jaxschools.app.results import Z975 as _Z975
 from jaxschools.app.results import Unplottable, failure_note
+from jaxschools.app.results import central_range as _central_range
 from jaxschools.app.results import finite_rows as _finite_rows
 from jaxschools.app.results import span as _span
-from jaxschools.app.results import valid_cov as _valid_cov
 
 __all__ = [
     "FigureSpec",
@@ -55,8 +54,6 @@ MAX_SCATTER_POINTS = 3000
 MAX_TRACE_POINTS = 4000
 # School names are labelled on the shrinkage plot up to this many schools.
 MAX_LABELLED_SCHOOLS = 30
-# chi^2_2 quantile at 0.95: the Laplace approximation's 95% region is (x - m)' cov^-1 (x - m) <= this.
-_CHI2_2_95 = -2.0 * math.log(0.05)
 
 MU, LOG_TAU = r"$\mu$", r"$\log\,\tau$"
 _SEPARATE, _POOLED, _HIERARCHICAL, _EXACT, _LAPLACE, _DRAWS = (
@@ -142,10 +139,6 @@ def _chain_colors(num_chains: int):
     return [palette[c % len(palette)] for c in range(num_chains)]
 
 
-def _normal_pdf(x, mean, sd):
-    return np.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
-
-
 def _spread(values: np.ndarray, gap: float) -> np.ndarray:
     """Label positions near ``values``, at least ``gap`` apart, keeping their order and mean; NaN where a
     value is not finite (it has no point to label)."""
@@ -170,13 +163,16 @@ def _histogram(ax, x: np.ndarray, color, label: str):
     """
     x = np.asarray(x, float).ravel()
     x = x[np.isfinite(x)]
-    if not x.size:
+    # The binned range and the number of bins are drawing choices (what part of the draws the panel shows, at
+    # what resolution), not statistics of the posterior: the report's numbers come from the record. The range
+    # rule is results.central_range, which the application also uses to lay out the Laplace curves it computes
+    # for the marginals panels, so the curve and the histogram span the same values.
+    drawn = _central_range(x)
+    if drawn is None:
         ax.text(0.5, 0.5, "no finite values to show", transform=ax.transAxes, ha="center", va="center",
                 fontsize=8, color="0.4")
         return None
-    low, high = np.quantile(x, [0.001, 0.999])
-    if not high > low or not math.isfinite(high - low):
-        low, high = _span(float(low), float(high), pad=0.0)
+    low, high = drawn
     bins = int(np.clip(2.0 * x.size ** (1 / 3), 10, 60))
     counts, edges = np.histogram(x, bins=bins, range=(low, high))
     density = counts / (x.size * np.diff(edges))
@@ -188,15 +184,15 @@ def _histogram(ax, x: np.ndarray, color, label: str):
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_contour(grid: results.ContourGrid, positions, mode=None, cov=None) -> Figure:
+def plot_contour(grid: results.ContourGrid, positions, mode=None, ellipse=None) -> Figure:
     """Highest-density contours of the posterior of (mu, log tau), the draws overlaid.
 
     ``grid``: the application's :class:`~jaxschools.app.results.ContourGrid` (axes, relative density and the
     levels holding its ``fractions`` of the mass), which also sets the axes; ``positions`` (chain, draw, 2);
-    ``mode`` and ``cov`` the Laplace fit, drawn as a cross and its 95% ellipse.
+    ``mode`` the Laplace mode, drawn as a cross, and ``ellipse`` (2, points) the boundary of its 95% region
+    (the record's ``laplace_ellipse``), drawn dashed.
     """
     draws = _finite_rows(positions)
-    have_fit = mode is not None and np.all(np.isfinite(mode)) and cov is not None and _valid_cov(cov)
     mu_grid, log_tau_grid = np.asarray(grid.mu, float), np.asarray(grid.log_tau, float)
     lows, highs = (mu_grid[0], log_tau_grid[0]), (mu_grid[-1], log_tau_grid[-1])
     mesh_mu, mesh_log_tau = np.meshgrid(mu_grid, log_tau_grid)
@@ -215,11 +211,8 @@ def plot_contour(grid: results.ContourGrid, positions, mode=None, cov=None) -> F
         # A proxy, so the legend shows a visible dot rather than one faint 3-point marker.
         label = f"draws ({index.size:,} of {draws.shape[0]:,})"
         ax.plot([], [], "o", color=_DRAWS, alpha=0.6, markersize=4, label=label)
-    if have_fit:
-        angle = np.linspace(0, 2 * np.pi, 200)
-        factor = np.linalg.cholesky(np.asarray(cov, float))
-        circle = np.stack([np.cos(angle), np.sin(angle)])
-        ring = np.asarray(mode, float)[:, None] + math.sqrt(_CHI2_2_95) * factor @ circle
+    if ellipse is not None:
+        ring = np.asarray(ellipse, float)
         ax.plot(ring[0], ring[1], "k--", linewidth=1.2, label="Laplace 95% ellipse", zorder=4)
     if mode is not None and np.all(np.isfinite(mode)):
         ax.plot(mode[0], mode[1], "k+", markersize=12, markeredgewidth=2, label="Laplace mode", zorder=5)
@@ -254,11 +247,12 @@ def plot_trace(positions) -> Figure:
     return figure
 
 
-def plot_autocorrelation(autocorrelation, num_draws: int) -> Figure:
+def plot_autocorrelation(autocorrelation, band: float) -> Figure:
     """Autocorrelation of mu and log tau against lag, one line per chain.
 
-    ``autocorrelation``: (chain, 2, lags) of mu and log tau, lags 0, 1, ...; ``num_draws`` per chain. The
-    grey band is +/- 1.96 / sqrt(draws), where the autocorrelation of white noise falls 95% of the time.
+    ``autocorrelation``: (chain, 2, lags) of mu and log tau, lags 0, 1, ...; ``band`` the half-width of the grey
+    band, the record's ``autocorrelation_band`` (1.96 / sqrt(draws per chain), where the autocorrelation of
+    white noise falls 95% of the time).
     """
     autocorrelation = np.asarray(autocorrelation, float)
     num_chains, max_lag = autocorrelation.shape[0], autocorrelation.shape[-1] - 1
@@ -267,7 +261,6 @@ def plot_autocorrelation(autocorrelation, num_draws: int) -> Figure:
     axes = figure.subplots(1, 2, sharey=True)
     for ax, d, label in zip(axes, range(2), (MU, LOG_TAU)):
         rho = autocorrelation[:, d]
-        band = _Z975 / math.sqrt(max(num_draws, 1))
         ax.axhspan(-band, band, color="0.85", zorder=0)
         ax.axhline(0.0, color="0.3", linewidth=0.8)
         for c, color in enumerate(_chain_colors(num_chains)):
@@ -281,13 +274,14 @@ def plot_autocorrelation(autocorrelation, num_draws: int) -> Figure:
     return figure
 
 
-def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None, means=(None, None)) -> Figure:
+def plot_marginals(positions, mode=None, laplace=(None, None), exact_log_tau=None, means=(None, None)) -> Figure:
     """Marginal posteriors of mu and log tau: draws (histogram), Laplace normal (dashed), exact.
 
-    ``exact_log_tau`` is an optional ``(grid, density)`` pair, the exact density of log tau; ``means`` the
-    posterior means of mu and log tau (None where one does not exist). Vertical lines mark the Laplace mode
-    (dashed) and the posterior mean (solid): for the eight schools the mode of log tau is 1.84 but its
-    posterior mean is about 1.44, the skew the normal approximation misses.
+    ``mode``: the Laplace mode of (mu, log tau); ``laplace`` per coordinate the ``(grid, density)`` of its normal
+    approximation or None (the record's ``laplace_marginals``); ``exact_log_tau`` an optional ``(grid, density)``
+    pair, the exact density of log tau; ``means`` the posterior means of mu and log tau (None where one does not
+    exist). Vertical lines mark the Laplace mode (dashed) and the posterior mean (solid): for the eight schools
+    the mode of log tau is 1.84 but its posterior mean is about 1.44, the skew the normal approximation misses.
     """
     draws = _finite_rows(positions)
     figure = _figure(9.0, 3.8)
@@ -306,12 +300,10 @@ def plot_marginals(positions, mode=None, cov=None, exact_log_tau=None, means=(No
             grid, density = exact_log_tau
             ax.plot(grid, density, color=_EXACT, linewidth=1.4, label="exact (quadrature)")
             low, high = min(low, grid[0]), max(high, grid[-1])
-        if mode is not None and cov is not None and np.isfinite(mode[d]) and np.asarray(cov)[d, d] > 0:
-            sd = math.sqrt(float(np.asarray(cov)[d, d]))
-            low, high = min(low, mode[d] - 3.5 * sd), max(high, mode[d] + 3.5 * sd)
-            grid = np.linspace(low, high, 400)
-            ax.plot(grid, _normal_pdf(grid, mode[d], sd), "--", color=_LAPLACE, linewidth=1.4,
-                    label=f"Laplace normal (mode {mode[d]:.3g})")
+        if laplace[d] is not None:
+            grid, density = laplace[d]
+            low, high = min(low, grid[0]), max(high, grid[-1])
+            ax.plot(grid, density, "--", color=_LAPLACE, linewidth=1.4, label=f"Laplace normal (mode {mode[d]:.3g})")
             ax.axvline(mode[d], color=_LAPLACE, linestyle="--", linewidth=1.0)
         ax.set_xlim(low, high)
         ax.set_ylim(bottom=0)
@@ -539,7 +531,7 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
     num_chains, num_draws = positions.shape[:2]
     y, sigma, names = np.asarray(summary.data.y), np.asarray(summary.data.sigma), summary.data.names
     num_schools = y.size
-    mode, cov = _array(summary.laplace.mode), np.asarray([_array(row) for row in summary.laplace.cov])
+    mode = _array(summary.laplace.mode)
     converged = summary.laplace.converged
     draws = _finite_rows(positions)
     specs = []
@@ -551,7 +543,7 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
         fit_note = ("" if converged
                     else " The Laplace fit did not converge, so its mode and ellipse are unreliable.")
         size = arrays.contour.mu.size
-        return (plot_contour(arrays.contour, positions, mode, cov),
+        return (plot_contour(arrays.contour, positions, mode, arrays.laplace_ellipse),
                 "Posterior density of (μ, log τ) (the seed's contour plot of the log posterior): the shaded "
                 "contours bound the highest-density regions holding "
                 f"{', '.join(f'{f:.0%}' for f in sorted(arrays.contour.fractions))} of the mass on a {size} × {size} grid. Red points: "
@@ -567,7 +559,7 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
                 "Chains that look like overlapping random noise, with no trends or flat stretches, have mixed.")
 
     def autocorrelation():
-        return (plot_autocorrelation(arrays.autocorrelation, num_draws),
+        return (plot_autocorrelation(arrays.autocorrelation, arrays.autocorrelation_band),
                 f"Autocorrelation of μ and log τ by lag (up to {arrays.autocorrelation.shape[-1] - 1}), one line per "
                 "chain; the grey band is ±1.96/√n, where white noise would fall. Fast decay means nearly independent "
                 "draws.")
@@ -579,8 +571,7 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
             else f" No exact density is overlaid: {why}." if why else ""
         )
         means = (summary.posterior.mu.mean, summary.posterior.log_tau.mean)
-        figure = plot_marginals(positions, mode if converged else None, cov if _valid_cov(cov) else None,
-                                exact_curve, means)
+        figure = plot_marginals(positions, mode, arrays.laplace_marginals, exact_curve, means)
         return (figure,
                 "Marginal posteriors of μ and log τ: histogram of the draws (solid line: their mean) and the Laplace "
                 "normal approximation (dashed; dashed vertical line: the mode)." + exact_note

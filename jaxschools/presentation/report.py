@@ -264,7 +264,6 @@ def _chain_list(chains) -> str:
 def _warnings(s: results.Summary) -> str:
     mcmc, limits = s.mcmc, s.mcmc.limits
     messages = []
-    acceptance = mcmc.acceptance_rate
     # Frozen chains that rejected (nearly) everything are explained by that; the others get their own message.
     frozen = list(mcmc.frozen_accepting)
     for key, value in _active_flags(mcmc).items():
@@ -277,10 +276,9 @@ def _warnings(s: results.Summary) -> str:
             value = frozen
             if not value:
                 continue
-            rates = [acceptance[c] for c in value if _finite(acceptance[c])]
             their = "their" if len(value) > 1 else "its"
             why = (f" while accepting every proposal: {their} steps are below floating-point resolution (raise "
-                   "sampler.scale or sampler.step_size)" if rates and min(rates) >= 1.0 else "")
+                   "sampler.scale or sampler.step_size)" if mcmc.frozen_accepted_every_proposal else "")
             messages.append(f"{_chain_list(value)} did not move: the within-chain sd of μ or log τ is at most "
                             f"{fmt(limits.frozen_rtol, 'g')} of the posterior's scale{why}. "
                             f"{'They are' if len(value) > 1 else 'It is'} stuck: {their} draws are not from the "
