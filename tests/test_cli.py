@@ -208,7 +208,7 @@ def test_a_sampler_that_cannot_move_is_flagged_not_reported_as_converged(default
     assert mcmc["acceptance_rate"] == [1.0] * 4
     assert mcmc["flags"]["frozen_chains"] == [0, 1, 2, 3] == mcmc["flags"]["stuck_chains"]
     assert mcmc["frozen_accepting"] == [0, 1, 2, 3] and mcmc["frozen_accepted_every_proposal"] is True
-    assert mcmc["flags"]["not_mixed"]
+    assert mcmc["flags"]["not_mixed"] and mcmc["not_mixed_reasons"] == ["undefined"]
     for group in ("ess", "ess_tail", "rhat"):
         assert mcmc[group] == {"mu": None, "log_tau": None}, group
     for name in ("mu", "log_tau", "tau"):
@@ -233,6 +233,8 @@ def test_healthy_run_has_no_stuck_or_exact_flags(default_run):
     flags = summary["mcmc"]["flags"]
     assert flags["frozen_chains"] == [] and flags["stuck_chains"] == [] and flags["exact_mismatch"] == 0
     assert summary["mcmc"]["frozen_accepting"] == [] and summary["mcmc"]["frozen_accepted_every_proposal"] is False
+    assert bool(summary["mcmc"]["not_mixed_reasons"]) == summary["mcmc"]["flags"]["not_mixed"]
+    assert "undefined" not in summary["mcmc"]["not_mixed_reasons"]
     check = summary["exact_check"]
     assert check["num_compared"] == 23 and check["num_undefined"] == 0 and not check["flagged"]
     assert set(check["undefined"].values()) == {0}

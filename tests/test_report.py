@@ -426,3 +426,40 @@ def test_the_report_words_the_frozen_chains_verdict_of_the_record(eight_analysis
     assert "Chain 1 did not move" in warning
     assert ("while accepting every proposal" in warning) is every
     assert ("below floating-point resolution" in warning) is every
+
+
+def test_the_record_says_why_the_chains_are_not_shown_to_have_mixed():
+    """_record.not_mixed_reasons is the one verdict behind flags.not_mixed and the report's words: one chain;
+    an undefined ESS or R-hat; R-hat at or above its limit; an ESS below its limit; in that order."""
+    from jaxschools.app import _record, results
+
+    def reasons(num_chains, rhat, ess):
+        return _record.not_mixed_reasons(num_chains, rhat, ess, rhat_limit=1.01, ess_limit=400.0)
+
+    good_rhat, good_ess = [1.001, 1.004], [900.0, 800.0, 700.0, 650.0]
+    assert reasons(4, good_rhat, good_ess) == []
+    assert reasons(4, [1.0, 1.01], good_ess) == ["rhat"]  # at the limit is not below it
+    assert reasons(4, good_rhat, [900.0, 399.0, 700.0, 650.0]) == ["ess"]
+    assert reasons(1, good_rhat, good_ess) == ["one_chain"]
+    assert reasons(4, [float("nan"), 1.2], [float("nan"), 50.0, 700.0, 650.0]) == ["undefined", "rhat", "ess"]
+    assert reasons(1, [float("nan")] * 2, [float("nan")] * 4) == ["one_chain"]
+    assert all(set(reasons(n, r, e)) <= set(results.NOT_MIXED_REASONS) for n, r, e in (
+        (1, [1.2, 1.3], [10.0] * 4), (3, [float("inf"), 1.0], [10.0] * 4)))
+
+
+def test_the_report_words_every_not_mixed_reason_of_the_record(eight_analysis):
+    """Every reason has words, and the warning states the record's reasons, not its own reading of the numbers:
+    a record that says one chain (of four) gets that sentence, and one that gives no reason the generic one."""
+    from jaxschools.app import results
+    from jaxschools.presentation import report
+
+    assert set(report._NOT_MIXED_WORDS) == set(results.NOT_MIXED_REASONS)
+    summary = copy.deepcopy(eight_analysis.summary)
+    assert summary["mcmc"]["num_chains"] == 4
+    summary["mcmc"]["flags"]["not_mixed"] = True
+    limits = summary["mcmc"]["limits"]
+    generic = f"not shown to have mixed: R-hat ≥ {limits['rhat']:g} or ESS < {limits['ess']:g}."
+    for reasons, sentence in ((["one_chain"], "only one chain was run"), ([], generic)):
+        summary["mcmc"]["not_mixed_reasons"] = reasons
+        warning = report.render_html(summary).split('id="warnings"')[1].split("</div>")[0]
+        assert sentence in html.unescape(warning)

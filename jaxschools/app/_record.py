@@ -28,7 +28,7 @@ from jaxschools.core._jit import filter_jit
 __all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
            "CONTOUR_GRID", "EXACT_GRID", "MAX_LAG", "HPD_FRACTIONS", "hpd_levels", "MAX_FOREST_SCHOOLS",
            "forest_schools", "OFF_CENTRE_SHIFT", "CHI2_2_95", "laplace_ellipse", "laplace_marginals",
-           "autocorrelation_band"]
+           "autocorrelation_band", "not_mixed_reasons"]
 
 # The posterior predictive check's test statistics (jaxschools.core.predictive.STATISTICS), worded for people.
 PPC_LABELS = {"max": "largest y_j", "min": "smallest y_j", "mean": "mean of the y_j", "sd": "sd of the y_j",
@@ -54,6 +54,28 @@ LAPLACE_POINTS, LAPLACE_REACH = 400, 3.5
 
 def _sqrt(x):
     return math.sqrt(x) if _finite(x) and x >= 0 else None
+
+
+def not_mixed_reasons(num_chains: int, rhat, ess, *, rhat_limit: float, ess_limit: float) -> list[str]:
+    """Why the chains are not shown to have mixed (:data:`results.NOT_MIXED_REASONS`, in that order), or [] when
+    they are: R-hat below ``rhat_limit`` and every ESS at least ``ess_limit`` (Vehtari et al. 2021).
+
+    ``rhat``: split R-hat of mu and log tau; ``ess``: their bulk and tail ESS (Python floats, NaN where
+    undefined). An undefined value is no evidence of mixing, and one chain cannot show it (R-hat compares
+    chains), whatever the numbers. The analysis sets ``flags.not_mixed`` to whether this is non-empty.
+    """
+    reasons = []
+    if num_chains == 1:
+        reasons.append("one_chain")
+    elif not all(_finite(v) for v in (*rhat, *ess)):
+        reasons.append("undefined")
+    known = [v for v in rhat if _finite(v)]
+    if known and max(known) >= rhat_limit:
+        reasons.append("rhat")
+    known = [v for v in ess if _finite(v)]
+    if known and min(known) < ess_limit:
+        reasons.append("ess")
+    return reasons
 
 
 def _upper_tail(threshold, mean, sd):

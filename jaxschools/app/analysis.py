@@ -320,14 +320,15 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
         stats["mcse_sd"] = value
 
     acceptance = samples.acceptance_rate
-    # An undefined R-hat or ESS (nan: one chain, or draws that do not vary) is not evidence of mixing.
+    # Why the chains are not shown to have mixed (none: they are); the flag and the report's words both come
+    # from this one verdict.
     rhats = [float(mu_stats["rhat"]), float(log_tau_stats["rhat"])]
-    rhat_max = max(rhats) if num_chains > 1 and not any(math.isnan(v) for v in rhats) else float("nan")
     esses = [float(s[k]) for s in (mu_stats, log_tau_stats) for k in ("ess_bulk", "ess_tail")]
-    ess_min = float("nan") if any(math.isnan(v) for v in esses) else min(esses)
+    not_mixed = _record.not_mixed_reasons(num_chains, rhats, esses, rhat_limit=RHAT_THRESHOLD,
+                                          ess_limit=ESS_THRESHOLD)
     flags = {
         "stuck_chains": [int(c) for c in np.flatnonzero(np.asarray(acceptance) < STUCK_ACCEPTANCE)],
-        "not_mixed": bool(not (rhat_max < RHAT_THRESHOLD) or not (ess_min >= ESS_THRESHOLD)),
+        "not_mixed": bool(not_mixed),
         "laplace_not_converged": not bool(fit.converged),
     }
 
@@ -371,6 +372,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
             "rhat": {"mu": mu_stats["rhat"], "log_tau": log_tau_stats["rhat"]},
             "divergences": divergence["divergences"],
             "flags": flags,
+            "not_mixed_reasons": not_mixed,
             "parameterization": parameterization,
             "divergence_rate": divergence["divergence_rate"],
             "divergences_below_median_tau": divergence["divergences_below_median_tau"],

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = [
     "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "central_range", "failure_note", "finite", "finite_rows", "valid_cov",
-    "school_label", "Z975", "Record", "key_paths",
+    "school_label", "Z975", "NOT_MIXED_REASONS", "Record", "key_paths",
     "Summary", "Data", "Separate", "Pooled", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
     "Mean", "ContrastPosterior", "Stats", "Posterior", "Theta", "PExceeds", "Queries", "Moments", "NewSchool",
     "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
@@ -45,6 +45,10 @@ SCHEMA_VERSION = 3
 Real = Optional[float]  # a JSON number, or null where the value does not exist or is undefined
 # Phi^-1(0.975): the half-width of a central 95% normal interval in sds.
 Z975 = 1.959963984540054
+# Why chains are not shown to have mixed (``mcmc.not_mixed_reasons``, decided by ``_record.not_mixed_reasons``):
+# one chain only (R-hat cannot compare chains); an ESS or R-hat undefined (draws that do not vary); R-hat at or
+# above its limit; a bulk or tail ESS below its limit.
+NOT_MIXED_REASONS = ("one_chain", "undefined", "rhat", "ess")
 
 
 class SchemaError(ValueError):
@@ -432,6 +436,8 @@ class Mcmc(Record):
     # Every chain of frozen_accepting with a known acceptance rate accepted every proposal (rate 1, at least one
     # known): the report then says their steps are below floating-point resolution.
     frozen_accepted_every_proposal: bool
+    # Why flags.not_mixed is set, in NOT_MIXED_REASONS' order; empty when the chains are shown to have mixed.
+    not_mixed_reasons: tuple[str, ...]
     parameterization: str
     divergence_rate: Real
     divergences_below_median_tau: Real

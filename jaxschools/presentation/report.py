@@ -261,6 +261,24 @@ def _chain_list(chains) -> str:
     return f"Chain{'s' if len(chains) > 1 else ''} {', '.join(str(int(c) + 1) for c in chains)}"
 
 
+def _known(*groups) -> list:
+    """The defined values of ``groups`` (records with ``mu`` and ``log_tau``)."""
+    return [v for group in groups for v in (group.mu, group.log_tau) if _finite(v)]
+
+
+# Why the chains are not shown to have mixed (jaxschools.app.results.NOT_MIXED_REASONS, the analysis's verdict),
+# worded with the values concerned: every reason has words (a test ties the lists), so a new one fails (KeyError)
+# instead of going unsaid.
+_NOT_MIXED_WORDS = {
+    "one_chain": lambda mcmc: "only one chain was run, so R-hat cannot check convergence",
+    "undefined": lambda mcmc: "ESS or R-hat is undefined, because the draws do not vary within the chains",
+    "rhat": lambda mcmc: (f"R-hat reaches {fmt(max(_known(mcmc.rhat)), '.4g')} "
+                          f"(want < {fmt(mcmc.limits.rhat, 'g')})"),
+    "ess": lambda mcmc: (f"the bulk or tail ESS of μ or log τ is as low as {min(_known(mcmc.ess, mcmc.ess_tail)):,.0f} "
+                         f"(want ≥ {fmt(mcmc.limits.ess, 'g')})"),
+}
+
+
 def _warnings(s: results.Summary) -> str:
     mcmc, limits = s.mcmc, s.mcmc.limits
     messages = []
@@ -286,21 +304,9 @@ def _warnings(s: results.Summary) -> str:
         elif key == "exact_mismatch":
             continue  # worded below from the exact check's verdict
         elif key == "not_mixed":
-            reasons = []
-            if mcmc.num_chains == 1:
-                reasons.append("only one chain was run, so R-hat cannot check convergence")
-            groups = (mcmc.ess, mcmc.ess_tail, mcmc.rhat)
-            undefined = [v for group in groups for v in (group.mu, group.log_tau) if not _finite(v)]
-            if undefined and mcmc.num_chains > 1:
-                reasons.append("ESS or R-hat is undefined, because the draws do not vary within the chains")
-            rhat = [v for v in (mcmc.rhat.mu, mcmc.rhat.log_tau) if _finite(v)]
-            if rhat and max(rhat) >= limits.rhat:
-                reasons.append(f"R-hat reaches {fmt(max(rhat), '.4g')} (want < {fmt(limits.rhat, 'g')})")
-            ess = [v for group in (mcmc.ess, mcmc.ess_tail) for v in (group.mu, group.log_tau) if _finite(v)]
-            if ess and min(ess) < limits.ess:
-                reasons.append(f"the bulk or tail ESS of μ or log τ is as low as {min(ess):,.0f} "
-                               f"(want ≥ {fmt(limits.ess, 'g')})")
-            because = "; ".join(reasons) or f"R-hat ≥ {fmt(limits.rhat, 'g')} or ESS < {fmt(limits.ess, 'g')}"
+            # The analysis's reasons, worded; none only in a summary written by hand.
+            because = ("; ".join(_NOT_MIXED_WORDS[reason](mcmc) for reason in mcmc.not_mixed_reasons)
+                       or f"R-hat ≥ {fmt(limits.rhat, 'g')} or ESS < {fmt(limits.ess, 'g')}")
             messages.append(f"The chains are not shown to have mixed: {because}. Treat the estimates below with "
                             "caution; run longer, or more chains.")
         elif key == "divergent_transitions":
