@@ -176,6 +176,19 @@ BAD_SETS = {
     "name-dot-dot": ("name=..", ["name = \"..\"", "runs/<name>"]),
     "name-empty": ("name=", ['name = ""', "non-empty"]),
     "name-newline": ("name=x\nextra = 1", ["printable"]),
+    "sensitivity-typo": ("sensitivity.enable=false", ["unknown key sensitivity.enable",
+                                                      "did you mean sensitivity.enabled?"]),
+    "sensitivity-enabled-not-bool": ("sensitivity.enabled=1", ["sensitivity.enabled = 1", "expected a boolean"]),
+    "sensitivity-one-point": ("sensitivity.tau_scale_points=1", ["sensitivity.tau_scale_points = 1",
+                                                                 "an integer from 2 to 201"]),
+    "sensitivity-too-many-points": ("sensitivity.tau_scale_points=202", ["an integer from 2 to 201"]),
+    "sensitivity-fractional-points": ("sensitivity.tau_scale_points=2.5", ["expected an integer"]),
+    "sensitivity-factor-one": ("sensitivity.tau_scale_factor=1", ["sensitivity.tau_scale_factor = 1",
+                                                                  "a number > 1 and <= 1e+06"]),
+    "sensitivity-factor-below-one": ("sensitivity.tau_scale_factor=0.5", ["a number > 1"]),
+    "sensitivity-factor-huge": ("sensitivity.tau_scale_factor=1e7", ["a number > 1 and <= 1e+06"]),
+    "sensitivity-factor-inf": ("sensitivity.tau_scale_factor=inf", ["sensitivity.tau_scale_factor = inf"]),
+    "sensitivity-factor-nan": ("sensitivity.tau_scale_factor=nan", ["sensitivity.tau_scale_factor = nan"]),
 }
 
 
@@ -187,6 +200,32 @@ def test_bad_set(item, fragments):
     assert message.startswith("--set: ")
     for fragment in fragments:
         assert fragment in message
+
+
+def test_sensitivity_defaults():
+    options = load_config()["sensitivity"]
+    assert options == {"enabled": True, "tau_scale_points": 25, "tau_scale_factor": 10.0}
+
+
+@pytest.mark.parametrize("prior, tau_scale, factor, refused", [
+    ("half_cauchy", 1e140, 1e6, False),  # the grid reaches 1e146
+    ("half_cauchy", 1e145, 1e6, True),  # 1e151: beyond the data's largest magnitude
+    ("half_normal", 1e-145, 1e6, True),  # 1e-151: below the smallest
+    ("half_normal", 1e-144, 1e6, False),
+    ("flat", 1e145, 1e6, False),  # the flat prior has no scale: no curves, nothing to refuse
+])
+def test_the_prior_grid_stays_within_the_datas_magnitudes(prior, tau_scale, factor, refused):
+    """check_sensitivity (through check_experiment, which the command line runs before JAX starts) refuses a
+    prior-sensitivity grid whose ends leave [1e-150, 1e150], naming the key; not with the flat prior or the
+    section off."""
+    sets = [f"model.prior={prior}", f"model.tau_scale={tau_scale!r}", f"sensitivity.tau_scale_factor={factor!r}"]
+    config = load_config(sets=sets)
+    if refused:
+        with pytest.raises(InputError, match=r"^sensitivity\.tau_scale_factor = 1000000\.0: the prior-sensitivity grid"):
+            config_module.check_experiment(config, list("ABCDEFGH"))
+        config_module.check_experiment(load_config(sets=sets + ["sensitivity.enabled=false"]), list("ABCDEFGH"))
+    else:
+        config_module.check_experiment(config, list("ABCDEFGH"))
 
 
 # --- config files -----------------------------------------------------------------------------------------------

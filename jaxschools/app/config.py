@@ -28,7 +28,7 @@ from jaxschools.core.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, r
 
 __all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "SWEEP_KINDS", "SWEEPABLE_KEYS", "SCHEMA", "Check", "Spec",
            "is_user_kernel", "parse_set", "load_config", "output_dir", "check_queries", "adapts", "check_sampler",
-           "check_experiment"]
+           "check_experiment", "check_sensitivity"]
 
 # Allowed values of the enumerated keys. Extend a tuple here when a module gains an implementation. The priors
 # are ``jaxschools.core.moments.PRIORS``: a new prior starts there, with the tail of its p(tau | y), from which
@@ -110,6 +110,10 @@ RUN_NAME = Check(
     "a non-empty printable name without / or \\ (it names the directory runs/<name>)",
 )
 
+# The prior-sensitivity curves' grid: at most this many points (each is one more exact posterior and its
+# derivative, so the cost grows with them), spanning at most this factor either side of model.tau_scale.
+MAX_GRID_POINTS, MAX_GRID_FACTOR = 201, 1e6
+
 # Top-level keys map to a Spec, sections (TOML tables) to a dict of them. Sections appear in the
 # resolved configuration in this order.
 SCHEMA = {
@@ -171,6 +175,14 @@ SCHEMA = {
         "levels": Spec(list[float], check=Check(lambda v: 0 < v < 1, "a number in (0, 1)")),
         "band_level": Spec(float, check=Check(lambda v: 0 < v < 1, "a number in (0, 1)")),
         "batch_size": Spec(int, check=at_least(1)),
+    },
+    "sensitivity": {
+        # The report's Sensitivity section (jaxschools.app.sensitivity_record); see default.toml.
+        "enabled": Spec(bool),
+        "tau_scale_points": Spec(int, check=Check(lambda value: 2 <= value <= MAX_GRID_POINTS,
+                                                  f"an integer from 2 to {MAX_GRID_POINTS}")),
+        "tau_scale_factor": Spec(float, check=Check(lambda value: 1 < value <= MAX_GRID_FACTOR,
+                                                    f"a number > 1 and <= {MAX_GRID_FACTOR:g}")),
     },
     "output": {
         "dir": Spec(str),
@@ -287,9 +299,29 @@ def check_sampler(config):
         )
 
 
+def check_sensitivity(config):
+    """Check ``[sensitivity]`` against ``[model]``; InputError naming the key.
+
+    A proper prior's curves run over tau_scale from model.tau_scale / tau_scale_factor to model.tau_scale x
+    tau_scale_factor: both ends must stay within the magnitudes the data may have (``validation.MIN_SIGMA`` to
+    ``MAX_MAGNITUDE``), where their squares are still normal float64 numbers.
+    """
+    options, model = config["sensitivity"], config["model"]
+    if not options["enabled"] or model["prior"] == "flat":
+        return
+    low, high = model["tau_scale"] / options["tau_scale_factor"], model["tau_scale"] * options["tau_scale_factor"]
+    if not (MIN_SIGMA <= low and high <= MAX_MAGNITUDE):
+        raise InputError(
+            f"sensitivity.tau_scale_factor = {_show(options['tau_scale_factor'])}: the prior-sensitivity grid from "
+            f"model.tau_scale / factor = {low:.3g} to model.tau_scale x factor = {high:.3g} leaves "
+            f"[{MIN_SIGMA:.0e}, {MAX_MAGNITUDE:.0e}]; lower the factor (or set sensitivity.enabled = false)"
+            .replace("e+", "e")
+        )
+
+
 def check_experiment(config, names):
-    """Check ``[sampler]``, ``[sweep]`` and ``[simulation]`` against each other and the data; InputError naming
-    the key.
+    """Check ``[sampler]``, ``[sweep]`` and ``[simulation]`` against each other and the data, and
+    ``[sensitivity]`` against ``[model]`` (:func:`check_sensitivity`); InputError naming the key.
 
     Pure Python, so a sweep that cannot run is refused before JAX is imported: a "config" sweep needs a
     vmappable key (``SWEEPABLE_KEYS``) that the kernel uses (``sampler.scale`` is the random walk's,
@@ -298,6 +330,7 @@ def check_experiment(config, names):
     a simulation study ranks the truth among at most as many draws as it keeps (``num_ranks``).
     """
     check_sampler(config)
+    check_sensitivity(config)
     sweep = config["sweep"]
     kind = sweep["kind"]
     kernel = config["sampler"]["kernel"]
