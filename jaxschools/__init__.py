@@ -37,10 +37,11 @@ _LAYER_OF = {
     ),
     "inference_data": "interop",
     **dict.fromkeys(
-        ("analysis", "config", "exact_check", "experiments", "inference", "output_folder", "resources", "results"),
+        ("analysis", "config", "exact_check", "experiments", "inference", "output_folder", "resources", "results",
+         "sensitivity_record"),
         "app",
     ),
-    **dict.fromkeys(("experiment_plots", "plots", "report"), "presentation"),
+    **dict.fromkeys(("experiment_plots", "plots", "report", "sensitivity_plots"), "presentation"),
     "cli": None,
     "errors": None,
 }

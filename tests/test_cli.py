@@ -42,7 +42,7 @@ def test_outputs_exist(default_run):
 
 def test_summary_has_the_contract_keys(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
-    assert summary["schema_version"] == 3  # CHANGELOG.md: the typed record's keys since 3
+    assert summary["schema_version"] == 4  # CHANGELOG.md: the typed record's keys since 3, sensitivity since 4
     for section, keys in CONTRACT_KEYS.items():
         assert keys <= set(summary[section]), section
     for name in ("mu", "log_tau", "tau"):
@@ -156,6 +156,8 @@ def test_other_names_reuse_the_compiled_analysis(default_run, tmp_path, monkeypa
         (["run", "--data", "/nonexistent/file.csv"], "file.csv"),
         (["run", "/nonexistent/config.toml"], "config.toml"),
         (["run", "--set", "queries.school=Z"], "Z"),
+        (["run", "--set", "sensitivity.tau_scale_points=1"], "sensitivity.tau_scale_points"),
+        (["run", "--set", "model.prior=half_normal", "--set", "model.tau_scale=1e150"], "sensitivity.tau_scale_factor"),
         (["run", "--bogus"], "bogus"),
         (["frobnicate"], "frobnicate"),
     ],
@@ -266,3 +268,56 @@ def test_a_sampler_far_from_the_exact_posterior_is_warned_about(default_run):
     assert "differ from the exact posterior" in top and "Bonferroni" in top
     row = re.search(r"<tr><td>mean of μ</td>.*?</tr>", page).group(0)
     assert '<td class="bad">10.00</td>' in row
+
+
+@pytest.mark.slow  # a whole half-Cauchy analysis of its own: 36 s on the loaded 2-core machine; CI runs it (-m slow)
+def test_the_sensitivity_experiment_writes_the_section_with_every_figure(tmp_path):
+    """`jaxschools run experiments/sensitivity.toml` (the half-Cauchy prior): summary.json's sensitivity section
+    has the prior's derivatives and its curves over the configured grid, and the report the section with the
+    three figures. The prior derivatives against central differences of exact.posterior's E[mu] and E[tau] in each
+    hyperparameter (the posterior this run compiled; h = 1e-5 of the value, or of 1 for mu_loc = 0: truncation
+    and rounding ~1e-10), to 1e-6; the curve at the configured tau_scale (the grid's middle point) against the
+    headline's value and d/d tau_scale."""
+    import pathlib
+
+    import numpy as np
+
+    from jaxschools.app import results
+    from jaxschools.core import data as data_module
+    from jaxschools.core import exact, models
+
+    config = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sensitivity.toml"
+    out = tmp_path / "sensitivity"
+    assert main(["run", str(config), "--out", str(out)] + SMALL) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    section = results.Summary.from_json(summary).sensitivity
+    assert summary["config"]["model"]["prior"] == "half_cauchy"
+    assert section.prior_scales_note is None and section.prior_curves_note is None
+    curves = section.prior_curves
+    grid = np.asarray(curves.tau_scale)
+    assert grid.size == 33 and curves.configured == 5.0
+    np.testing.assert_allclose(grid[[0, 16, -1]], [0.25, 5.0, 100.0], rtol=1e-12)
+    for name, curve in curves.curves.items():
+        entry = section.headline[name]
+        np.testing.assert_allclose(curve.value[16], entry.value, rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(curve.derivative[16], entry.prior.tau_scale, rtol=1e-8, err_msg=name)
+
+    data = data_module.eight_schools()
+    base = {"mu_loc": 0.0, "mu_scale": 5.0, "tau_scale": 5.0}
+
+    def means(**prior):
+        post = exact.posterior(data, models.Prior("half_cauchy", **prior), section.num_nodes)
+        w = np.exp(np.asarray(post.log_weights, float))
+        return np.asarray([w @ np.asarray(post.mu_hat, float), w @ np.exp(np.asarray(post.log_tau, float))])
+
+    for leaf, value in base.items():
+        h = 1e-5 * max(abs(value), 1.0)
+        fd = (means(**{**base, leaf: value + h}) - means(**{**base, leaf: value - h})) / (2 * h)
+        got = [getattr(section.headline[name].prior, leaf) for name in ("mu_mean", "tau_mean")]
+        np.testing.assert_allclose(got, fd, rtol=1e-6, err_msg=leaf)
+
+    page = (out / "report.html").read_text()
+    text = page.split('<section id="sensitivity">')[1].split("</section>")[0]
+    for name in ("influence_matrix", "influence_loo", "prior_curves"):
+        assert f'href="#fig-{name}"' in text and (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "∂/∂tau_scale" in text and "not applicable" not in text

@@ -23,6 +23,8 @@ from sizes import SAMPLER_SETS  # noqa: E402
 MALICIOUS = "<script>alert(1)</script>"
 HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
 FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "ppc", "p_greater"]
+# The Sensitivity section's figures under the flat prior (no prior-sensitivity curves: it has no scale).
+SENSITIVITY_FIGURES = ["influence_matrix", "influence_loo"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHORT_RUN = SAMPLER_SETS  # tests/sizes.py: compiled chains shared with the other whole-analysis tests
 
@@ -92,7 +94,7 @@ def check_png(blob: bytes):
 def test_every_figure_named_in_the_report_is_a_valid_png(eight_report):
     out, page = eight_report
     named = re.findall(r'data-file="figures/([\w.-]+)\.png"', page)
-    assert named == FIGURE_NAMES
+    assert named == FIGURE_NAMES + SENSITIVITY_FIGURES
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(named)
     for name in named:
         blob = (out / "figures" / f"{name}.png").read_bytes()
@@ -129,7 +131,7 @@ def test_school_names_are_escaped(hostile_analysis, hostile_report):
     assert "<script" not in page
     for name in HOSTILE_NAMES:
         assert html.escape(name) in page
-    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(FIGURE_NAMES)
+    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(FIGURE_NAMES + SENSITIVITY_FIGURES)
 
 
 def test_single_chain_run_is_flagged(hostile_analysis, hostile_report):
@@ -463,3 +465,123 @@ def test_the_report_words_every_not_mixed_reason_of_the_record(eight_analysis):
         summary["mcmc"]["not_mixed_reasons"] = reasons
         warning = report.render_html(summary).split('id="warnings"')[1].split("</div>")[0]
         assert sentence in html.unescape(warning)
+
+
+# --- the Sensitivity section (issue 15, item 6) ----------------------------------------------------------------
+
+
+def _floats(values):
+    return np.asarray([[np.nan if v is None else v for v in row] if isinstance(row, (tuple, list))
+                       else (np.nan if row is None else row) for row in values], float)
+
+
+def test_sensitivity_record_agrees_with_the_library_and_with_finite_differences(eight_analysis):
+    """The record's numbers (one batch of forward-mode directional derivatives, jaxschools.app.sensitivity_record)
+    against jaxschools.core.sensitivity.influence (its own compiled jacfwd and vmapped leave-one-out), and the
+    influence matrix d E[theta_i] / d y_j, d E[theta_i] / d sigma_j and the rows of E[mu] and E[tau] against
+    central differences of exact.posterior's means: an independent path (no derivative code; the posterior
+    compiled by the analysis itself), h = 1e-5 sigma_j (rounding ~eps |Q| / h ~ 1e-11 relative, truncation
+    ~h^2 ~ 1e-10), each row to 1e-6 of its largest entry. Under the flat prior a common shift of every y_j shifts
+    every theta_i by it, so each row of the influence matrix sums to 1."""
+    from jaxschools.core import exact, sensitivity
+
+    section = eight_analysis.record.summary.sensitivity
+    data = eight_analysis.data
+    assert section.query_school == "A" and section.threshold == 28.0 and section.note is None
+    library = sensitivity.influence(data, "flat", query_school=0, threshold=section.threshold,
+                                    num_nodes=section.num_nodes)
+    assert set(section.influence) == set(sensitivity.Quantities._fields)
+    for name, entry in section.influence.items():
+        full = float(getattr(library.full, name))
+        np.testing.assert_allclose(entry.full, full, rtol=1e-12)
+        for part in ("derivative", "loo", "change", "linear", "linear_error"):
+            expected = np.asarray(getattr(getattr(library, part), name), float)
+            np.testing.assert_allclose(_floats(getattr(entry, part)), expected, rtol=1e-9,
+                                       atol=1e-12 * max(1.0, abs(full)), err_msg=f"{name}.{part}")
+
+    headline, theta = section.headline, section.theta
+    # The Jacobian's case-weight columns are the influence's derivatives (the same rows of the batch).
+    for name in ("mu_mean", "tau_mean", "p_exceeds"):
+        np.testing.assert_array_equal(_floats(headline[name].case_weights),
+                                      _floats(section.influence[name].derivative))
+    np.testing.assert_array_equal(_floats(theta.case_weights)[0], _floats(section.influence["theta_mean"].derivative))
+
+    def means(y, sigma):
+        post = exact.posterior(data.replace(y=y, sigma=sigma), "flat", section.num_nodes)
+        w = np.exp(np.asarray(post.log_weights, float))
+        return np.concatenate([[w @ np.asarray(post.mu_hat, float), w @ np.exp(np.asarray(post.log_tau, float))],
+                               w @ np.asarray(post.theta_mean, float)])
+
+    y, sigma = np.asarray(data.y, float), np.asarray(data.sigma, float)
+    for field, moved in (("y", y), ("sigma", sigma)):
+        columns = []
+        for j in range(y.size):
+            h = 1e-5 * sigma[j]
+            step = np.zeros_like(y)
+            step[j] = h
+            up = means(y + step, sigma) if field == "y" else means(y, sigma + step)
+            down = means(y - step, sigma) if field == "y" else means(y, sigma - step)
+            columns.append((up - down) / (2 * h))
+        fd = np.stack(columns, axis=1)  # (2 + J, J): rows E[mu], E[tau], E[theta_i]
+        got = np.vstack([_floats(getattr(headline["mu_mean"], field)), _floats(getattr(headline["tau_mean"], field)),
+                         _floats(getattr(theta, field))])
+        scale = np.max(np.abs(fd), axis=1, keepdims=True)
+        assert np.all(np.abs(got - fd) <= 1e-6 * scale), f"d/d{field}: {np.max(np.abs(got - fd) / scale)}"
+    np.testing.assert_allclose(_floats(theta.y).sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(sum(headline["mu_mean"].y), 1.0, rtol=1e-9)
+
+
+def test_report_has_the_sensitivity_section_and_its_figures(eight_report):
+    """Every report has the section: under the flat prior (the default) the influence matrix and the influence
+    against exact leave-one-out are drawn and linked, the prior's scales and curves are "not applicable" (no
+    curves figure), and power-scaling says why it is absent."""
+    out, page = eight_report
+    section = page.split('<section id="sensitivity">')[1].split("</section>")[0]
+    text = html.unescape(section)
+    for name in ("influence_matrix", "influence_loo"):
+        assert f'href="#fig-{name}"' in section and (out / "figures" / f"{name}.png").is_file()
+    assert not (out / "figures" / "prior_curves.png").exists()
+    assert "Derivatives with respect to the prior's scales are not applicable: the flat prior" in text
+    assert "Prior-sensitivity curves are not applicable: the flat prior" in text
+    assert "Power-scaling diagnostics are " in text
+    for header in ("∂E[μ]/∂y_j", "∂E[τ]/∂w_j", "E[μ]: linear", "E[μ]: exact", "P(θ_k > c): exact"):
+        assert f"<th>{header}</th>" in text, header
+    assert '<a href="#sensitivity">' in page
+
+
+def test_a_run_without_the_section_says_so(eight_analysis):
+    """sensitivity.enabled = false: summary.json's sensitivity is null, the report's section says it was turned
+    off, and no sensitivity figure is built."""
+    import dataclasses
+
+    from jaxschools.presentation import report, sensitivity_plots
+
+    record = eight_analysis.record
+    off = dataclasses.replace(record, summary=dataclasses.replace(record.summary, sensitivity=None), sensitivity=None)
+    page = report.render_html(off.summary)
+    assert "Not computed for this run (sensitivity.enabled = false" in page.split('id="sensitivity"')[1]
+    assert sensitivity_plots.make_figures(off) == []
+    assert [spec.name for spec in sensitivity_plots.make_figures(record)] == ["influence_matrix", "influence_loo"]
+
+
+def test_sensitivity_of_three_schools_under_the_flat_prior(hostile_analysis, hostile_report):
+    """J = 3, flat prior: E[mu] and E[tau] do not exist (null, and so are their derivatives, never a 0), and
+    leaving any school out leaves an improper posterior, so every leave-one-out value is null rather than a
+    truncated quadrature's number; theta's derivatives exist. The figures are still drawn."""
+    section = hostile_analysis.record.summary.sensitivity
+    for name in ("mu_mean", "tau_mean"):
+        entry = section.headline[name]
+        assert entry.value is None and set(entry.y) == {None} and set(entry.case_weights) == {None}
+    for entry in section.influence.values():
+        assert set(entry.loo) == {None} and set(entry.change) == {None} and set(entry.linear_error) == {None}
+    assert all(v is not None for row in section.theta.y for v in row)
+    from jaxschools.presentation import sensitivity_plots
+
+    specs = sensitivity_plots.make_figures(hostile_analysis.record)
+    assert [spec.name for spec in specs] == SENSITIVITY_FIGURES
+    for spec in specs:  # hostile names ('$x$', '<script>') on the axes: drawing would fail on mathtext
+        assert spec.figure is not None, spec.not_drawn
+        spec.figure.canvas.draw()
+        spec.figure.clear()
+    out, _ = hostile_report
+    assert all((out / "figures" / f"{name}.png").is_file() for name in SENSITIVITY_FIGURES)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools.core import classical, diagnostics, exact, laplace, models, moments, posterior, sampling
-from jaxschools.app import _record, exact_check, inference, results
+from jaxschools.app import _record, exact_check, inference, results, sensitivity_record
 from jaxschools.app.inference import Chains
 from jaxschools.core import predictive as predictive_checks
 from jaxschools.core.data import Schools
@@ -340,6 +340,12 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     reference = exact.summary(data, prior, query_school=school, threshold=threshold, rng_key=exact_key,
                               num_draws=num_draws)
     timings["exact_s"] = time.perf_counter() - t0
+    if config["sensitivity"]["enabled"]:
+        _stage(progress, "sensitivity: exact derivatives, leave-one-out and prior curves")
+    t0 = time.perf_counter()
+    sensitivity, sensitivity_figures = sensitivity_record.build(config, data, prior, school, threshold,
+                                                                named.names[school])
+    timings["sensitivity_s"] = time.perf_counter() - t0
     median_log_tau = reference["log_tau"]["q50"]
     frozen = _frozen_chains(positions, reference, fit)
     flags["frozen_chains"] = frozen
@@ -401,6 +407,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
         },
         "predictive": predictive_checks.summarize(predictive),
         "exact": reference,
+        "sensitivity": sensitivity,  # a typed record already (jaxschools.app.sensitivity_record), or None
         "config": config,
         "provenance": provenance(),
         "sweep": None,  # experiments.run fills these in when the config asks for them
@@ -415,7 +422,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     typed = _record.summary_record(summary, limits=limits)
     figures = _record.analysis_figures(typed, data=data, prior=prior, logdensity=logdensity, fit=fit,
                                        samples=samples, theta=theta, contrast=contrast, predictive=predictive)
-    record = results.RunRecord(typed, figures)
+    record = results.RunRecord(typed, figures, sensitivity=sensitivity_figures)
     return Analysis(record, named, logdensity, fit, samples, theta, timings, contrast, predictive)
 
 

@@ -611,7 +611,7 @@ def run(config: dict, data: Schools | None = None, *, progress: Callable | None 
         typed_studies = tuple(results.Study.build(analysis.to_json(study)) for study in studies)
         summary = dataclasses.replace(summary, simulation=typed_studies)
         simulation_figures = _record.simulation_figures(simulation_arrays, typed_studies)
-    record = results.RunRecord(summary, base.record.figures, sweep_figures, simulation_figures)
+    record = dataclasses.replace(base.record, summary=summary, sweep=sweep_figures, simulation=simulation_figures)
     return Result(base, record)
 
 

@@ -36,11 +36,13 @@ __all__ = [
     "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
     "Provenance", "SweepTheta", "SweepPosterior", "SweepQueries", "Loo", "SweepRow", "Coverage", "Failures",
     "Sbc", "Study", "AnalysisFigures", "ContourGrid", "DivergencePanel", "SweepFigures", "SimulationFigures", "StudyFigures",
-    "PriorPredictive", "RunRecord",
+    "PriorPredictive", "RunRecord", "PriorScales", "Derivatives", "SchoolPriorScales", "ThetaDerivatives",
+    "InfluenceEntry", "PriorCurve", "PriorCurves", "PowerScalingRow", "PowerScaling", "SensitivitySection",
+    "SensitivityFigures",
 ]
 
-# 3 (issue 14): the typed result; CHANGELOG.md lists the changes of keys from 2.
-SCHEMA_VERSION = 3
+# 3 (issue 14): the typed result; 4 (issue 15): the sensitivity section. CHANGELOG.md lists the changes of keys.
+SCHEMA_VERSION = 4
 
 Real = Optional[float]  # a JSON number, or null where the value does not exist or is undefined
 # Phi^-1(0.975): the half-width of a central 95% normal interval in sds.
@@ -715,6 +717,121 @@ class Study(Record):
     note: Optional[str]
 
 
+# --- sensitivity (jaxschools.app.sensitivity_record; docs/sensitivity.md, "Reading the sensitivity section")
+
+
+@record
+class PriorScales(Record):
+    """d Q / d (prior hyperparameter) of one headline quantity Q."""
+    mu_loc: Real
+    mu_scale: Real
+    tau_scale: Real
+
+
+@record
+class Derivatives(Record):
+    """A headline quantity Q: its exact value and d Q / d input, per school for the data and case weights;
+    ``prior`` null for the flat prior (it has no scales: not applicable)."""
+    value: Real
+    y: tuple[Real, ...]
+    sigma: tuple[Real, ...]
+    case_weights: tuple[Real, ...]
+    prior: Optional[PriorScales]
+
+
+@record
+class SchoolPriorScales(Record):
+    """d E[theta_i] / d (prior hyperparameter), one per school i."""
+    mu_loc: tuple[Real, ...]
+    mu_scale: tuple[Real, ...]
+    tau_scale: tuple[Real, ...]
+
+
+@record
+class ThetaDerivatives(Record):
+    """E[theta_i | y] and its derivatives: ``y[i][j]`` = d E[theta_i] / d y_j (the influence matrix), likewise
+    ``sigma`` and ``case_weights`` (J x J); ``prior`` null for the flat prior."""
+    value: tuple[Real, ...]
+    y: tuple[tuple[Real, ...], ...]
+    sigma: tuple[tuple[Real, ...], ...]
+    case_weights: tuple[tuple[Real, ...], ...]
+    prior: Optional[SchoolPriorScales]
+
+
+@record
+class InfluenceEntry(Record):
+    """One quantity Q's influence, per school j: ``derivative`` dQ / dw_j at w = 1, ``loo`` Q with school j left
+    out (w_j = 0), ``change`` loo - full (exact), ``linear`` -derivative (its first-order prediction) and
+    ``linear_error`` change - linear."""
+    full: Real
+    derivative: tuple[Real, ...]
+    loo: tuple[Real, ...]
+    change: tuple[Real, ...]
+    linear: tuple[Real, ...]
+    linear_error: tuple[Real, ...]
+
+
+@record
+class PriorCurve(Record):
+    """A quantity at each tau_scale of the grid, and its derivative d/d tau_scale there."""
+    value: tuple[Real, ...]
+    derivative: tuple[Real, ...]
+
+
+@record
+class PriorCurves(Record):
+    """Prior-sensitivity curves (proper priors): ``curves`` maps each quantity (``mu_mean``, ``mu_q025``,
+    ``mu_q975``, ``tau_mean``, ``tau_q025``, ``tau_q975``) to its values at the ``tau_scale`` grid, a log grid
+    around the ``configured`` value."""
+    tau_scale: tuple[float, ...]
+    configured: float
+    curves: dict[str, PriorCurve]
+
+
+@record
+class PowerScalingRow(Record):
+    """priorsense's table row: the power-scaling sensitivities of one quantity (the cumulative Jensen-Shannon
+    distance's slope in log2(alpha) at alpha = 1) to the prior (null when not applicable) and the likelihood,
+    and its diagnosis."""
+    quantity: str
+    prior: Real
+    likelihood: Real
+    diagnosis: str
+
+
+@record
+class PowerScaling(Record):
+    """Power-scaling diagnostics (Kallioinen et al. 2024): the threshold of the labels, which likelihood is
+    scaled, the number of draws whose expected range the distance is integrated over, and one row per quantity."""
+    threshold: float
+    likelihood: str
+    num_draws: int
+    rows: tuple[PowerScalingRow, ...]
+
+
+@record
+class SensitivitySection(Record):
+    """summary.json's ``sensitivity``: what the report's Sensitivity section shows (docs/summary.md). ``headline``
+    maps each headline scalar of :class:`jaxschools.core.sensitivity.Headline` (``mu_mean``, ``mu_sd``,
+    ``mu_q025``, ``mu_q975``, ``tau_mean``, ``tau_q025``, ``tau_q975``, ``p_exceeds``, ``log_evidence``) to its
+    :class:`Derivatives`; ``theta`` is E[theta_i] with the influence matrix; ``influence`` maps ``mu_mean``,
+    ``tau_mean``, ``theta_mean`` (the query school's) and ``p_exceeds`` to each school's :class:`InfluenceEntry`.
+    A part that was not computed is null and its note says why (``note`` for the whole section: too many
+    schools)."""
+    query_school: str
+    threshold: float
+    num_nodes: int
+    note: Optional[str]
+    headline: Optional[dict[str, Derivatives]]
+    theta: Optional[ThetaDerivatives]
+    prior_scales_note: Optional[str]
+    influence: Optional[dict[str, InfluenceEntry]]
+    prior_curves: Optional[PriorCurves]
+    prior_curves_note: Optional[str]
+    power_scaling: Optional[PowerScaling]
+    power_scaling_note: Optional[str]
+
+
 @record
 class Summary(Record):
     """summary.json."""
@@ -733,6 +850,7 @@ class Summary(Record):
     exact: Exact
     laplace_vs_exact: LaplaceVsExact
     exact_check: ExactCheck
+    sensitivity: Optional[SensitivitySection]
     config: dict[str, Any]
     provenance: Provenance
     sweep: Optional[tuple[SweepRow, ...]]
@@ -854,15 +972,25 @@ class SimulationFigures(Record):
     studies: dict[str, StudyFigures]
 
 
+@record
+class SensitivityFigures(Record):
+    """What the sensitivity figures draw beyond the summary's numbers: ``tangents``, per prior-curve quantity, the
+    (G, 2, 2) ends (tau_scale, value) of its tangent at each grid point on a logarithmic tau_scale axis (NaN
+    where undefined); None without prior curves (the flat prior)."""
+    tangents: Optional[dict[str, np.ndarray]]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class RunRecord:
     """What the report and the figures render: the single analysis (``summary.sweep`` and
     ``summary.simulation`` null) or a whole run: ``summary`` (with its sweep and simulation sections), the analysis's figure data and,
-    when they ran, the sweep's and the simulation study's."""
+    when they ran, the sweep's and the simulation study's; ``sensitivity`` the sensitivity figures' arrays (None when
+    the section is off or has no curves to draw)."""
     summary: Summary
     figures: AnalysisFigures
     sweep: Optional[SweepFigures] = None
     simulation: Optional[SimulationFigures] = None
+    sensitivity: Optional[SensitivityFigures] = None
 
 
 def __dir__():

@@ -31,7 +31,7 @@ import numpy as np
 from jaxschools.app import exact_check, results
 from jaxschools.app.results import finite as _finite
 from jaxschools.app.results import school_label as _school
-from jaxschools.presentation import experiment_plots, plots
+from jaxschools.presentation import experiment_plots, plots, sensitivity_plots
 
 __all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
 
@@ -593,6 +593,112 @@ def _predictive_section(s: results.Summary) -> str:
     )
 
 
+# The headline scalars of the sensitivity section (the keys of results.SensitivitySection.headline), worded for people.
+_HEADLINE_LABELS = (("mu_mean", "E[μ | y]"), ("mu_sd", "sd(μ | y)"), ("mu_q025", "μ: 2.5% quantile"),
+                    ("mu_q975", "μ: 97.5% quantile"), ("tau_mean", "E[τ | y]"), ("tau_q025", "τ: 2.5% quantile"),
+                    ("tau_q975", "τ: 97.5% quantile"), ("p_exceeds", "P(θ_k > c | y)"), ("log_evidence", "log p(y)"))
+
+
+def _figure_link(name: str, label: str, drawn: set) -> str:
+    """A link to figure ``name`` in the Figures section, or "" when it was not drawn."""
+    return f' (<a href="#fig-{_e(name)}">figure: {_e(label)}</a>)' if name in drawn else ""
+
+
+def _sensitivity_section(s: results.Summary, drawn: set) -> str:
+    """The Sensitivity section: exact derivatives of the exact posterior (docs/sensitivity.md, "Reading the
+    sensitivity section"), rendered from ``s.sensitivity``; ``drawn``: the figures drawn, to link to."""
+    section = s.sensitivity
+    if section is None:
+        return _section("sensitivity", "Sensitivity",
+                        _p("Not computed for this run (sensitivity.enabled = false in the configuration)."))
+    names = s.data.names
+    k = section.query_school
+    parts = [_p(f"How much each answer depends on each input, by exact derivatives of the exact posterior (no "
+                f"refits; quadrature with {fmt(section.num_nodes)} nodes). θ_k is school {k}'s effect and c = "
+                f"{fmt(section.threshold, '.4g')} the threshold of the posterior question. Case weights w_j raise "
+                "school j's likelihood term to the power w_j: w = 1 is the data as given, w_j = 0 leaves school j "
+                "out.")]
+    if section.note:
+        parts.append(_p(f"The exact derivatives and leave-one-out analyses are {section.note}.", "note"))
+    headline = section.headline
+    if headline is not None:
+        parts.append("<h3>Which data drive the answer</h3>")
+        matrix = _figure_link("influence_matrix", "influence matrix", drawn)
+        parts.append(f"<p>The influence matrix d E[θ_i | y] / d y_j{matrix} says how far each school's posterior "
+                     "mean moves when another school's reported effect moves by one unit (summary.json: "
+                     "sensitivity.theta.y). Per school, the derivatives of the population answers "
+                     "with respect to its estimate y_j, its standard error σ_j and its case weight w_j:</p>")
+        shown, note = _capped(len(names))
+        mu, tau, p = headline["mu_mean"], headline["tau_mean"], headline["p_exceeds"]
+        rows = [(str(names[j]), mu.y[j], mu.sigma[j], mu.case_weights[j], tau.y[j], tau.sigma[j],
+                 tau.case_weights[j], p.y[j], p.case_weights[j]) for j in range(shown)]
+        parts.append(_table(("school", "∂E[μ]/∂y_j", "∂E[μ]/∂σ_j", "∂E[μ]/∂w_j", "∂E[τ]/∂y_j", "∂E[τ]/∂σ_j",
+                             "∂E[τ]/∂w_j", "∂P/∂y_j", "∂P/∂w_j"), rows))
+        parts.append(note)
+    influence = section.influence
+    if influence is not None:
+        parts.append("<h3>Dropping one school: derivative against exact leave-one-out</h3>")
+        loo = _figure_link("influence_loo", "linear prediction against exact change", drawn)
+        parts.append(f"<p>For each school, the change in the answer if it were left out: predicted to first order "
+                     "by its influence, −∂Q/∂w_j at w = 1 (the infinitesimal jackknife), and computed exactly "
+                     f"with w_j = 0. Where they differ, the linear approximation misleads{loo}. A dash: the "
+                     "quantity does not exist without that school (a moment of the flat prior's posterior needs "
+                     "enough schools, and the posterior itself needs 3).</p>")
+        shown, note = _capped(len(names))
+        rows = []
+        for j in range(shown):
+            row = [str(names[j])]
+            for name in ("mu_mean", "tau_mean", "theta_mean", "p_exceeds"):
+                entry = influence[name]
+                row += [entry.linear[j], entry.change[j]]
+            rows.append(row)
+        parts.append(_table(("school left out", "E[μ]: linear", "E[μ]: exact", "E[τ]: linear", "E[τ]: exact",
+                             "E[θ_k]: linear", "E[θ_k]: exact", "P(θ_k > c): linear", "P(θ_k > c): exact"), rows))
+        parts.append(note)
+        parts.append(_p(f"With every school: E[μ | y] = {fmt(influence['mu_mean'].full)}, E[τ | y] = "
+                        f"{fmt(influence['tau_mean'].full)}, E[θ_k | y] = {fmt(influence['theta_mean'].full)}, "
+                        f"P(θ_k > c | y) = {fmt(influence['p_exceeds'].full)}.", "note"))
+    parts.append("<h3>The prior's hyperparameters</h3>")
+    if headline is not None and section.prior_scales_note is None:
+        rows = []
+        for name, label in _HEADLINE_LABELS:
+            entry = headline[name]
+            prior = entry.prior
+            rows.append((label, entry.value, prior.mu_loc, prior.mu_scale, prior.tau_scale))
+        parts.append(_p("Derivatives of the headline quantities with respect to the prior's location and scale of μ "
+                        "and its scale of τ, at the configured values. A derivative times a small change of the "
+                        "hyperparameter is the change of the answer; a dash: the quantity does not exist."))
+        parts.append(_table(("quantity", "value", "∂/∂mu_loc", "∂/∂mu_scale", "∂/∂tau_scale"), rows))
+    elif section.prior_scales_note is not None:
+        parts.append(_p(f"Derivatives with respect to the prior's scales are {section.prior_scales_note}."))
+    if section.prior_curves is not None:
+        curves = section.prior_curves
+        link = _figure_link("prior_curves", "prior-sensitivity curves", drawn)
+        parts.append(f"<p>Prior-sensitivity curves{link}: E[μ], E[τ] and the 95% interval ends of μ and τ at "
+                     f"{len(curves.tau_scale)} values of tau_scale from {_e(fmt(curves.tau_scale[0], '.3g'))} to "
+                     f"{_e(fmt(curves.tau_scale[-1], '.3g'))} (configured: {_e(fmt(curves.configured, '.3g'))}), "
+                     "each with its exact derivative, drawn as a tangent (summary.json: "
+                     "sensitivity.prior_curves).</p>")
+    elif section.prior_curves_note is not None:
+        parts.append(_p(f"Prior-sensitivity curves are {section.prior_curves_note}."))
+    parts.append("<h3>Power-scaling</h3>")
+    power = section.power_scaling
+    if power is None:
+        parts.append(_p(f"Power-scaling diagnostics are {section.power_scaling_note}."))
+    else:
+        parts.append(_p(f"priorsense's diagnostic (Kallioinen et al. 2024), computed exactly: the slope of the "
+                        "cumulative Jensen-Shannon distance when the prior, or the likelihood "
+                        f"({power.likelihood} form), is raised to a power alpha, in log2(alpha) at alpha = 1. At or "
+                        f"above {fmt(power.threshold, 'g')} on both: potential prior-data conflict; on the prior "
+                        "only: a strong prior / weak likelihood. A dash in the prior column: not applicable (the "
+                        "flat prior has no power)."))
+        rows = [(row.quantity, row.prior, row.likelihood,
+                 _flag_cell(row.diagnosis, row.diagnosis not in ("-", "not applicable")))
+                for row in power.rows[:MAX_TABLE_ROWS]]
+        parts.append(_table(("quantity", "prior", "likelihood", "diagnosis"), rows))
+    return _section("sensitivity", "Sensitivity", *parts)
+
+
 def _figures_section(figures: Sequence[tuple[str, str, bytes]], drawn: bool,
                      not_drawn: Sequence[tuple[str, str]] = ()) -> str:
     if not drawn:
@@ -716,7 +822,7 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
-        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("ppc", "predictive check"),
+        ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("ppc", "predictive check"), ("sensitivity", "sensitivity"),
         ("sweep", "sweep"), ("simulation", "simulation"), ("figures", "figures"),
         ("provenance", "config"))
 
@@ -747,6 +853,7 @@ def render_html(summary: results.Summary | dict, figures: Sequence[tuple[str, st
         _exact_section(s),
         _laplace_exact_section(s),
         _predictive_section(s),
+        _sensitivity_section(s, {name for name, _, _ in figures}),
         _sweep_section(s),
         _simulation_section(s),
         _figures_section(figures, drawn, not_drawn),
@@ -776,7 +883,8 @@ def write_outputs(result, out_dir, figures: bool = True) -> pathlib.Path:
     if figures:
         figure_dir = out_dir / "figures"
         figure_dir.mkdir(exist_ok=True)
-        for spec in plots.make_figures(record) + experiment_plots.make_figures(record):
+        for spec in (plots.make_figures(record) + sensitivity_plots.make_figures(record)
+                     + experiment_plots.make_figures(record)):
             if spec.figure is None:  # could not be built for these data: listed in the report instead
                 not_drawn.append((spec.name, spec.not_drawn))
                 continue
