@@ -29,6 +29,7 @@ jax.config.update("jax_enable_x64", True)
 from benchmarks import (  # noqa: E402
     common,
     datasets,
+    exact_gradients,
     float32,
     learnbayes,
     rwmh_throughput,
@@ -36,7 +37,7 @@ from benchmarks import (  # noqa: E402
     sweep_vs_loop,
 )
 
-BENCHMARKS = [rwmh_throughput, learnbayes, float32, sweep_vs_loop, datasets, streaming_memory]
+BENCHMARKS = [rwmh_throughput, learnbayes, float32, sweep_vs_loop, datasets, streaming_memory, exact_gradients]
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 
 

@@ -46,6 +46,23 @@ def best_time(fn, repeats: int = 3) -> float:
     return min(times)
 
 
+def interleaved_best_times(runners: dict, repeats: int, compile_first: bool = True) -> dict:
+    """Best wall time of each runner over ``repeats`` rounds, after one compiling call each (``compile_first``;
+    False for runners compiled ahead of time, whose untimed first call would only cost a run). Each round times
+    every runner once, starting one further along each time, so a slow spell of the shared machine costs all of them
+    alike instead of one of them."""
+    import jax
+
+    for fn in runners.values() if compile_first else ():
+        jax.block_until_ready(fn())  # compile
+    best = dict.fromkeys(runners, float("inf"))
+    names = list(runners)
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # a new order each round
+            best[name] = min(best[name], best_time(lambda: jax.block_until_ready(runners[name]()), 1))
+    return best
+
+
 def git_revision() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -40,7 +40,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import best_time, eight_schools_fit  # noqa: E402
+from benchmarks.common import best_time, eight_schools_fit, interleaved_best_times  # noqa: E402
 from jaxschools.core.kernels.noise import symmetric_normal  # noqa: E402
 
 CHAINS = (1, 64, 1024, 16384)
@@ -48,20 +48,6 @@ CHAINS = (1, 64, 1024, 16384)
 STEPS = {1: 20000, 64: 5000, 1024: 1000, 16384: 200}
 SMOKE_STEPS = 20
 REPEATS = 5
-
-
-def _interleaved_best_times(runners: dict, repeats: int) -> dict:
-    """Best wall time of each runner over ``repeats`` rounds, after one compiling call each. Each round times
-    every runner once, starting one further along each time, so a slow spell of the shared machine costs all of them
-    alike instead of one of them."""
-    for fn in runners.values():
-        jax.block_until_ready(fn())  # compile
-    best = dict.fromkeys(runners, float("inf"))
-    names = list(runners)
-    for round_ in range(repeats):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # a new order each round
-            best[name] = min(best[name], best_time(lambda: jax.block_until_ready(runners[name]()), 1))
-    return best
 
 
 def _numpy_rwmh(y, sigma, mode, factor, chains, steps, seed=0):
@@ -156,7 +142,7 @@ def _rows(chain_counts, smoke: bool, with_numpy: bool = True, use_mesh: bool = T
                 "floor_sharded": lambda: floor_split(key),
             })
         row = {"chains": chains, "steps": steps}
-        for name, seconds in _interleaved_best_times(runners, 1 if smoke else REPEATS).items():
+        for name, seconds in interleaved_best_times(runners, 1 if smoke else REPEATS).items():
             row[name] = points / seconds
         if with_numpy:
             numpy_steps = max(1, min(steps, 200 if not smoke else 5))
