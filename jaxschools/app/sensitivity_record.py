@@ -19,10 +19,11 @@ library's :func:`jaxschools.core.sensitivity.headline`, at some point phi of the
 (Q(phi), dQ(phi)[v]) by ``jax.jvp``. The Jacobian is the directions e_i (one per input) at the data; the
 leave-one-out values are the points w = 1 - e_j; the curves are the points tau_scale = s_g in the direction of
 tau_scale. So the whole section is one batch of (point, direction) pairs, mapped by ``jax.lax.map`` in blocks of
-:func:`block_size` pairs (vmapped inside a block, which bounds memory), compiled once per number of schools, prior family and grid size: the query school and threshold are traced, so other data, names,
-queries and scales of the same shapes reuse it. Forward mode, because the inputs (3 J + 3) and the outputs
-(J + 9) are of the same order and the curves need forward derivatives anyway. Compiled, the eight schools'
-section takes milliseconds.
+:func:`block_size` pairs (vmapped inside a block, which bounds memory), compiled once per number of schools,
+prior family and grid size: the query school and threshold are traced, so other data, names, queries and scales
+of the same shapes reuse it. Forward mode, because the inputs (3 J + 3) and the outputs (J + 9) are of the same
+order and the curves need forward derivatives anyway. Compiled, the eight schools' section takes a tenth of a
+second or so; its compilation, a few seconds, is most of its cost (:data:`QUICK_COMPILE_NUMBERS`).
 
 The flat prior has no scales: derivatives with respect to them, prior curves and prior power-scaling are
 recorded as null with the reason "not applicable". A moment that does not exist (:mod:`jaxschools.core.moments`)
@@ -44,10 +45,9 @@ import numpy as np
 
 from jaxschools.app import results
 from jaxschools.core import moments, sensitivity
-from jaxschools.core._jit import filter_jit
 
 __all__ = ["build", "tau_scale_grid", "tangent_segments", "block_size", "NUM_NODES", "MAX_SCHOOLS", "BLOCK_NUMBERS", "SCALARS",
-           "CURVE_QUANTITIES", "INFLUENCE_QUANTITIES", "PRIOR_SCALES", "TANGENT_HALF_WIDTH"]
+           "CURVE_QUANTITIES", "INFLUENCE_QUANTITIES", "PRIOR_SCALES", "TANGENT_HALF_WIDTH", "QUICK_COMPILE_NUMBERS"]
 
 # The quadrature rule: the library's default (sensitivity.jacobian and influence), so the record's numbers are
 # theirs.
@@ -105,7 +105,6 @@ def block_size(num_schools: int, num_rows: int) -> int:
     return max(1, min(num_rows, BLOCK_NUMBERS // (NUM_NODES * num_schools)))
 
 
-@filter_jit
 def _directional(points: sensitivity.Inputs, directions: sensitivity.Inputs, mask, kind, query_school, threshold,
                  num_nodes, block):
     """(values, derivatives): headline(point) and its derivative in the direction, for each pair of the leading
@@ -117,6 +116,26 @@ def _directional(points: sensitivity.Inputs, directions: sensitivity.Inputs, mas
                        (point,), (direction,))
 
     return jax.lax.map(pair, (points, directions), batch_size=block)
+
+
+# The section is one compiled function per J, prior family and grid size (the arrays, the query school and the
+# threshold are traced). For small problems its compilation is most of its cost: measured on the 2-core machine,
+# the eight schools' function compiled in 10.7 s and ran in 0.15 s with XLA's default CPU optimisation, in 5.3 s
+# and 0.23 s with LLVM at level 0; for 50 schools, 22 s and 2.9 s against 6.3 s and 8.6 s. So level 0 below
+# QUICK_COMPILE_NUMBERS numbers per pass (rows x nodes x J; the eight schools: 2e5 to 5e5), the default above.
+QUICK_COMPILE_NUMBERS = 2_000_000
+_STATIC = ("kind", "num_nodes", "block")
+_DIRECTIONAL = {
+    "default": jax.jit(_directional, static_argnames=_STATIC),
+    "quick": jax.jit(_directional, static_argnames=_STATIC,
+                     compiler_options={"xla_backend_optimization_level": 0}),
+}
+
+
+def _compiled(num_rows: int, num_schools: int):
+    """The jitted :func:`_directional` for this size: LLVM level 0 for small problems on the CPU."""
+    small = num_rows * NUM_NODES * num_schools <= QUICK_COMPILE_NUMBERS
+    return _DIRECTIONAL["quick" if small and jax.default_backend() == "cpu" else "default"]
 
 
 def _batch(base: sensitivity.Inputs, proper: bool, grid: np.ndarray):
@@ -250,8 +269,10 @@ def build(config: dict, data, prior, query_school: int, threshold: float, query_
     grid = (tau_scale_grid(tau_scale, options["tau_scale_points"], options["tau_scale_factor"]) if proper
             else np.zeros(0))
     points, directions, num_jac, curve, block = _batch(base, proper, grid)
-    values, derivs = _directional(points, directions, data.mask, prior.kind, jnp.asarray(query_school, jnp.int32),
-                                  jnp.asarray(threshold, data.y.dtype), NUM_NODES, block)
+    directional = _compiled(points.y.shape[0], num)
+    values, derivs = directional(points, directions, data.mask, kind=prior.kind,
+                                 query_school=jnp.asarray(query_school, jnp.int32),
+                                 threshold=jnp.asarray(threshold, data.y.dtype), num_nodes=NUM_NODES, block=block)
     values, derivs = jax.tree_util.tree_map(np.asarray, (values, derivs))
     section["headline"] = _headline(values, derivs, num, proper)
     section["theta"] = _theta(values, derivs, num, proper)
