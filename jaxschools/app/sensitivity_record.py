@@ -58,8 +58,8 @@ NUM_NODES = 1024
 MAX_SCHOOLS = 50
 # (point, direction) pairs are vmapped together in blocks of about BLOCK_NUMBERS / (NUM_NODES x J) pairs (all of
 # them for the eight schools), mapped one block after another by lax.map: that bounds each array at BLOCK_NUMBERS
-# float64 numbers (32 MiB) whatever J.
-BLOCK_NUMBERS = 2**22
+# float64 numbers (8 MiB) whatever J.
+BLOCK_NUMBERS = 2**20
 # The headline scalars of core.sensitivity.Headline, in its order (theta_mean, a vector, has its own record).
 SCALARS = ("mu_mean", "mu_sd", "mu_q025", "mu_q975", "tau_mean", "tau_q025", "tau_q975", "p_exceeds", "log_evidence")
 # The quantities the prior-sensitivity curves follow, and those whose influence is shown (core.sensitivity's).
