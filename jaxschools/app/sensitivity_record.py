@@ -36,7 +36,6 @@ arXiv:2408.07240; Kallioinen, Paananen, Bürkner & Vehtari (2024), Statistics an
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import jax
@@ -46,8 +45,9 @@ import numpy as np
 from jaxschools.app import results
 from jaxschools.core import moments, sensitivity
 
-__all__ = ["build", "tau_scale_grid", "tangent_segments", "block_size", "NUM_NODES", "MAX_SCHOOLS", "BLOCK_NUMBERS", "SCALARS",
-           "CURVE_QUANTITIES", "INFLUENCE_QUANTITIES", "PRIOR_SCALES", "TANGENT_HALF_WIDTH", "QUICK_COMPILE_NUMBERS"]
+__all__ = ["build", "tau_scale_grid", "tangent_segments", "block_size", "NUM_NODES", "MAX_SCHOOLS", "BLOCK_NUMBERS",
+           "SCALARS", "CURVE_QUANTITIES", "INFLUENCE_QUANTITIES", "PRIOR_SCALES", "TANGENT_HALF_WIDTH",
+           "QUICK_COMPILE_NUMBERS"]
 
 # The quadrature rule: the library's default (sensitivity.jacobian and influence), so the record's numbers are
 # theirs.
@@ -235,11 +235,6 @@ def _curves(values, derivs, grid: np.ndarray, curve: slice, tau_scale: float):
     return {"tau_scale": grid, "configured": tau_scale, "curves": curves}, tangents
 
 
-def power_scaling_available() -> bool:
-    """Whether the library has power-scaling diagnostics (:mod:`jaxschools.core.power_scaling`)."""
-    return importlib.util.find_spec("jaxschools.core.power_scaling") is not None
-
-
 def build(config: dict, data, prior, query_school: int, threshold: float, query_name: str):
     """(summary.json's ``sensitivity`` as a :class:`~jaxschools.app.results.SensitivitySection`, the figures'
     :class:`~jaxschools.app.results.SensitivityFigures` or None), or (None, None) when
@@ -254,9 +249,10 @@ def build(config: dict, data, prior, query_school: int, threshold: float, query_
         return None, None
     proper = prior.kind != "flat"
     num = data.num_schools
+    not_applicable = None if proper else NOT_APPLICABLE_FLAT
     section = {"query_school": query_name, "threshold": threshold, "num_nodes": NUM_NODES, "note": None,
-               "headline": None, "theta": None, "prior_scales_note": None if proper else NOT_APPLICABLE_FLAT, "influence": None,
-               "prior_curves": None, "prior_curves_note": None if proper else NOT_APPLICABLE_FLAT,
+               "headline": None, "theta": None, "prior_scales_note": not_applicable, "influence": None,
+               "prior_curves": None, "prior_curves_note": not_applicable,
                "power_scaling": None, "power_scaling_note": NO_POWER_SCALING}
     if num > MAX_SCHOOLS:
         note = (f"not computed for {num:,} schools: the Jacobian and the leave-one-out analyses cost J^2 passes "

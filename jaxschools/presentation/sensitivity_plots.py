@@ -89,8 +89,9 @@ def plot_influence_matrix(matrix, names) -> Figure:
 
 
 def plot_influence_loo(influence: dict, names, query_school: str) -> Figure:
-    """Per quantity Q of ``influence`` (results.InfluenceEntry by name; one panel each): every school's linear prediction of the leave-one-out change, -dQ/dw_j
-    at w = 1 (x), against the exact change Q(w_j = 0) - Q(1) (y), with the line y = x on which the two agree.
+    """Per quantity Q of ``influence`` (its :class:`~jaxschools.app.results.InfluenceEntry` by name; one panel
+    each): every school's linear prediction of the leave-one-out change, -dQ/dw_j at w = 1 (x), against the exact
+    change Q(w_j = 0) - Q(1) (y), with the line y = x on which the two agree.
     A school without an exact change (a moment that stops existing without it) is left out of its panel."""
     figure = _figure(9.0, 7.4)
     axes = figure.subplots(2, 2).ravel()
@@ -176,9 +177,10 @@ def make_figures(record: results.RunRecord) -> list[FigureSpec]:
                     "Influence matrix: how far school i's posterior mean E[θ_i | y] moves per unit increase of school "
                     "j's reported effect y_j (exact derivatives of the exact posterior). The diagonal is each school's "
                     "weight on its own estimate; the off-diagonal entries are what it borrows from the others "
-                    "through μ and τ (blue: a larger y_j pulls θ_i down, as a more spread-out y_j raises τ and so "
-                    "loosens the pooling). Shifting every y_j by the same amount shifts every θ_i by it, so under "
-                    "the flat prior each row sums to 1; under a proper prior the rest of the 1 is d E[θ_i] / d mu_loc.")
+                    "through μ (red) and through τ (blue where a larger y_j, spreading the data, raises τ, loosens "
+                    "the pooling and so pulls θ_i away from it). Shifting every y_j by the same amount shifts every "
+                    "θ_i by it, so under the flat prior each row sums to 1; under a proper prior the rest of the 1 "
+                    "is d E[θ_i] / d mu_loc.")
 
         specs.append(attempt("influence_matrix", matrix))
 
