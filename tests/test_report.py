@@ -585,3 +585,28 @@ def test_sensitivity_of_three_schools_under_the_flat_prior(hostile_analysis, hos
         spec.figure.clear()
     out, _ = hostile_report
     assert all((out / "figures" / f"{name}.png").is_file() for name in SENSITIVITY_FIGURES)
+
+
+def test_beyond_fifty_schools_the_section_says_why_it_is_empty(eight_analysis):
+    """More than sensitivity_record.MAX_SCHOOLS schools: nothing is computed (no JAX work), every part is null with
+    the reason, the report says so and draws no sensitivity figure."""
+    import dataclasses
+
+    from jaxschools.app import sensitivity_record
+    from jaxschools.core import models
+    from jaxschools.presentation import report, sensitivity_plots
+
+    num = sensitivity_record.MAX_SCHOOLS + 1
+    data = data_module.Schools(y=np.linspace(-5.0, 5.0, num), sigma=np.full(num, 3.0),
+                               names=tuple(f"s{j}" for j in range(num)))
+    config = config_module.load_config(None, sets=["model.prior=half_normal"])
+    section, figures = sensitivity_record.build(config, data, models.make_prior("half_normal"), 0, 1.0, "s0")
+    assert figures is None and section.headline is None and section.theta is None and section.influence is None
+    assert section.prior_curves is None and section.note.startswith(f"not computed for {num} schools")
+    assert section.prior_curves_note == section.note and section.prior_scales_note is None
+    record = eight_analysis.record
+    record = dataclasses.replace(record, summary=dataclasses.replace(record.summary, sensitivity=section),
+                                 sensitivity=None)
+    page = html.unescape(report.render_html(record.summary).split('id="sensitivity"')[1].split("</section>")[0])
+    assert f"The exact derivatives and leave-one-out analyses are not computed for {num} schools" in page
+    assert sensitivity_plots.make_figures(record) == []
