@@ -31,7 +31,7 @@ _LAYER_OF = {
         (
             "adaptation", "calibration", "classical", "data", "datasets", "design", "diagnostics", "draw_sensitivity",
             "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments", "posterior",
-            "predictive", "sampling", "sensitivity", "sharding", "streaming", "validation",
+            "power_scaling", "predictive", "sampling", "sensitivity", "sharding", "streaming", "validation",
         ),
         "core",
     ),

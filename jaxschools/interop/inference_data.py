@@ -21,6 +21,11 @@ Groups (dims ``chain``, ``draw`` and ``school``, the last labelled with the data
   eight-schools programs of Stan, PyMC and NumPyro. PSIS-LOO on it (``arviz.loo``; Vehtari, Gelman &
   Gabry 2017) estimates log p(y_j | y_-j), the same quantity
   :func:`jaxschools.app.experiments.exact_loo` computes by quadrature, so priors can be compared with it.
+* ``log_prior`` (with ``prior=``, a proper prior only): ``mu`` = log N(mu | mu_loc, mu_scale^2) and ``tau`` =
+  log p(tau) (chain, draw), the prior density on (mu, tau) itself (no log-tau Jacobian; they sum to
+  ``Prior.log_prob``), which ArviZ's power-scaling diagnostic (``arviz.psens(..., component="prior")``) reads
+  with ``log_likelihood`` (``component="likelihood"``; see :mod:`jaxschools.core.power_scaling`). The flat
+  prior has no log_prior group: p(mu, tau) ∝ 1 is not a density, and power-scaling it changes nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.stats import norm
 
 from jaxschools import __version__
-from jaxschools.core import posterior, predictive
+from jaxschools.core import models, posterior, predictive
 from jaxschools.core.data import Schools
 
 __all__ = ["to_inference_data", "from_analysis", "write_netcdf", "pointwise_log_likelihood", "INSTALL_HINT"]
@@ -97,6 +103,15 @@ def _sample_stats(stats, num_chains: int, num_draws: int) -> dict:
     return out
 
 
+def _log_prior(positions, prior, dims) -> dict:
+    """log p(mu) and log p(tau) at the draws (the ``log_prior`` group): mu's normal prior, and tau's as the rest
+    of ``prior.log_prob`` (the one definition of the prior's density)."""
+    mu, log_tau = positions[..., 0], positions[..., 1]
+    log_mu = norm.logpdf(mu, prior.mu_loc, prior.mu_scale)
+    log_tau_prior = prior.log_prob(mu, log_tau) - log_mu
+    return {"mu": (dims, np.asarray(log_mu, float)), "tau": (dims, np.asarray(log_tau_prior, float))}
+
+
 def to_inference_data(
     samples,
     data: Schools,
@@ -106,6 +121,7 @@ def to_inference_data(
     parameterization: str = "marginal",
     predictive_draws: predictive.Predictive | None = None,
     attrs: dict | None = None,
+    prior=None,
 ) -> Any:
     """ArviZ's container for a run (see the module docstring for the groups).
 
@@ -121,6 +137,8 @@ def to_inference_data(
         ``fold_in(rng_key, 1)`` (the predictive).
       predictive_draws: a :class:`jaxschools.core.predictive.Predictive` made with these draws (the analysis's).
       attrs: extra attributes for every group (e.g. the kernel's name).
+      prior: the :class:`~jaxschools.core.models.Prior` of the run (a name or a Prior); a proper one adds the
+        ``log_prior`` group (module docstring). None (the default) or the flat prior: no such group.
 
     Returns an ``arviz.InferenceData`` (ArviZ 0.x) or an ``xarray.DataTree`` (ArviZ 1.x).
     Raises ``ImportError`` (with the install command) when ArviZ is missing.
@@ -168,6 +186,8 @@ def to_inference_data(
         "observed_data": dataset({"y": (("school",), as_np(data.y))}),
         "constant_data": dataset({"sigma": (("school",), as_np(data.sigma))}),
     }
+    if prior is not None and models.make_prior(prior).proper:
+        groups["log_prior"] = dataset(_log_prior(positions, models.make_prior(prior), draws_dims))
     sample_stats = _sample_stats(stats, num_chains, num_draws)
     if sample_stats:
         groups["sample_stats"] = dataset(sample_stats)
@@ -177,11 +197,12 @@ def to_inference_data(
 
 
 def from_analysis(analysis) -> Any:
-    """The container for an :class:`jaxschools.app.analysis.Analysis`: its draws, theta and posterior predictive."""
+    """The container for an :class:`jaxschools.app.analysis.Analysis`: its draws, theta and posterior predictive
+    (and ``log_prior`` for a proper prior)."""
     mcmc = analysis.record.summary.mcmc  # the typed record (jaxschools.app.results.Mcmc): both always present
     attrs = {"kernel": mcmc.kernel, "parameterization": mcmc.parameterization}
     return to_inference_data(analysis.samples, analysis.data, theta=analysis.theta,
-                             predictive_draws=analysis.predictive, attrs=attrs)
+                             predictive_draws=analysis.predictive, attrs=attrs, prior=analysis.logdensity.prior)
 
 
 def write_netcdf(analysis, path) -> None:
