@@ -579,8 +579,9 @@ def test_agrees_with_arviz_psens_on_the_same_draws():
     Why n = 16,000: ArviZ's estimate squares a noisy difference of CDFs, so it is biased upwards by about
     s^2 / (2 S) (s its Monte Carlo sd), a bias falling like 1 / n against a standard error like 1 / sqrt(n R).
     Measured at n = 4,000 (16 sets): tau's conditional-likelihood value 0.016 read 0.008 high (z = 3.7), the
-    marginal likelihood's tau 0.010 high (z = 3.0); at 16,000: 0.0017 (z = 1.7) and 0.005 (z = 1.7), every
-    other quantity |z| < 1.6."""
+    marginal likelihood's tau 0.010 high (z = 3.0) and mu 0.003 high (z = 2.2); at 16,000 (these 12 sets):
+    0.0017 (z = 1.7), 0.005 (z = 1.7) and 0.0013 (z = 2.7), every other quantity |z| < 1.6; the limit is
+    about 5.9."""
     az = _arviz_with_psens()
     from scipy import stats
 
