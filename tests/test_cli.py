@@ -321,3 +321,9 @@ def test_the_sensitivity_experiment_writes_the_section_with_every_figure(tmp_pat
     for name in ("influence_matrix", "influence_loo", "prior_curves"):
         assert f'href="#fig-{name}"' in text and (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert "∂/∂tau_scale" in text and "not applicable" not in text
+    # A proper prior: both power-scaling columns are numbers, each label priorsense's rule applied to them.
+    from jaxschools.core import power_scaling
+
+    for row in section.power_scaling.rows:
+        assert row.prior is not None and row.likelihood is not None, row.quantity
+        assert row.diagnosis == power_scaling.label(row.prior, row.likelihood), row.quantity

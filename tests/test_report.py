@@ -531,10 +531,26 @@ def test_sensitivity_record_agrees_with_the_library_and_with_finite_differences(
     np.testing.assert_allclose(sum(headline["mu_mean"].y), 1.0, rtol=1e-9)
 
 
+def test_power_scaling_rows_are_the_librarys(eight_analysis):
+    """summary.json's power-scaling table is core.power_scaling.diagnose's (the compiled function the analysis
+    used), theta's rows named after the schools; under the flat prior the prior column is null, never a 0, and
+    every label "not applicable", while the likelihood's sensitivities are numbers."""
+    from jaxschools.core import power_scaling
+
+    table = eight_analysis.record.summary.sensitivity.power_scaling
+    expected = power_scaling.diagnose(eight_analysis.data, "flat", quantiles=False).rows()
+    assert [row.quantity for row in table.rows] == [quantity for quantity, *_ in expected]
+    assert [row.quantity for row in table.rows][2:] == [f"theta[{name}]" for name in eight_analysis.data.names]
+    np.testing.assert_allclose([row.likelihood for row in table.rows], [lik for _, _, lik, _ in expected],
+                               rtol=1e-12)
+    assert all(row.prior is None and row.diagnosis == power_scaling.NOT_APPLICABLE for row in table.rows)
+    assert table.threshold == power_scaling.THRESHOLD and table.likelihood == "marginal"
+
+
 def test_report_has_the_sensitivity_section_and_its_figures(eight_report):
     """Every report has the section: under the flat prior (the default) the influence matrix and the influence
     against exact leave-one-out are drawn and linked, the prior's scales and curves are "not applicable" (no
-    curves figure), and power-scaling says why it is absent."""
+    curves figure), and the power-scaling table has its rows, labelled "not applicable" (no prior to scale)."""
     out, page = eight_report
     section = page.split('<section id="sensitivity">')[1].split("</section>")[0]
     text = html.unescape(section)
@@ -543,7 +559,7 @@ def test_report_has_the_sensitivity_section_and_its_figures(eight_report):
     assert not (out / "figures" / "prior_curves.png").exists()
     assert "Derivatives with respect to the prior's scales are not applicable: the flat prior" in text
     assert "Prior-sensitivity curves are not applicable: the flat prior" in text
-    assert "Power-scaling diagnostics are " in text
+    assert "<th>diagnosis</th>" in text and "<td>theta[A]</td>" in text and "<td>not applicable</td>" in text
     for header in ("∂E[μ]/∂y_j", "∂E[τ]/∂w_j", "E[μ]: linear", "E[μ]: exact", "P(θ_k > c): exact"):
         assert f"<th>{header}</th>" in text, header
     assert '<a href="#sensitivity">' in page
@@ -603,7 +619,8 @@ def test_beyond_fifty_schools_the_section_says_why_it_is_empty(eight_analysis):
     section, figures = sensitivity_record.build(config, data, models.make_prior("half_normal"), 0, 1.0, "s0")
     assert figures is None and section.headline is None and section.theta is None and section.influence is None
     assert section.prior_curves is None and section.note.startswith(f"not computed for {num} schools")
-    assert section.prior_curves_note == section.note and section.prior_scales_note is None
+    assert section.prior_curves_note == section.note == section.power_scaling_note
+    assert section.power_scaling is None and section.prior_scales_note is None
     record = eight_analysis.record
     record = dataclasses.replace(record, summary=dataclasses.replace(record.summary, sensitivity=section),
                                  sensitivity=None)

@@ -344,7 +344,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
         _stage(progress, "sensitivity: exact derivatives, leave-one-out and prior curves")
     t0 = time.perf_counter()
     sensitivity, sensitivity_figures = sensitivity_record.build(config, data, prior, school, threshold,
-                                                                named.names[school])
+                                                                named.names[school], names=named.names)
     timings["sensitivity_s"] = time.perf_counter() - t0
     median_log_tau = reference["log_tau"]["q50"]
     frozen = _frozen_chains(positions, reference, fit)

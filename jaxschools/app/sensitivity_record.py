@@ -25,10 +25,14 @@ of the same shapes reuse it. Forward mode, because the inputs (3 J + 3) and the 
 order and the curves need forward derivatives anyway. Compiled, the eight schools' section takes a tenth of a
 second or so; its compilation, a few seconds, is most of its cost (:data:`QUICK_COMPILE_NUMBERS`).
 
-The flat prior has no scales: derivatives with respect to them, prior curves and prior power-scaling are
-recorded as null with the reason "not applicable". A moment that does not exist (:mod:`jaxschools.core.moments`)
-is null, and so are its derivatives (JAX would give a 0 there). Power-scaling diagnostics (priorsense's) are
-recorded once :mod:`jaxschools.core.power_scaling` exists; until then the field is null with the reason.
+The flat prior has no scales: derivatives with respect to them and prior curves are recorded as null with the
+reason "not applicable", and so is prior power-scaling (a null column, labelled "not applicable"). A moment that does not exist (:mod:`jaxschools.core.moments`)
+is null, and so are its derivatives (JAX would give a 0 there).
+
+**Power-scaling** (Kallioinen et al. 2024): priorsense's diagnostic of mu, tau and each theta_j, computed exactly by
+:func:`jaxschools.core.power_scaling.diagnose` (its own compiled function; the marginal likelihood p(y_j | mu,
+tau) raised to alpha, the default range of 4,000 draws, the threshold 0.05), without the quantiles' derivatives,
+which the table does not show. Under the flat prior its prior column is null and the label "not applicable".
 
 References: Giordano, Broderick & Jordan (2018), JMLR 19; Nguyen, Giordano, Meager & Broderick (2024),
 arXiv:2408.07240; Kallioinen, Paananen, Bürkner & Vehtari (2024), Statistics and Computing 34 (power-scaling).
@@ -43,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools.app import results
-from jaxschools.core import moments, sensitivity
+from jaxschools.core import moments, power_scaling, sensitivity
 
 __all__ = ["build", "tau_scale_grid", "tangent_segments", "block_size", "NUM_NODES", "MAX_SCHOOLS", "BLOCK_NUMBERS",
            "SCALARS", "CURVE_QUANTITIES", "INFLUENCE_QUANTITIES", "PRIOR_SCALES", "TANGENT_HALF_WIDTH",
@@ -72,7 +76,6 @@ TANGENT_HALF_WIDTH = 0.04
 
 NOT_APPLICABLE_FLAT = ("not applicable: the flat prior p(mu, tau) ∝ 1 has no scales to vary (use a proper prior, "
                        "model.prior = \"half_cauchy\" or \"half_normal\", to see them)")
-NO_POWER_SCALING = "not computed: this version of jaxschools has no jaxschools.core.power_scaling"
 
 
 def tau_scale_grid(tau_scale: float, points: int, factor: float) -> np.ndarray:
@@ -235,14 +238,24 @@ def _curves(values, derivs, grid: np.ndarray, curve: slice, tau_scale: float):
     return {"tau_scale": grid, "configured": tau_scale, "curves": curves}, tangents
 
 
-def build(config: dict, data, prior, query_school: int, threshold: float, query_name: str):
+def _power_scaling(data, prior, names) -> dict:
+    """summary.json's ``sensitivity.power_scaling``: priorsense's table (quantity, prior, likelihood, diagnosis),
+    theta's rows named after the schools."""
+    diagnosis = power_scaling.diagnose(data, prior, quantiles=False)._replace(names=tuple(names))
+    rows = [{"quantity": quantity, "prior": p, "likelihood": lik, "diagnosis": label}
+            for quantity, p, lik, label in diagnosis.rows()]
+    return {"threshold": diagnosis.threshold, "likelihood": diagnosis.likelihood_kind,
+            "num_draws": diagnosis.num_draws, "rows": rows}
+
+
+def build(config: dict, data, prior, query_school: int, threshold: float, query_name: str, names=None):
     """(summary.json's ``sensitivity`` as a :class:`~jaxschools.app.results.SensitivitySection`, the figures'
     :class:`~jaxschools.app.results.SensitivityFigures` or None), or (None, None) when
     ``sensitivity.enabled`` is false.
 
     ``data`` (unnamed :class:`~jaxschools.core.data.Schools`) and ``prior`` (:class:`~jaxschools.core.models.Prior`)
     as the analysis uses them; P(theta_k > c) for k = ``query_school`` (named ``query_name``) at c = ``threshold``,
-    the analysis's query.
+    the analysis's query; ``names`` the schools' names (power-scaling's theta rows; default their indices).
     """
     options = config["sensitivity"]
     if not options["enabled"]:
@@ -253,12 +266,12 @@ def build(config: dict, data, prior, query_school: int, threshold: float, query_
     section = {"query_school": query_name, "threshold": threshold, "num_nodes": NUM_NODES, "note": None,
                "headline": None, "theta": None, "prior_scales_note": not_applicable, "influence": None,
                "prior_curves": None, "prior_curves_note": not_applicable,
-               "power_scaling": None, "power_scaling_note": NO_POWER_SCALING}
+               "power_scaling": None, "power_scaling_note": None}
     if num > MAX_SCHOOLS:
         note = (f"not computed for {num:,} schools: the Jacobian and the leave-one-out analyses cost J^2 passes "
                 f"over the quadrature rule, so the section stops at J = {MAX_SCHOOLS} "
                 "(jaxschools.core.sensitivity computes them for any J)")
-        section.update(note=note, prior_curves_note=section["prior_curves_note"] or note)
+        section.update(note=note, prior_curves_note=section["prior_curves_note"] or note, power_scaling_note=note)
         return results.SensitivitySection.build(section), None
     base = sensitivity.inputs_of(data, prior)
     tau_scale = float(np.asarray(prior.tau_scale))
@@ -279,6 +292,7 @@ def build(config: dict, data, prior, query_school: int, threshold: float, query_
     tangents = None
     if proper:
         section["prior_curves"], tangents = _curves(values, derivs, grid, curve, tau_scale)
+    section["power_scaling"] = _power_scaling(data, prior, range(num) if names is None else names)
     record = results.SensitivitySection.build(section)
     return record, results.SensitivityFigures(tangents=tangents)
 

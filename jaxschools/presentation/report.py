@@ -690,8 +690,9 @@ def _sensitivity_section(s: results.Summary, drawn: set) -> str:
                         "cumulative Jensen-Shannon distance when the prior, or the likelihood "
                         f"({power.likelihood} form), is raised to a power alpha, in log2(alpha) at alpha = 1. At or "
                         f"above {fmt(power.threshold, 'g')} on both: potential prior-data conflict; on the prior "
-                        "only: a strong prior / weak likelihood. A dash in the prior column: not applicable (the "
-                        "flat prior has no power)."))
+                        "only: a strong prior / weak likelihood."
+                        + (" The prior column is not applicable: the flat prior raised to a power is the same flat "
+                           "prior." if any(row.prior is None for row in power.rows) else "")))
         rows = [(row.quantity, row.prior, row.likelihood,
                  _flag_cell(row.diagnosis, row.diagnosis not in ("-", "not applicable")))
                 for row in power.rows[:MAX_TABLE_ROWS]]
