@@ -117,3 +117,17 @@ def test_jacobian_api(eight):
     assert np.all(np.isnan(flat.jacobian.log_evidence.y))
     assert np.isnan(flat.value.tau_mean) and np.all(np.isnan(flat.jacobian.tau_mean.y))
     assert np.all(np.isfinite(flat.jacobian.tau_q975.y))
+
+
+@pytest.mark.slow
+def test_leave_one_out_of_an_improper_posterior_is_nan_not_a_number(eight):
+    """Flat prior. Four of the eight schools in the likelihood: leaving one out leaves 3, a proper posterior,
+    so P(theta_k > c) without each school is a number. Three in: leaving one leaves 2, an improper posterior,
+    so those rows are NaN (the quadrature's truncated range would give finite numbers), while the rows of the
+    masked schools (already out: the same three schools) are not."""
+    four = js.sensitivity.influence(eight.replace(mask=jnp.arange(8) < 4), "flat", num_nodes=NODES)
+    three = js.sensitivity.influence(eight.replace(mask=jnp.arange(8) < 3), "flat", num_nodes=NODES)
+    assert np.all(np.isfinite(four.loo.p_exceeds[:4]))
+    for name in Quantities._fields:
+        assert np.all(np.isnan(getattr(three.loo, name)[:3])) and np.all(np.isnan(getattr(three.change, name)[:3]))
+    assert np.all(np.isfinite(three.loo.p_exceeds[3:]))

@@ -231,6 +231,11 @@ def _influence(inputs, mask, kind, query_school, threshold, num_nodes):
     derivative = jax.jacfwd(quantities)(ones)
     # Leave-one-out: row j of 1 - I is w with w_j = 0; one vmapped call for all j.
     loo = jax.vmap(quantities)(ones - jnp.eye(ones.shape[-1], dtype=ones.dtype))
+    # Without school j the posterior may be improper (the flat prior with fewer than 3 schools left): the
+    # quadrature would return its truncated range's numbers, so those rows are NaN, not a finite guess.
+    in_likelihood = jnp.asarray(mask, jnp.int32)
+    improper = jnp.sum(in_likelihood) - in_likelihood < moments.min_schools(kind, "tau", 0)
+    loo = jax.tree_util.tree_map(lambda value: jnp.where(improper, jnp.nan, value), loo)
     change = jax.tree_util.tree_map(lambda l, f: l - f, loo, full)
     linear = jax.tree_util.tree_map(jnp.negative, derivative)
     error = jax.tree_util.tree_map(jnp.subtract, change, linear)
@@ -249,7 +254,8 @@ def influence(data: Schools, prior="flat", *, query_school: int = 0, threshold=N
     ``change`` is the left side computed exactly (w_j = 0 is exactly leaving school j out), ``linear`` the
     right side and ``linear_error`` their difference. A masked school is already out: its derivative and
     change are 0. With the flat prior, dropping a school can leave a moment undefined (E[tau] needs J >= 4
-    schools in the likelihood): that school's ``loo`` and ``change`` are NaN.
+    schools in the likelihood) or the posterior improper (J - 1 < 3): that school's ``loo`` and ``change``
+    are NaN.
 
     Args:
       data, prior: as :func:`jacobian`.
