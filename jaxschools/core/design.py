@@ -260,11 +260,6 @@ def _positive(name, value):
         raise ValueError(f"{name} must be finite and > 0, got {value}")
 
 
-def _anonymous(data: Schools) -> Schools:
-    """The leaves without the (static) names, so every dataset of a shape shares one compilation."""
-    return Schools.tree_unflatten((), data.tree_flatten()[0])
-
-
 def preposterior(
     data: Schools,
     prior="flat",
@@ -288,7 +283,7 @@ def preposterior(
     if np.ndim(sigma_new) > 1:
         raise ValueError(f"sigma_new must be a scalar or a 1-D array, got shape {np.shape(sigma_new)}")
     sigma2 = jnp.asarray(sigma_new, data.y.dtype) ** 2
-    return _preposterior_jit(_anonymous(data), make_prior(prior), sigma2, num_nodes, num_points, information)
+    return _preposterior_jit(data.without_names(), make_prior(prior), sigma2, num_nodes, num_points, information)
 
 
 @filter_jit
@@ -346,7 +341,7 @@ def optimal_sample_size(
     dtype = data.y.dtype
     n_start = None if n_start is None else jnp.asarray(n_start, dtype)
     out = _optimal_jit(
-        _anonymous(data), make_prior(prior), jnp.asarray(unit_sd, dtype), jnp.asarray(cost, dtype), n_start,
+        data.without_names(), make_prior(prior), jnp.asarray(unit_sd, dtype), jnp.asarray(cost, dtype), n_start,
         objective, num_nodes, num_points, float(gtol), max_iterations,
     )
     return SampleSize(*out)

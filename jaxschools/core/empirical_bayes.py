@@ -103,11 +103,6 @@ class EmpiricalBayes(NamedTuple):
     boundary: jax.Array
 
 
-def _anonymous(data: Schools) -> Schools:
-    """The leaves without the (static) names, so every dataset of a shape shares one compilation."""
-    return Schools.tree_unflatten((), data.tree_flatten()[0])
-
-
 def _pooled(data: Schools):
     """(log s_pool, y_bar_w): the pooled standard error and the precision-weighted mean (masked schools out)."""
     log_prec = jnp.where(data.mask, -2.0 * jnp.log(jnp.where(data.mask, data.sigma, 1.0)), -jnp.inf)
@@ -137,7 +132,7 @@ def pooled_log_evidence(data: Schools, mu_loc, mu_scale):
     (peak value times sqrt(2 pi V), V = (sum_j sigma_j^-2 + mu_scale^-2)^-1). Masked schools are left out.
     """
     dtype = data.y.dtype
-    return _pooled_log_evidence_jit(_anonymous(data), jnp.asarray(mu_loc, dtype), jnp.asarray(mu_scale, dtype))
+    return _pooled_log_evidence_jit(data.without_names(), jnp.asarray(mu_loc, dtype), jnp.asarray(mu_scale, dtype))
 
 
 _pooled_log_evidence_jit = filter_jit(_pooled_log_evidence)
@@ -219,7 +214,7 @@ def fit(
         raise ValueError(f"num_nodes must be a positive multiple of 32 (exact.posterior's rule), got {num_nodes!r}")
     dtype = data.y.dtype
     leaves = tuple(jnp.asarray(getattr(prior, name), dtype) for name in ("mu_loc", "mu_scale", "tau_scale"))
-    out = _fit_jit(_anonymous(data), prior.kind, leaves, params, num_nodes, float(gtol), max_iterations)
+    out = _fit_jit(data.without_names(), prior.kind, leaves, params, num_nodes, float(gtol), max_iterations)
     return EmpiricalBayes(*out)
 
 

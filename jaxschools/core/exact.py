@@ -194,11 +194,6 @@ class _Conditional(NamedTuple):
 # Closed forms given tau (BDA3 eqs. 5.17-5.21). Each takes one scalar log tau; callers vmap.
 
 
-def _anonymous(data: Schools) -> Schools:
-    """The same leaves without names: names are static, so dropping them shares one compilation per shape."""
-    return Schools.tree_unflatten((), data.tree_flatten()[0])
-
-
 def _softplus(a):
     """log(1 + e^a), exact for any a (jnp.logaddexp is ~6x slower, and this runs N x J times)."""
     return jnp.maximum(a, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(a)))
@@ -638,7 +633,7 @@ def posterior(data: Schools, prior="flat", num_nodes: int = _DEFAULT_NODES, *, c
       the data, the case weights and the prior's leaves, the nodes (``log_tau``, ``bounds``) held fixed.
     """
     _check_num_nodes(num_nodes)
-    return _posterior_jit(_anonymous(data), make_prior(prior), num_nodes, case_weights)
+    return _posterior_jit(data.without_names(), make_prior(prior), num_nodes, case_weights)
 
 
 def num_in_likelihood(data: Schools, case_weights=None):
@@ -646,14 +641,14 @@ def num_in_likelihood(data: Schools, case_weights=None):
     w_j) over the unmasked schools (the number of unmasked schools without weights). p(tau | y) falls like
     tau^(1 - sum w) (flat prior) or p(tau) tau^(-sum w), and for an integer threshold n, sum w > n - 1 iff
     ceil(sum w) >= n, so the rules stay exact for fractional weights. A float array; traceable."""
-    return jnp.ceil(jnp.sum(_case_weights(_anonymous(data), case_weights), axis=-1))
+    return jnp.ceil(jnp.sum(_case_weights(data.without_names(), case_weights), axis=-1))
 
 
 def log_tau_logdensity(data: Schools, prior="flat", log_tau=0.0, num_nodes: int = _DEFAULT_NODES, *,
                        case_weights=None):
     """Normalised log p(log tau | y) at ``log_tau`` (any shape): log h(tau) + log tau - log Z (BDA3 eq. 5.21)."""
     post = posterior(data, prior, num_nodes, case_weights=case_weights)
-    return _log_tau_logdensity(_anonymous(data), make_prior(prior), case_weights, post.log_norm,
+    return _log_tau_logdensity(data.without_names(), make_prior(prior), case_weights, post.log_norm,
                                jnp.asarray(log_tau, data.y.dtype))
 
 
@@ -667,7 +662,7 @@ def _log_tau_logdensity(data, prior, case_weights, log_norm, log_tau):
 def tau_density(data: Schools, prior="flat", tau=1.0, num_nodes: int = _DEFAULT_NODES, *, case_weights=None):
     """Normalised p(tau | y) = h(tau) / Z at ``tau`` >= 0 (any shape); finite at tau = 0 (BDA3 eq. 5.21)."""
     post = posterior(data, prior, num_nodes, case_weights=case_weights)
-    return _tau_density(_anonymous(data), make_prior(prior), case_weights, post.log_norm,
+    return _tau_density(data.without_names(), make_prior(prior), case_weights, post.log_norm,
                         jnp.asarray(tau, data.y.dtype))
 
 
@@ -695,7 +690,7 @@ def sample(rng_key, data: Schools, n: int, prior="flat", num_nodes: int = _DEFAU
     Returns ``{"mu": (n,), "tau": (n,), "log_tau": (n,), "theta": (n, J)}``.
     """
     post = posterior(data, prior, num_nodes, case_weights=case_weights)
-    return _sample_jit(rng_key, _anonymous(data), make_prior(prior), case_weights, post, n)
+    return _sample_jit(rng_key, data.without_names(), make_prior(prior), case_weights, post, n)
 
 
 @filter_jit
@@ -788,7 +783,7 @@ def summary(
     # The prior is needed again only to draw (p_best); leaving it out otherwise lets all priors share one
     # compiled summary per shape.
     prior = make_prior(prior) if rng_key is not None else None
-    out = _summary_jit(_anonymous(data), prior, case_weights, post, query_school, threshold, rng_key, num_draws)
+    out = _summary_jit(data.without_names(), prior, case_weights, post, query_school, threshold, rng_key, num_draws)
     return _nan_where_no_moment(out, kind, data, case_weights)
 
 
@@ -799,7 +794,7 @@ def _nan_where_no_moment(out: dict, kind: str, data: Schools, case_weights) -> d
     J (:func:`num_in_likelihood`) may be traced, so this is a select on values, never a Python branch on J.
     """
     num_schools = num_in_likelihood(data, case_weights)
-    mask = _case_weights(_anonymous(data), case_weights) > 0
+    mask = _case_weights(data.without_names(), case_weights) > 0
     out = dict(out)
     for name in ("mu", "tau", "log_tau", "theta"):
         out[name] = moments.null_nonexistent(out[name], kind, name, num_schools, jnp.where, observed=mask)

@@ -484,7 +484,7 @@ def analyse(data: Schools, prior="flat", *, likelihood: str = "marginal", bounds
     """
     _check(likelihood, num_draws, delta)
     prior = make_prior(prior)
-    data = exact._anonymous(data)
+    data = data.without_names()
     value, derivative, sensitivity, used = _analyse(
         data, prior, likelihood, int(num_nodes), int(num_draws), bounds, None if delta is None else float(delta),
         bool(quantiles))
