@@ -25,6 +25,7 @@ import jaxschools as js
 from jaxschools.core import laplace, models, sampling
 from jaxschools.cli import main
 from jaxschools.core.kernels import rwmh
+from sizes import SAMPLER_SETS, cli_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,9 +77,19 @@ def test_a_chain_does_not_depend_on_how_many_chains_run_beside_it(seed_target):
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """The default config (the seed analysis), run in this process."""
+    """The default config (the seed analysis), run in this process (for the slow tests: its sizes are the
+    seed's, so its chains compile on their own)."""
     out = tmp_path_factory.mktemp("determinism") / "eight_schools"
     assert main(["run", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The default config at the suite's shared sampler size (tests/sizes.py), so it reuses test_cli.py's
+    compiled analysis: what the record says about its own production does not depend on the number of draws."""
+    out = tmp_path_factory.mktemp("determinism") / "small"
+    assert main(["run", "--out", str(out), "--quiet"] + cli_sets()) == 0
     return out
 
 
@@ -98,9 +109,9 @@ def test_two_runs_of_the_default_config_give_byte_identical_summaries(default_ru
     assert (default_run / "summary.json").read_bytes() == first
 
 
-def test_timings_live_in_their_own_file(default_run):
-    summary = json.loads((default_run / "summary.json").read_text())
-    timings = json.loads((default_run / "timings.json").read_text())
+def test_timings_live_in_their_own_file(small_run):
+    summary = json.loads((small_run / "summary.json").read_text())
+    timings = json.loads((small_run / "timings.json").read_text())
     assert timings["wall_s"] > 0
 
     def keys(tree):
@@ -115,8 +126,8 @@ def test_timings_live_in_their_own_file(default_run):
     assert not [key for key in keys(summary) if "time" in key.lower() or key.endswith("_s")]
 
 
-def test_the_summary_records_what_produced_it(default_run):
-    summary = json.loads((default_run / "summary.json").read_text())
+def test_the_summary_records_what_produced_it(small_run):
+    summary = json.loads((small_run / "summary.json").read_text())
     provenance = summary["provenance"]
     assert provenance["jax"] == jax.__version__ and provenance["jaxlib"] == jaxlib.__version__
     assert platform.system() in provenance["platform"] and platform.machine() in provenance["platform"]
@@ -124,9 +135,11 @@ def test_the_summary_records_what_produced_it(default_run):
     # The versions of the run itself, which the report's footer shows (not those of whatever renders it later).
     assert provenance["jaxschools"] == js.__version__ and provenance["numpy"] == np.__version__
     assert provenance["matplotlib"] == importlib.metadata.version("matplotlib")
-    assert summary["config"]["sampler"]["seed"] == 0 and summary["config"]["sampler"]["num_samples"] == 5000
+    assert summary["config"]["sampler"]["seed"] == 0
+    assert f'sampler.num_samples={summary["config"]["sampler"]["num_samples"]}' in SAMPLER_SETS
 
 
+@pytest.mark.slow  # the seed's sizes compile chains of their own (about 15 s); CI runs it (-m slow)
 def test_the_default_run_mixes_and_is_not_flagged(default_run):
     """The flags of test_extreme.py's stuck and unconverged runs, cleared where nothing is wrong."""
     mcmc = json.loads((default_run / "summary.json").read_text())["mcmc"]

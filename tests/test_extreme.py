@@ -202,6 +202,7 @@ def test_two_schools_under_a_proper_prior():
 # --- float32 ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole float32 analysis compiles on its own (about 30 s); CI runs it (-m slow)
 @pytest.mark.parametrize("factor", [1.0, 1e-6, 1e6])
 def test_float32_on_any_scale(factor):
     """float32 resolves 7 digits, and mu's curvature is 1e-12 of log tau's on data scaled by 1e6: before the

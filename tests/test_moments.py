@@ -17,7 +17,7 @@ from scipy import integrate, stats
 
 from jaxschools.core import exact
 from jaxschools.core.data import Schools
-from sizes import SAMPLER_SETS
+from sizes import SAMPLER_SETS, THREE_SCHOOL_SETS
 
 Y8 = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA8 = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
@@ -294,14 +294,14 @@ def test_cli_warnings_name_each_moment_and_its_condition(tmp_path, rows, prior, 
 
 
 def test_summary_of_three_schools_under_the_flat_prior():
-    """summary.json's content (analysis.analyze, the command line's path; the default config, so the compiled
-    chains are those of tests/test_extreme.py's J = 3 case): theta's exact means are the oracle's (not null)
+    """summary.json's content (analysis.analyze, the command line's path; the default config with one chain at
+    the suite's sampler size, so the compiled analysis is tests/test_report.py's J = 3 one): theta's exact means are the oracle's (not null)
     and the sampled ones have an sd; mu's and tau's means and sds, exact and sampled, and a new school's, are
     null with the reason; log tau's are not."""
     from jaxschools.app import analysis, config
 
     data = Schools(jnp.asarray(Y3), jnp.asarray(SIGMA3))
-    summary = json.loads(json.dumps(analysis.analyze(config.load_config(None, sets=SAMPLER_SETS), data).summary,
+    summary = json.loads(json.dumps(analysis.analyze(config.load_config(None, sets=THREE_SCHOOL_SETS), data).summary,
                                     allow_nan=False))
     np.testing.assert_allclose(summary["exact"]["theta"]["mean"], [-0.698011, 3.425189, 7.690188], atol=5e-7)
     for values in (summary["exact"]["theta"]["sd"], summary["theta"]["mean"], summary["theta"]["sd"],

@@ -18,7 +18,7 @@ jax = pytest.importorskip("jax")
 
 from jaxschools.app import config as config_module  # noqa: E402
 from jaxschools.core import data as data_module  # noqa: E402
-from sizes import SAMPLER_SETS  # noqa: E402
+from sizes import SAMPLER_SETS, THREE_SCHOOL_SETS  # noqa: E402
 
 MALICIOUS = "<script>alert(1)</script>"
 HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
@@ -53,7 +53,7 @@ def eight_analysis(x64):
 @pytest.fixture(scope="module")
 def hostile_analysis(x64):
     dataset = data_module.Schools(y=[1.0e6, 3.0e6, -2.0e6], sigma=[1.0e6, 2.0e6, 1.5e6], names=HOSTILE_NAMES)
-    return _analyze(SHORT_RUN + ["sampler.num_chains=1"], dataset)
+    return _analyze(THREE_SCHOOL_SETS, dataset)
 
 
 @pytest.fixture(scope="module")
