@@ -36,6 +36,21 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_OWN_CACHE_DIR, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_compilation_cache_in_this_process():
+    """In-process command-line runs leave JAX's persistent cache off in the test process itself (the processes
+    tests start still use the folder above). In the one-process run of the slow tests, after some hundreds of
+    compilations, JAX's cache write (compilation_cache.put_executable_and_time) ended the process twice, with an
+    abort and a segmentation fault, in different tests; a short process, which is what a user's run is, never
+    did. The cache saves compilations only across processes, so nothing is lost in this one."""
+    from jaxschools import cli
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(cli, "_use_compilation_cache", lambda jax: None)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def eight():
     import jaxschools as js
