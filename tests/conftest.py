@@ -39,16 +39,46 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="session", autouse=True)
 def _no_compilation_cache_in_this_process():
     """In-process command-line runs leave JAX's persistent cache off in the test process itself (the processes
-    tests start still use the folder above). In the one-process run of the slow tests, after some hundreds of
-    compilations, JAX's cache write (compilation_cache.put_executable_and_time) ended the process twice, with an
-    abort and a segmentation fault, in different tests; a short process, which is what a user's run is, never
-    did. The cache saves compilations only across processes, so nothing is lost in this one."""
+    tests start still use the folder above): it saves compilations only across processes, and in this one it
+    would only add a disk write to each of the suite's thousands of compilations."""
     from jaxschools import cli
 
     patch = pytest.MonkeyPatch()
     patch.setattr(cli, "_use_compilation_cache", lambda jax: None)
     yield
     patch.undo()
+
+
+def _memory_map_count():
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux: no such limit to keep under
+        return 0
+
+
+def _memory_map_limit():
+    try:
+        with open("/proc/sys/vm/max_map_count") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return None
+
+
+_MAP_LIMIT = _memory_map_limit()
+
+
+@pytest.fixture(autouse=True)
+def _keep_under_the_memory_map_limit():
+    """Each program XLA's CPU backend compiles keeps about three memory mappings for its code until JAX's caches
+    drop it, and Linux ends a process with more than vm.max_map_count of them (65,530 by default): XLA aborts
+    when its next allocation fails. One process running all the slow tests after each other compiles enough to
+    reach that (CI aborted in three different tests, each time inside XLA's compiler). A user's run compiles a
+    few dozen programs; a test session compiles thousands. So when the count passes half the limit, the
+    compiled programs are dropped (jax.clear_caches: later tests compile again what they need)."""
+    yield
+    if _MAP_LIMIT and _memory_map_count() > _MAP_LIMIT // 2:
+        jax.clear_caches()
 
 
 @pytest.fixture(scope="session")
