@@ -30,8 +30,9 @@ _LAYER_OF = {
     **dict.fromkeys(
         (
             "adaptation", "calibration", "classical", "data", "datasets", "design", "diagnostics", "draw_sensitivity",
-            "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments", "posterior",
-            "power_scaling", "predictive", "sampling", "sensitivity", "sharding", "streaming", "validation",
+            "effect_sizes", "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments",
+            "posterior", "power_scaling", "predictive", "random_effects", "sampling", "sensitivity", "sharding",
+            "streaming", "validation",
         ),
         "core",
     ),
