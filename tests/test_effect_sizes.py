@@ -35,3 +35,18 @@ def test_missing_columns_and_unknown_measures_are_named():
         effect_sizes.compute("RR", ai=[1], bi=[2], ci=[3])
     with pytest.raises(ValueError, match="'HR'"):
         effect_sizes.compute("HR")
+
+
+@pytest.mark.parametrize("name", ["BCG", "NORMAND1999"])
+def test_the_built_in_raw_datasets_give_metafor_s_effect_sizes(name):
+    """The built-in tables are the public data metafor ships (dat.bcg, dat.normand1999): their effect sizes by
+    the dataset's usual measure equal the ones metafor fitted in the fixtures."""
+    from jaxschools.core import datasets
+
+    table = getattr(datasets, name)
+    measure = table["measure"]
+    got = effect_sizes.compute(measure, **{column: table[column] for column in effect_sizes.COLUMNS[measure]})
+    ref = FIXTURES["fits"]["bcg" if name == "BCG" else "normand1999"]
+    assert len(table["names"]) == len(ref["yi"])
+    np.testing.assert_allclose(np.asarray(got.y), ref["yi"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(got.v), ref["vi"], rtol=1e-10, atol=1e-14)
