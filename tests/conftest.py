@@ -9,8 +9,8 @@ import tempfile
 # eight-school analysis: 8.6 s of compilation instead of 18-25 s); the programs compute the same operations in
 # IEEE arithmetic either way (XLA's CPU fast-math is off), and only run slower. The flags are XLA's, set here
 # before JAX starts its backend, and inherited by the command-line processes tests start. A caller who sets
-# JAXSCHOOLS_TEST_XLA_FLAGS chooses instead (an empty value: XLA's own defaults, which .ci/run also runs the
-# whole suite under, so production compilation is tested too).
+# JAXSCHOOLS_TEST_XLA_FLAGS chooses instead (an empty value: XLA's own defaults, which .ci/run runs the slow
+# tests under, so production compilation is tested too).
 FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
 _test_flags = os.environ.get("JAXSCHOOLS_TEST_XLA_FLAGS", FAST_COMPILE_FLAGS)
 if _test_flags:
