@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
-__all__ = ["MEASURES", "COUNT_MEASURES", "MEAN_MEASURES", "EffectSizes", "compute"]
+__all__ = ["MEASURES", "COUNT_MEASURES", "MEAN_MEASURES", "COLUMNS", "EffectSizes", "compute"]
 
 COUNT_MEASURES = ("RR", "OR", "RD")
 MEAN_MEASURES = ("SMD", "MD")

@@ -122,23 +122,28 @@ def _upper_bracket(y, v, m):
     return 4.0 * (spread**2 + jnp.max(jnp.where(m > 0, v, 0.0), axis=-1)) + 1.0
 
 
-def _moments(y, v, m):
+def _unweighted(y, m):
+    """k and the residual sum of squares about the unweighted mean (HE's and SJ's moments)."""
     k = jnp.sum(m, axis=-1)
     ybar = jnp.sum(m * y, axis=-1) / k
-    rss = jnp.sum(m * (y - ybar) ** 2, axis=-1)
-    return k, ybar, rss
+    return k, jnp.sum(m * (y - ybar) ** 2, axis=-1)
+
+
+def _fixed_effect_sums(v, m):
+    """S_1 and S_2, the sums of the fixed-effect weights 1/v_i and of their squares."""
+    w = m / v
+    return jnp.sum(w, axis=-1), jnp.sum(w**2, axis=-1)
 
 
 def _tau2_one(y, v, m, method: str):
-    k, _, rss = _moments(y, v, m)
+    k, rss = _unweighted(y, m)
     upper = _upper_bracket(y, v, m)
 
     def q(t):
         return _q(y, v, m, t)
 
     if method == "DL":
-        w = m / v
-        s1, s2 = jnp.sum(w), jnp.sum(w**2)
+        s1, s2 = _fixed_effect_sums(v, m)
         return jnp.maximum(0.0, (q(0.0) - (k - 1)) / (s1 - s2 / s1))
     if method == "HE":
         return jnp.maximum(0.0, rss / (k - 1) - jnp.sum(m * v) / k)
@@ -151,7 +156,7 @@ def _tau2_one(y, v, m, method: str):
 
         def eb(t):
             w, mu = _weighted(y, v, m, t)
-            return jnp.sum(w * (k / (k - 1) * (y - mu) ** 2 - v - t) * m)
+            return jnp.sum(w * (k / (k - 1) * (y - mu) ** 2 - v - t))  # w is 0 where masked
 
         return _root_at_or_above_zero(eb, upper)
     if method in ("ML", "REML"):
@@ -178,8 +183,9 @@ def tau2(data: Schools, method: str = "REML"):
 
 
 def _t_quantile(p, df):
-    """The t_df quantile for p > 1/2, by bisection on its CDF 1 - I_{df/(df+x^2)}(df/2, 1/2) / 2."""
-    return _bisect(lambda x: p - (1.0 - 0.5 * betainc(0.5 * df, 0.5, df / (df + x**2))), 0.0, 1e4)
+    """The t_df quantile for p > 1/2, by bisection on its CDF 1 - I_{df/(df+x^2)}(df/2, 1/2) / 2 (the bracket
+    holds t_1's quantile up to p = 1 - 1e-8: 1e8 / 2^200 is still far below a double's resolution)."""
+    return _bisect(lambda x: p - (1.0 - 0.5 * betainc(0.5 * df, 0.5, df / (df + x**2))), 0.0, 1e8)
 
 
 def _chi2_quantile(p, df):
@@ -193,15 +199,13 @@ def _fit_one(y, v, m, method: str, level: float):
     w, mu = _weighted(y, v, m, t2)
     sw = jnp.sum(w)
     se = 1.0 / jnp.sqrt(sw)
-    resid_q = jnp.sum(w * (y - mu) ** 2)
-    se_kh = jnp.sqrt(resid_q / ((k - 1) * sw))
+    se_kh = jnp.sqrt(_q(y, v, m, t2) / ((k - 1) * sw))
     upper_p = 0.5 + 0.5 * level
     z = ndtri(upper_p)
     t = _t_quantile(upper_p, k - 1)
     half_pi, half_pi_kh = z * jnp.sqrt(se**2 + t2), t * jnp.sqrt(se_kh**2 + t2)
 
-    w0 = m / v
-    s1, s2 = jnp.sum(w0), jnp.sum(w0**2)
+    s1, s2 = _fixed_effect_sums(v, m)
     q0 = _q(y, v, m, 0.0)
     typical = (k - 1) * s1 / (s1**2 - s2)
 
