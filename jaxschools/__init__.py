@@ -38,7 +38,7 @@ _LAYER_OF = {
     ),
     "inference_data": "interop",
     **dict.fromkeys(
-        ("analysis", "config", "exact_check", "experiments", "inference", "output_folder", "resources", "results",
+        ("analysis", "classical_record", "config", "exact_check", "experiments", "inference", "output_folder", "resources", "results",
          "sensitivity_record"),
         "app",
     ),

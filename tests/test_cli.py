@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from jaxschools.app import output_folder
@@ -42,7 +43,7 @@ def test_outputs_exist(default_run):
 
 def test_summary_has_the_contract_keys(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
-    assert summary["schema_version"] == 4  # CHANGELOG.md: the typed record's keys since 3, sensitivity since 4
+    assert summary["schema_version"] == 5  # CHANGELOG.md: typed keys since 3, sensitivity since 4, classical since 5
     for section, keys in CONTRACT_KEYS.items():
         assert keys <= set(summary[section]), section
     for name in ("mu", "log_tau", "tau"):
@@ -57,6 +58,33 @@ def test_summary_has_the_contract_keys(default_run):
     assert summary["laplace"]["log_evidence"] is None  # flat prior
     assert summary["config"]["sampler"]["seed"] == 0 and summary["config"]["sampler"]["num_samples"] == 400
     assert {"jax", "jaxlib", "platform", "x64"} <= set(summary["provenance"])
+
+
+def test_the_classical_section_is_metafors(default_run):
+    """summary.json's classical section for the eight schools (default: REML and DerSimonian-Laird) equals
+    metafor 3.8's rma.uni on the same data (tests/fixtures/metafor_reference.R), every field, to 1e-6."""
+    import pathlib
+
+    fixtures = json.loads((pathlib.Path(__file__).parent / "fixtures" / "metafor_reference.json").read_text())
+    summary = json.loads((default_run / "summary.json").read_text())
+    section = summary["classical"]
+    assert section["level"] == 0.95 and section["num_studies"] == 8 and list(section["fits"]) == ["REML", "DL"]
+    for method, fit in section["fits"].items():
+        ref = fixtures["fits"]["eight_schools"][method]
+        pairs = {
+            "tau2": ref["tau2"], "mu": ref["mu"], "se": ref["se"], "se_knha": ref["knha_se"], "q": ref["Q"],
+            "q_p_value": ref["Q_p"], "i2": ref["I2"], "h2": ref["H2"],
+            "ci": [ref["ci_lb"], ref["ci_ub"]], "pi": [ref["pi_lb"], ref["pi_ub"]],
+            "ci_knha": [ref["knha_ci_lb"], ref["knha_ci_ub"]], "pi_knha": [ref["knha_pi_lb"], ref["knha_pi_ub"]],
+            "tau2_ci": ref["tau2_ci"], "i2_ci": ref["I2_ci"], "h2_ci": ref["H2_ci"],
+        }
+        for key, expected in pairs.items():
+            got = [fit[key]["lower"], fit[key]["upper"]] if isinstance(fit[key], dict) else fit[key]
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9, err_msg=f"{method} {key}")
+        assert fit["q_df"] == 7 and fit["tau"] == pytest.approx(fit["tau2"] ** 0.5)
+        loo = fit["leave_one_out"]
+        for key, name in (("mu", "loo_mu"), ("tau2", "loo_tau2"), ("i2", "loo_I2"), ("q", "loo_Q")):
+            np.testing.assert_allclose(loo[key], ref[name], rtol=1e-6, atol=1e-9, err_msg=f"{method} loo {key}")
 
 
 def test_summary_json_is_the_typed_record_and_every_key_is_documented(default_run):

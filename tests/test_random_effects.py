@@ -86,3 +86,10 @@ def test_leave_one_out_equals_metafor(fits, padded, method, index):
 def test_an_unknown_estimator_is_refused_by_name(eight):
     with pytest.raises(ValueError, match="'XX'.*REML"):
         random_effects.fit(eight, method="XX")
+
+
+def test_the_config_knows_every_estimator():
+    """config.py lists the estimators without importing JAX; the list must be the library's."""
+    from jaxschools.app import config
+
+    assert config.CLASSICAL_METHODS == random_effects.METHODS

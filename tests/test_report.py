@@ -115,10 +115,17 @@ def test_report_has_every_school_and_section(eight_analysis, eight_report):
     _, page = eight_report
     for name in eight_analysis.data.names:
         assert f"<td>{html.escape(name)}</td>" in page
-    sections = ("data", "pooled", "laplace", "mcmc", "posterior", "schools", "query", "exact", "ppc", "figures",
-                "provenance")
+    sections = ("data", "pooled", "classical", "laplace", "mcmc", "posterior", "schools", "query", "exact", "ppc",
+                "figures", "provenance")
     for anchor in sections:
         assert f'id="{anchor}"' in page
+    # The menu links to each section the report has, and to none it lacks (this run has no sweep).
+    links = re.findall(r'<a href="#([a-z]+)">', page.split("</nav>")[0])
+    assert set(sections) <= set(links) and all(f'id="{anchor}"' in page for anchor in links)
+    assert "sweep" not in links and "simulation" not in links
+    # The classical table: one row per default estimator, its REML tau^2 the summary's.
+    classical = page.split('id="classical"')[1].split("</section>")[0]
+    assert "<td>REML</td>" in classical and "<td>DerSimonian-Laird</td>" in classical and "Knapp-Hartung" in classical
     assert "P(θ<sub>A</sub> &gt; 28 | y)" in page
     if eight_analysis.summary.get("exact"):
         assert "Sampler vs exact posterior" in page and "Laplace vs exact posterior" in page

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools.core import classical, diagnostics, exact, laplace, models, moments, posterior, sampling
-from jaxschools.app import _record, exact_check, inference, results, sensitivity_record
+from jaxschools.app import _record, classical_record, exact_check, inference, results, sensitivity_record
 from jaxschools.app.inference import Chains
 from jaxschools.core import predictive as predictive_checks
 from jaxschools.core.data import Schools
@@ -355,11 +355,15 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     flags["exact_mismatch"] = 0  # the exact check's count beyond its threshold, set by _with_exact_check
 
     pooled = classical.pooled(data)
+    t0 = time.perf_counter()
+    classical_section = classical_record.build(config, data)
+    timings["classical_s"] = time.perf_counter() - t0
     summary = {
         "schema_version": SCHEMA_VERSION,
         "data": {"names": list(named.names), "y": data.y, "sigma": data.sigma},
         "separate": classical.separate(data),
         "pooled": pooled,
+        "classical": classical_section,  # a typed record already (jaxschools.app.classical_record), or None
         "laplace": {
             "mode": fit.mode,
             "cov": fit.cov,

@@ -26,7 +26,7 @@ from jaxschools.core.input_files import MAX_CONFIG_BYTES
 from jaxschools.core.moments import PARAMETERIZATIONS, PRIORS
 from jaxschools.core.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, read_text
 
-__all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "SWEEP_KINDS", "SWEEPABLE_KEYS", "SCHEMA", "Check", "Spec",
+__all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "CLASSICAL_METHODS", "SWEEP_KINDS", "SWEEPABLE_KEYS", "SCHEMA", "Check", "Spec",
            "is_user_kernel", "parse_set", "load_config", "output_dir", "check_queries", "adapts", "check_sampler",
            "check_experiment", "check_sensitivity"]
 
@@ -35,6 +35,9 @@ __all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "SWEEP_KINDS", "SWEEPABLE_K
 # ``validation.MIN_SCHOOLS`` and the moments' existence follow; the parameterizations are
 # ``moments.PARAMETERIZATIONS``.
 KERNELS = ("rwmh", "hmc", "nuts")
+# The classical tau^2 estimators (``jaxschools.core.random_effects.METHODS``, which imports JAX; a test keeps the
+# two equal): DerSimonian-Laird, REML, ML, Paule-Mandel, Sidik-Jonkman, Hedges, empirical Bayes.
+CLASSICAL_METHODS = ("DL", "REML", "ML", "PM", "SJ", "HE", "EB")
 # What a [sweep] varies: nothing, a numeric config value, a prior, or the data (see default.toml).
 SWEEP_KINDS = ("none", "config", "prior", "set_y", "shift_y", "scale_sigma", "leave_one_out", "add_school")
 # Numeric keys a "config" sweep can vmap over: they are array leaves of the model or the kernel, so every
@@ -128,6 +131,11 @@ SCHEMA = {
         "mu_scale": Spec(float, check=POSITIVE),
         "tau_scale": Spec(float, check=POSITIVE),
         "contrast": Spec(str, choices=PARAMETERIZATIONS, optional=True),
+    },
+    "classical": {
+        # The classical random-effects section (jaxschools.app.classical_record); see default.toml.
+        "methods": Spec(list[str], choices=CLASSICAL_METHODS),
+        "level": Spec(float, check=OPEN_UNIT),
     },
     "laplace": {
         "max_iterations": Spec(int, check=at_least(1)),

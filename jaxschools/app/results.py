@@ -31,7 +31,7 @@ import numpy as np
 __all__ = [
     "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "central_range", "failure_note", "finite", "finite_rows", "valid_cov",
     "school_label", "Z975", "NOT_MIXED_REASONS", "Record", "key_paths",
-    "Summary", "Data", "Separate", "Pooled", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
+    "Summary", "Data", "Separate", "Pooled", "Interval", "ClassicalLeaveOneOut", "ClassicalFit", "Classical", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
     "Mean", "ContrastPosterior", "Stats", "Posterior", "Theta", "PExceeds", "Queries", "Moments", "NewSchool",
     "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
     "Provenance", "SweepTheta", "SweepPosterior", "SweepQueries", "Loo", "SweepRow", "Coverage", "Failures",
@@ -41,8 +41,9 @@ __all__ = [
     "SensitivityFigures",
 ]
 
-# 3 (issue 14): the typed result; 4 (issue 15): the sensitivity section. CHANGELOG.md lists the changes of keys.
-SCHEMA_VERSION = 4
+# 3 (issue 14): the typed result; 4 (issue 15): the sensitivity section; 5 (issue 16): the classical section and
+# the data's measure. CHANGELOG.md lists the changes of keys.
+SCHEMA_VERSION = 5
 
 Real = Optional[float]  # a JSON number, or null where the value does not exist or is undefined
 # Phi^-1(0.975): the half-width of a central 95% normal interval in sds.
@@ -350,6 +351,56 @@ class Pooled(Record):
     chi2: Real
     df: int
     p_value: Real
+
+
+@record
+class Interval(Record):
+    """The two ends of an interval."""
+    lower: Real
+    upper: Real
+
+
+@record
+class ClassicalLeaveOneOut(Record):
+    """One estimator's fits with each study left out in turn, in the data's order of studies."""
+    mu: tuple[Real, ...]
+    ci_lower: tuple[Real, ...]
+    ci_upper: tuple[Real, ...]
+    tau2: tuple[Real, ...]
+    i2: tuple[Real, ...]
+    q: tuple[Real, ...]
+    q_p_value: tuple[Real, ...]
+
+
+@record
+class ClassicalFit(Record):
+    """The random-effects meta-analysis by one tau^2 estimator, as metafor's ``rma.uni`` reports it."""
+    tau2: Real
+    tau: Real
+    mu: Real
+    se: Real
+    ci: Interval
+    pi: Interval
+    se_knha: Real
+    ci_knha: Interval
+    pi_knha: Interval
+    q: Real
+    q_df: int
+    q_p_value: Real
+    i2: Real
+    h2: Real
+    tau2_ci: Interval
+    i2_ci: Interval
+    h2_ci: Interval
+    leave_one_out: ClassicalLeaveOneOut
+
+
+@record
+class Classical(Record):
+    """The classical section (``jaxschools.app.classical_record``): one fit per configured estimator."""
+    level: float
+    num_studies: int
+    fits: dict[str, ClassicalFit]
 
 
 @record
@@ -839,6 +890,7 @@ class Summary(Record):
     data: Data
     separate: Separate
     pooled: Pooled
+    classical: Optional[Classical]
     laplace: Laplace
     mcmc: Mcmc
     posterior: Posterior

@@ -358,6 +358,42 @@ def _data_section(s: results.Summary) -> str:
     )
 
 
+# metafor's names of the tau^2 estimators, as the classical table spells them out.
+_ESTIMATORS = {"DL": "DerSimonian-Laird", "REML": "REML", "ML": "maximum likelihood", "PM": "Paule-Mandel",
+               "SJ": "Sidik-Jonkman", "HE": "Hedges", "EB": "empirical Bayes"}
+
+
+def _classical_section(s: results.Summary) -> str:
+    section = s.classical
+    if section is None:
+        return ""
+    level = f"{100 * section.level:g}%"
+    rows = []
+    for method, fit in section.fits.items():
+        rows.append((
+            _ESTIMATORS.get(method, method), fit.tau2, fit.mu, fit.se,
+            _interval(fit.ci.lower, fit.ci.upper), _interval(fit.ci_knha.lower, fit.ci_knha.upper),
+            _interval(fit.pi.lower, fit.pi.upper), _interval(fit.tau2_ci.lower, fit.tau2_ci.upper),
+            fit.i2, _interval(fit.i2_ci.lower, fit.i2_ci.upper),
+        ))
+    first = next(iter(section.fits.values()))
+    test = (f"Cochran's Q = {fmt(first.q)} on {first.q_df} degrees of freedom, p = {fmt(first.q_p_value)} "
+            "(the test of homogeneity; the same for every estimator).")
+    intro = (f"The random-effects model y_j ~ N(μ, σ_j² + τ²) fitted as R's metafor (rma.uni, version 3.8) fits "
+             f"it, by each estimator of τ² in classical.methods ({section.num_studies} studies). μ is the "
+             "inverse-variance weighted mean with weights 1 / (σ_j² + τ²); the Wald interval uses the normal "
+             "quantile, the Knapp-Hartung (HKSJ) interval the t quantile on k − 1 degrees of freedom and a "
+             "standard error rescaled by the residual heterogeneity; the prediction interval is for the true "
+             "effect of a new study, μ ± z √(se² + τ²). The τ² interval is the Q-profile interval "
+             "(Viechtbauer 2007), and I² (in percent) the share of the variance that is between studies, with "
+             "Higgins & Thompson's typical within-study variance. summary.json's classical section has each "
+             "fit with each study left out in turn.")
+    headers = ("estimator", "τ²", "μ", "se(μ)", f"{level} Wald", f"{level} Knapp-Hartung", f"{level} prediction",
+               f"{level} τ² (Q-profile)", "I² (%)", f"{level} I²")
+    return _section("classical", "Classical random-effects meta-analysis", _p(intro), _table(headers, rows),
+                    _p(test))
+
+
 def _laplace_section(s: results.Summary) -> str:
     fit = s.laplace
     mode, cov, sds = fit.mode, fit.cov, fit.sd
@@ -822,7 +858,7 @@ _PAGE = """<!DOCTYPE html>
 </html>
 """
 
-_NAV = (("data", "data"), ("pooled", "pooling"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
+_NAV = (("data", "data"), ("pooled", "pooling"), ("classical", "classical"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
         ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("ppc", "predictive check"), ("sensitivity", "sensitivity"),
         ("sweep", "sweep"), ("simulation", "simulation"), ("figures", "figures"),
         ("provenance", "config"))
@@ -846,6 +882,7 @@ def render_html(summary: results.Summary | dict, figures: Sequence[tuple[str, st
                 f"· seed {fmt(s.config['sampler']['seed'])}")
     body = "".join((
         _data_section(s),
+        _classical_section(s),
         _laplace_section(s),
         _mcmc_section(s),
         _posterior_section(s),
@@ -859,12 +896,15 @@ def render_html(summary: results.Summary | dict, figures: Sequence[tuple[str, st
         _simulation_section(s),
         _figures_section(figures, drawn, not_drawn),
     ))
-    nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV)
+    # The menu links only to the sections this report has (a run without a sweep has no sweep section).
+    footer = _footer(s)
+    nav = "".join(f'<a href="#{anchor}">{_e(label)}</a>' for anchor, label in _NAV
+                  if f' id="{anchor}"' in body or f' id="{anchor}"' in footer)
     warnings = _warnings(s)
     return _PAGE.format(
         title=_e(title), subtitle=_e(subtitle), nav=nav, css=_CSS, overview=_overview(s),
         warnings=warnings.replace('class="warn"', 'class="warn" id="warnings"', 1) if warnings else "",
-        body=body, footer=_footer(s),
+        body=body, footer=footer,
     )
 
 
