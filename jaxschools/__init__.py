@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _LAYER_OF = {
     **dict.fromkeys(
         (
-            "adaptation", "calibration", "classical", "data", "datasets", "design", "diagnostics", "draw_sensitivity",
+            "adaptation", "calibration", "classical", "data", "data_layouts", "datasets", "design", "diagnostics", "draw_sensitivity",
             "effect_sizes", "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments",
             "posterior", "power_scaling", "predictive", "random_effects", "sampling", "sensitivity", "sharding",
             "streaming", "validation",

@@ -61,7 +61,7 @@ import warnings
 from pathlib import Path
 
 from jaxschools.app import config as config_module
-from jaxschools.core import datasets, validation
+from jaxschools.core import validation
 from jaxschools.app import output_folder, resources
 from jaxschools.errors import InputError, JaxschoolsError
 
@@ -231,7 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an analysis (default: the seed analysis of the eight schools)")
     run.add_argument("config", nargs="?", help="experiment config (TOML); default: the embedded seed analysis")
     run.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config name>)")
-    run.add_argument("--data", metavar="FILE", help="data file (CSV name,y,sigma or JSON) replacing the config's")
+    run.add_argument("--data", metavar="FILE", help="data file (CSV or JSON; headers name,y,sigma, yi,vi, yi,sei, "
+                     "ai,bi,ci,di or m1i,sd1i,n1i,m2i,sd2i,n2i) replacing the config's; or, when no file of that "
+                     "name exists, a built-in dataset: eight_schools, bcg, normand1999")
     run.add_argument(
         "--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="sets",
         help="override a config value (TOML syntax; repeatable)",
@@ -253,7 +255,7 @@ def _read_inputs(args):
     if resolved["output"]["netcdf"] and importlib.util.find_spec("arviz") is None:
         raise InputError("output.netcdf = true needs ArviZ: pip install 'jaxschools[arviz]'")
     path = resolved["data"]["path"]
-    table = validation.read_table(path) if path else datasets.EIGHT_SCHOOLS
+    table = validation.read_data(path, resolved["data"]["dataset"], resolved["data"]["measure"])
     names = table["names"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -351,8 +353,8 @@ def _run(args) -> int:
             progress(f"{len(dataset.names)} schools; results will go to {out_dir}")
             if mesh is not None:
                 progress(f"sweeps and simulations split over {len(devices)} {devices[0].platform} devices")
-        result = experiments.run(resolved, dataset, progress=progress, store_dir=store_dir, mesh=mesh,
-                                 between=_between)
+        result = experiments.run(resolved, dataset, table=table, progress=progress, store_dir=store_dir,
+                                 mesh=mesh, between=_between)
         if progress:
             progress("figures and report")
         _between("figures")

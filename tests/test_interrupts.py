@@ -73,7 +73,7 @@ def stand_ins(monkeypatch):
     def hook(step):
         hooks.get(step, lambda: None)()
 
-    def run(config, dataset, progress=None, store_dir=None, mesh=None, between=None):
+    def run(config, dataset, table=None, progress=None, store_dir=None, mesh=None, between=None):
         hook("analysis")
         return _FakeResult(config["sampler"]["seed"])
 

@@ -39,7 +39,7 @@ def stand_ins(monkeypatch):
     hooks = {}
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")  # leave this process's JAX configuration alone
 
-    def run(config, dataset, progress=None, store_dir=None, mesh=None, between=None):
+    def run(config, dataset, table=None, progress=None, store_dir=None, mesh=None, between=None):
         hooks.get("analysis", lambda: None)()
         return types.SimpleNamespace(summary={"schema_version": 1, "seed": config["sampler"]["seed"]}, timings={})
 

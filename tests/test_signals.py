@@ -134,7 +134,7 @@ def instant_analysis(monkeypatch):
 
     monkeypatch.setenv("JAXSCHOOLS_CACHE_DIR", "")
 
-    def run(config, dataset, progress=None, store_dir=None, mesh=None, between=None):
+    def run(config, dataset, table=None, progress=None, store_dir=None, mesh=None, between=None):
         return types.SimpleNamespace(summary={"schema_version": 1}, timings={})
 
     def write_outputs(result, out_dir, figures=True):

@@ -26,6 +26,11 @@ EIGHT = {
 }
 
 
+def effects(table):
+    """The names, y and sigma of a table (its other keys describe the layout: tested in test_data_layouts.py)."""
+    return {key: table[key] for key in ("names", "y", "sigma")}
+
+
 def write(tmp_path, filename, content):
     path = tmp_path / filename
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
@@ -36,7 +41,10 @@ def write(tmp_path, filename, content):
 
 
 def test_reads_plain_csv(tmp_path):
-    assert read_table(write(tmp_path, "eight.csv", EIGHT_SCHOOLS_CSV)) == EIGHT
+    table = read_table(write(tmp_path, "eight.csv", EIGHT_SCHOOLS_CSV))
+    assert effects(table) == EIGHT
+    assert (table["layout"], table["measure"], table["zero_cell_corrected"], table["covariates"]) == (
+        "y_sigma", None, None, {})
 
 
 def test_reads_csv_with_bom_crlf_quotes_extra_column_and_trailing_blank_lines(tmp_path):
@@ -49,12 +57,16 @@ def test_reads_csv_with_bom_crlf_quotes_extra_column_and_trailing_blank_lines(tm
         "   \r\n"
     )
     table = read_table(write(tmp_path, "schools.csv", content))
-    assert table == {"names": ["School A, North", "B"], "y": [28.0, 8.5], "sigma": [15.0, 10.0]}
+    assert effects(table) == {"names": ["School A, North", "B"], "y": [28.0, 8.5], "sigma": [15.0, 10.0]}
+    # The extra column is kept as a covariate (its header stripped), an empty cell as None.
+    assert table["covariates"] == {"note": ["first, and largest", None]}
 
 
 def test_reads_json_with_names(tmp_path):
     path = write(tmp_path, "eight.json", '{"name": ["p", "q"], "y": [1, 2.5], "sigma": [1, 3], "note": "x"}')
-    assert read_table(path) == {"names": ["p", "q"], "y": [1.0, 2.5], "sigma": [1.0, 3.0]}
+    table = read_table(path)
+    assert effects(table) == {"names": ["p", "q"], "y": [1.0, 2.5], "sigma": [1.0, 3.0]}
+    assert table["covariates"] == {}  # "note" is not one value per study
 
 
 def test_json_without_names_gets_default_names(tmp_path):
@@ -72,7 +84,7 @@ def test_json_without_names_gets_default_names(tmp_path):
     ids=["json-sniffed", "csv-sniffed", "no-extension"],
 )
 def test_format_is_sniffed_without_a_known_extension(tmp_path, filename, content):
-    assert read_table(write(tmp_path, filename, content)) == {"names": ["A"], "y": [1.0], "sigma": [2.0]}
+    assert effects(read_table(write(tmp_path, filename, content))) == {"names": ["A"], "y": [1.0], "sigma": [2.0]}
 
 
 # --- files that do not: each case its own id, each message one line naming the file ------------------------

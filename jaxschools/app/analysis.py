@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxschools.core import classical, diagnostics, exact, laplace, models, moments, posterior, sampling
+from jaxschools.core import classical, datasets, diagnostics, exact, laplace, models, moments, posterior, sampling
 from jaxschools.app import _record, classical_record, exact_check, inference, results, sensitivity_record
 from jaxschools.app.inference import Chains
 from jaxschools.core import predictive as predictive_checks
@@ -253,9 +253,26 @@ def provenance() -> dict:
     }
 
 
-def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
+def _data_description(config: dict, table: dict | None) -> dict:
+    """summary.json's description of the data beside y and sigma (see docs/summary.md)."""
+    path, dataset = config["data"]["path"], config["data"]["dataset"] or "eight_schools"
+    source = {"source": "python", "dataset": None, "citation": None}
+    if table is not None:
+        source = ({"source": "file", "dataset": None, "citation": None} if path else
+                  {"source": "dataset", "dataset": dataset, "citation": datasets.CITATIONS[dataset]})
+    if table is None:
+        return {"layout": "y_sigma", "measure": config["data"]["measure"] or None, "zero_cell_corrected": None,
+                "covariates": {}, **source}
+    return {**{key: table[key] for key in ("layout", "measure", "zero_cell_corrected", "covariates")}, **source}
+
+
+def analyze(config: dict, data: Schools, *, table: dict | None = None, progress: Callable | None = None,
             between: Callable | None = None) -> Analysis:
     """Run the analysis a resolved config describes (see ``jaxschools/configs/default.toml``).
+
+    ``table``: the table ``data`` was read from (:func:`jaxschools.core.validation.read_data`), whose layout,
+    measure, zero-cell corrections and covariates summary.json's ``data`` records; None: effects given as they
+    are, on the scale ``data.measure`` names.
 
     ``between``: called between the chunks of the sampling stages (see :func:`sample_chains`); the command
     line's check for Ctrl-C and SIGTERM. Without it the chains run in one jitted call each.
@@ -360,7 +377,7 @@ def analyze(config: dict, data: Schools, *, progress: Callable | None = None,
     timings["classical_s"] = time.perf_counter() - t0
     summary = {
         "schema_version": SCHEMA_VERSION,
-        "data": {"names": list(named.names), "y": data.y, "sigma": data.sigma},
+        "data": {"names": list(named.names), "y": data.y, "sigma": data.sigma, **_data_description(config, table)},
         "separate": classical.separate(data),
         "pooled": pooled,
         "classical": classical_section,  # a typed record already (jaxschools.app.classical_record), or None

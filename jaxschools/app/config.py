@@ -24,6 +24,8 @@ from typing import Any, Callable, NamedTuple
 from jaxschools.errors import InputError, JaxschoolsError
 from jaxschools.core.input_files import MAX_CONFIG_BYTES
 from jaxschools.core.moments import PARAMETERIZATIONS, PRIORS
+from jaxschools.core.data_layouts import MEASURES
+from jaxschools.core.datasets import BUILT_IN
 from jaxschools.core.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, read_text
 
 __all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "CLASSICAL_METHODS", "SWEEP_KINDS", "SWEEPABLE_KEYS", "SCHEMA", "Check", "Spec",
@@ -35,6 +37,8 @@ __all__ = ["PRIORS", "PARAMETERIZATIONS", "KERNELS", "CLASSICAL_METHODS", "SWEEP
 # ``validation.MIN_SCHOOLS`` and the moments' existence follow; the parameterizations are
 # ``moments.PARAMETERIZATIONS``.
 KERNELS = ("rwmh", "hmc", "nuts")
+# The built-in datasets ``data.dataset`` names (``jaxschools.core.datasets.BUILT_IN``), "" for none.
+BUILT_IN_DATASETS = tuple(BUILT_IN)
 # The classical tau^2 estimators (``jaxschools.core.random_effects.METHODS``, which imports JAX; a test keeps the
 # two equal): DerSimonian-Laird, REML, ML, Paule-Mandel, Sidik-Jonkman, Hedges, empirical Bayes.
 CLASSICAL_METHODS = ("DL", "REML", "ML", "PM", "SJ", "HE", "EB")
@@ -123,6 +127,8 @@ SCHEMA = {
     "name": Spec(str, check=RUN_NAME),
     "data": {
         "path": Spec(str, path=True),
+        "dataset": Spec(str, choices=("",) + BUILT_IN_DATASETS),
+        "measure": Spec(str, choices=("",) + MEASURES),
     },
     "model": {
         "prior": Spec(str, choices=PRIORS),
@@ -261,7 +267,16 @@ def load_config(path=None, sets=(), data=None):
         _merge(config, layer, SCHEMA, "--set", cwd)
 
     if data is not None:
-        _merge(config, {"data": {"path": os.fspath(data)}}, SCHEMA, "--data", cwd)
+        # --data NAME: a file of that name if there is one, else a built-in dataset of that name; it replaces
+        # the config's choice of data either way.
+        data = os.fspath(data)
+        if data in BUILT_IN_DATASETS and not (cwd / data).exists():
+            _merge(config, {"data": {"path": "", "dataset": data}}, SCHEMA, "--data", cwd)
+        else:
+            _merge(config, {"data": {"path": data, "dataset": ""}}, SCHEMA, "--data", cwd)
+    if config["data"]["path"] and config["data"]["dataset"]:
+        raise InputError(f"data.path ({config['data']['path']}) and data.dataset ({config['data']['dataset']!r}) "
+                         "are both set: give one (a data file or a built-in dataset)")
 
     unset = [name for name, spec in _leaves(SCHEMA) if not spec.optional and _get(config, name) is None]
     if unset:

@@ -575,11 +575,13 @@ def store_key(config: dict, data: Schools) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def run(config: dict, data: Schools | None = None, *, progress: Callable | None = None,
+def run(config: dict, data: Schools | None = None, *, table: dict | None = None, progress: Callable | None = None,
         store_dir: Path | None = None, mesh=None, between: Callable | None = None) -> Result:
     """Run what ``config`` describes (a resolved config: :func:`jaxschools.app.config.load_config`).
 
-    ``data`` defaults to the built-in eight schools when the config names no file. ``store_dir``: where
+    ``data`` defaults to the data the config names (``data.path``, ``data.dataset``, ``data.measure``: read by
+    :func:`jaxschools.core.validation.read_data`); ``table``, the table it was read from, gives summary.json's
+    description of the data (layout, measure, zero-cell corrections, covariates; given effects when None). ``store_dir``: where
     finished chunks of a sweep or simulation are kept for resuming (None keeps nothing). ``mesh``: a
     :func:`jaxschools.core.sharding.mesh` over which the cells of sweeps and simulated datasets are split (same
     results, to rounding, as without). ``between``: the single analysis's sampling runs in chunks, with
@@ -589,9 +591,11 @@ def run(config: dict, data: Schools | None = None, *, progress: Callable | None 
     from jaxschools.core import data as data_module
 
     if data is None:
-        path = config["data"]["path"]
-        data = data_module.load(path) if path else data_module.eight_schools()
-    base = analysis.analyze(config, data, progress=progress, between=between)
+        from jaxschools.core import validation
+
+        table = validation.read_data(config["data"]["path"], config["data"]["dataset"], config["data"]["measure"])
+        data = data_module.from_table(table)
+    base = analysis.analyze(config, data, table=table, progress=progress, between=between)
     store = ChunkStore(None if store_dir is None else Path(store_dir) / store_key(config, data))
     school_index, threshold = analysis._default_query(config, data)  # the single analysis's question
     summary = base.record.summary

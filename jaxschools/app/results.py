@@ -327,9 +327,17 @@ def key_paths(cls=None, prefix: str = "") -> list[str]:
 
 @record
 class Data(Record):
+    """The studies' effects and standard errors, and what they were computed from."""
     names: tuple[str, ...]
     y: tuple[float, ...]
     sigma: tuple[float, ...]
+    layout: str
+    measure: Optional[str]
+    zero_cell_corrected: Optional[tuple[bool, ...]]
+    covariates: dict[str, tuple[Optional[Union[float, str]], ...]]
+    source: str
+    dataset: Optional[str]
+    citation: Optional[str]
 
 
 @record

@@ -1,6 +1,6 @@
 """Built-in datasets as plain Python tables (no JAX), in the shape ``validation.read_table`` returns."""
 
-__all__ = ["EIGHT_SCHOOLS", "BCG", "NORMAND1999"]
+__all__ = ["EIGHT_SCHOOLS", "BCG", "NORMAND1999", "BUILT_IN", "CITATIONS"]
 
 # BDA3 Table 5.2 (Rubin 1981): estimated coaching effects on SAT-V scores and their standard errors.
 EIGHT_SCHOOLS = {
@@ -42,6 +42,15 @@ NORMAND1999 = {
     "sd2i": [64, 4, 29, 48, 11, 4, 34, 27, 20],
     "n2i": [156, 32, 71, 18, 13, 52, 33, 183, 52],
     "measure": "MD",
+}
+
+
+# The datasets ``data.dataset`` (and ``--data NAME``) can name, each with the citation the report gives.
+BUILT_IN = {"eight_schools": EIGHT_SCHOOLS, "bcg": BCG, "normand1999": NORMAND1999}
+CITATIONS = {
+    "eight_schools": "Rubin (1981), J. Educational Statistics 6(4), 377-401; Gelman et al., BDA3, Table 5.2",
+    "bcg": "Colditz et al. (1994), JAMA 271(9), 698-702",
+    "normand1999": "Normand (1999), Statistics in Medicine 18(3), 321-359",
 }
 
 

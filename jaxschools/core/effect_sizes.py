@@ -17,16 +17,18 @@ Two-group summaries (means m1i, m2i; sds sd1i, sd2i; sizes n1i, n2i):
   with the exact small-sample correction c(m) = Gamma(m/2) / (sqrt(m/2) Gamma((m-1)/2)) (Hedges 1981), and
   v = 1/n1 + 1/n2 + y^2 / (2 (n1 + n2)) (metafor's default ``vtype = "LS"``).
 
-Pure ``jnp`` (vmappable); ``compute`` takes the columns by metafor's names.
+``compute`` takes the columns by metafor's names. The formulas are written once for any array namespace: by
+default ``jax.numpy`` (traceable and vmappable, for simulation studies that draw raw data), or NumPy
+(``xp=numpy``), which is how :mod:`jaxschools.core.data_layouts` computes a data file's effect sizes before JAX
+is imported, so bad values are refused at once. This module imports JAX only when it is asked for.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-from jax.scipy.special import gammaln
+import numpy as np
 
 __all__ = ["MEASURES", "COUNT_MEASURES", "MEAN_MEASURES", "COLUMNS", "EffectSizes", "compute"]
 
@@ -41,21 +43,21 @@ COLUMNS = {
 
 
 class EffectSizes(NamedTuple):
-    y: jax.Array  # the effect sizes yi
-    v: jax.Array  # their sampling variances vi
-    zero_cell_corrected: jax.Array  # bool: 1/2 added to the study's cells (counts only; False otherwise)
+    y: Any  # the effect sizes yi (arrays of the namespace computed in)
+    v: Any  # their sampling variances vi
+    zero_cell_corrected: Any  # bool: 1/2 added to the study's cells (counts only; False otherwise)
 
 
-def _from_counts(measure, ai, bi, ci, di):
-    cells = jnp.stack([ai, bi, ci, di])
-    corrected = jnp.any(cells == 0, axis=0)
+def _from_counts(xp, measure, ai, bi, ci, di):
+    cells = xp.stack([ai, bi, ci, di])
+    corrected = xp.any(cells == 0, axis=0)
     ai, bi, ci, di = cells + 0.5 * corrected
     n1, n2 = ai + bi, ci + di
     if measure == "RR":
-        y = jnp.log(ai / n1) - jnp.log(ci / n2)
+        y = xp.log(ai / n1) - xp.log(ci / n2)
         v = 1 / ai - 1 / n1 + 1 / ci - 1 / n2
     elif measure == "OR":
-        y = jnp.log(ai) + jnp.log(di) - jnp.log(bi) - jnp.log(ci)
+        y = xp.log(ai) + xp.log(di) - xp.log(bi) - xp.log(ci)
         v = 1 / ai + 1 / bi + 1 / ci + 1 / di
     else:  # RD
         p1, p2 = ai / n1, ci / n2
@@ -64,35 +66,48 @@ def _from_counts(measure, ai, bi, ci, di):
     return EffectSizes(y, v, corrected)
 
 
-def _hedges_correction(m):
+def _log_gamma(xp):
+    if xp is np:
+        return np.vectorize(math.lgamma, otypes=[float])
+    from jax.scipy.special import gammaln
+
+    return gammaln
+
+
+def _hedges_correction(xp, m):
     """c(m) = Gamma(m/2) / (sqrt(m/2) Gamma((m-1)/2)), on the log scale for large m."""
-    return jnp.exp(gammaln(m / 2) - gammaln((m - 1) / 2) - 0.5 * jnp.log(m / 2))
+    gammaln = _log_gamma(xp)
+    return xp.exp(gammaln(m / 2) - gammaln((m - 1) / 2) - 0.5 * xp.log(m / 2))
 
 
-def _from_means(measure, m1i, sd1i, n1i, m2i, sd2i, n2i):
+def _from_means(xp, measure, m1i, sd1i, n1i, m2i, sd2i, n2i):
     if measure == "MD":
         y = m1i - m2i
         v = sd1i**2 / n1i + sd2i**2 / n2i
     else:  # SMD
         m = n1i + n2i - 2
-        pooled_sd = jnp.sqrt(((n1i - 1) * sd1i**2 + (n2i - 1) * sd2i**2) / m)
-        y = _hedges_correction(m) * (m1i - m2i) / pooled_sd
+        pooled_sd = xp.sqrt(((n1i - 1) * sd1i**2 + (n2i - 1) * sd2i**2) / m)
+        y = _hedges_correction(xp, m) * (m1i - m2i) / pooled_sd
         v = 1 / n1i + 1 / n2i + y**2 / (2 * (n1i + n2i))
-    return EffectSizes(y, v, jnp.zeros(jnp.shape(y), dtype=bool))
+    return EffectSizes(y, v, xp.zeros(xp.shape(y), dtype=bool))
 
 
-def compute(measure: str, **columns) -> EffectSizes:
-    """Effect sizes by ``measure`` (``MEASURES``) from the columns it needs (``COLUMNS[measure]``)."""
+def compute(measure: str, *, xp=None, **columns) -> EffectSizes:
+    """Effect sizes by ``measure`` (``MEASURES``) from the columns it needs (``COLUMNS[measure]``), computed
+    with the array namespace ``xp`` (default ``jax.numpy``; ``numpy`` for float64 NumPy arrays)."""
     if measure not in MEASURES:
         raise ValueError(f"unknown effect-size measure {measure!r}: one of {', '.join(MEASURES)}")
     needed = COLUMNS[measure]
     missing = [name for name in needed if name not in columns]
     if missing:
         raise ValueError(f"measure {measure} needs the columns {', '.join(needed)}; missing: {', '.join(missing)}")
-    values = [jnp.asarray(columns[name], dtype=jnp.result_type(float)) for name in needed]
+    if xp is None:
+        import jax.numpy as xp
+    dtype = np.float64 if xp is np else xp.result_type(float)
+    values = [xp.asarray(columns[name], dtype=dtype) for name in needed]
     if measure in COUNT_MEASURES:
-        return _from_counts(measure, *values)
-    return _from_means(measure, *values)
+        return _from_counts(xp, measure, *values)
+    return _from_means(xp, measure, *values)
 
 
 def __dir__():

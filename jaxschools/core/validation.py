@@ -18,13 +18,14 @@ import warnings
 
 import numpy as np
 
-from jaxschools.core import input_files
+from jaxschools.core import data_layouts, datasets, input_files
+from jaxschools.core.data_layouts import LAYOUTS
 from jaxschools.errors import InputError
 from jaxschools.core.moments import messages as moment_messages
 from jaxschools.core.moments import PRIORS, min_schools
 
 __all__ = ["COLUMNS", "NUMBER_COLUMNS", "MIN_SCHOOLS", "MAX_MAGNITUDE", "MIN_SIGMA", "read_text", "read_table", "check_schools",
-           "default_names", "name_problem", "check_groups"]
+           "default_names", "name_problem", "check_groups", "from_columns", "read_data"]
 
 COLUMNS = ("name", "y", "sigma")
 NUMBER_COLUMNS = ("y", "sigma")
@@ -46,19 +47,24 @@ def read_text(path, what="data file", limit=None):
     return input_files.read_text(path, what, input_files.MAX_DATA_BYTES if limit is None else limit)
 
 
-def read_table(path):
-    """Read school data from a CSV or JSON file into ``{"names": [...], "y": [...], "sigma": [...]}``.
+def read_table(path, measure=""):
+    """Read study data from a CSV or JSON file: ``{"names", "y", "sigma", "layout", "measure",
+    "zero_cell_corrected", "covariates"}`` (see :func:`from_columns`).
 
-    CSV: a header naming the columns ``name``, ``y`` and ``sigma`` (any order, any case, other columns
-    ignored) and one row per school. JSON: an object ``{"name": [...], "y": [...], "sigma": [...]}``
-    (``name`` optional, defaulting as in :func:`default_names`). A ``.csv`` or ``.json`` extension picks
-    the format; otherwise a file whose first non-space character is ``{`` is JSON and anything else CSV.
+    The header (a CSV's first row, in any case and column order; a JSON object's keys) says which layout of
+    :mod:`jaxschools.core.data_layouts` the file has: ``name,y,sigma``, metafor's ``yi,vi`` or ``yi,sei``, 2x2
+    counts ``ai,bi,ci,di`` or two-group summaries ``m1i,sd1i,n1i,m2i,sd2i,n2i``; raw data need ``measure``
+    (``data.measure``: RR, OR, RD; MD, SMD), from which y and sigma are computed as metafor's ``escalc``
+    computes them. Other columns are kept as study-level covariates. JSON: an object of lists, ``name``
+    optional (defaulting as in :func:`default_names`). A ``.csv`` or ``.json`` extension picks the format;
+    otherwise a file whose first non-space character is ``{`` is JSON and anything else CSV.
 
-    Every value is checked as :func:`check_schools` checks it: y finite, sigma finite and > 0, names
-    non-empty, unique and free of the characters :func:`name_problem` refuses. Any problem raises
-    InputError with one line naming the file and, where there is one, the line (the header is line 1) and
-    column. The file is read with a size limit (:data:`jaxschools.core.input_files.MAX_DATA_BYTES`), a CSV row by
-    row: the first problem in file order is the one reported, as soon as it is read.
+    Every value is checked: y finite, sigma finite and > 0 (as :func:`check_schools` checks them), counts
+    >= 0, sds, variances and sizes > 0, names non-empty, unique and free of the characters :func:`name_problem`
+    refuses, and the computed y and sigma too. Any problem raises InputError with one line naming the file and,
+    where there is one, the line (the header is line 1) and column. The file is read with a size limit
+    (:data:`jaxschools.core.input_files.MAX_DATA_BYTES`), a CSV row by row: the first problem in file order is
+    the one reported, as soon as it is read.
     """
     with input_files.open_lines(path, "data file", input_files.MAX_DATA_BYTES) as lines:
         # Only the lines up to the first non-blank one are held to choose the format; a CSV is then read
@@ -74,16 +80,30 @@ def read_table(path):
         suffix = pathlib.Path(path).suffix.lower()
         lines = itertools.chain(head, lines)
         is_json = suffix == ".json" or (suffix != ".csv" and first == "{")
-        return _read_json(path, "".join(lines)) if is_json else _read_csv(path, lines)
+        return _read_json(path, "".join(lines), measure) if is_json else _read_csv(path, lines, measure)
 
 
-def _read_csv(path, lines):
+# The columns checked as effects (y) and as standard errors (sigma) by _value_problem; the others of a layout
+# by data_layouts.cell_problem.
+_AS_Y, _AS_SIGMA = {"y", "yi"}, {"sigma", "sei"}
+
+
+def _cell_problem(column, value):
+    """Why ``value`` cannot be in column ``column`` of a layout, or None."""
+    if column in _AS_Y or column in _AS_SIGMA:
+        checked_as = "y" if column in _AS_Y else "sigma"
+        problem = _value_problem(checked_as, value)
+        return problem and problem.replace(checked_as, column, 1)
+    return data_layouts.cell_problem(column, value)
+
+
+def _read_csv(path, lines, measure):
     # Not strict: spaces after a closing quote ("B" ,8) then stay in the cell, to be stripped below.
     reader = csv.reader(lines, skipinitialspace=True)
-    header_line, header, columns = None, None, None
+    header_line, header = None, None
     # Each row is checked as it is read and only its values are kept (floats in compact arrays), so the
     # first bad row ends the reading and memory stays a small multiple of the file's size.
-    names, y, sigma, first_line = [], array.array("d"), array.array("d"), {}
+    names, first_line, lines_of_rows = [], {}, array.array("q")
     end = 0
     try:
         for row in reader:
@@ -95,38 +115,59 @@ def _read_csv(path, lines):
                 continue
             if header is None:
                 header_line, header = start, cells
-                columns = _csv_columns(path, header_line, header)
-                width, name_at, y_at, sigma_at = len(header), columns["name"], columns["y"], columns["sigma"]
+                layout, at, name_at, extra_at = _csv_columns(path, header_line, header)
+                needed = LAYOUTS[layout].columns
+                width = len(header)
+                values = {column: array.array("d") for column in needed}
+                extras = {header[index]: [] for index in extra_at}
+                fast_y_sigma = layout == "y_sigma"
                 continue
             # The common case in a few operations; any doubt goes to _csv_row, which raises the precise error.
             try:
-                name, y_value, sigma_value = cells[name_at], float(cells[y_at]), float(cells[sigma_at])
-                good = (len(cells) == width and name != "" and MIN_SIGMA <= sigma_value <= MAX_MAGNITUDE
-                        and abs(y_value) <= MAX_MAGNITUDE and _REFUSED_IN_NAMES.search(name) is None)
+                numbers = [float(cells[index]) for index in at]
+                name = cells[name_at] if name_at is not None else None
+                good = len(cells) == width and (name is None or (name != "" and _REFUSED_IN_NAMES.search(name) is None))
+                if good and fast_y_sigma:
+                    good = MIN_SIGMA <= numbers[1] <= MAX_MAGNITUDE and abs(numbers[0]) <= MAX_MAGNITUDE
+                elif good:
+                    good = all(_cell_problem(column, value) is None for column, value in zip(needed, numbers))
             except (IndexError, ValueError):
                 good = False
             if not good:
-                name, numbers = _csv_row(path, start, cells, header, header_line, columns)
-                y_value, sigma_value = numbers["y"], numbers["sigma"]
-            if name in first_line:
-                raise InputError(
-                    f"{path}: lines {first_line[name]} and {start}: school name {name!r} appears twice; "
-                    "school names must be unique"
-                )
-            first_line[name] = start
-            names.append(name)
-            y.append(y_value)
-            sigma.append(sigma_value)
+                name, numbers = _csv_row(path, start, cells, header, header_line, needed, at, name_at)
+            if name is not None:
+                if name in first_line:
+                    raise InputError(
+                        f"{path}: lines {first_line[name]} and {start}: school name {name!r} appears twice; "
+                        "school names must be unique"
+                    )
+                first_line[name] = start
+                names.append(name)
+            lines_of_rows.append(start)
+            for column, value in zip(needed, numbers):
+                values[column].append(value)
+            for index in extra_at:
+                extras[header[index]].append(cells[index])
     except csv.Error as error:
         raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({error})") from None
     if header is None:
         raise InputError(f"{path}: the file has no header and no rows")
-    if not names:
+    if not lines_of_rows:
         raise InputError(f"{path}: no data rows, only the header (line {header_line}); add one row per school")
-    return {"names": names, "y": y.tolist(), "sigma": sigma.tolist()}
+    covariates = {column: _covariate(cells) for column, cells in extras.items()}
+    return _table(path, layout, measure, names or None, {c: v.tolist() for c, v in values.items()}, covariates,
+                  lambda i: f"line {lines_of_rows[i]}")
 
 
-def _csv_row(path, line, cells, header, header_line, columns):
+def _covariate(cells):
+    """A covariate column's cells: numbers where every non-empty cell is one, else strings; empty cells None."""
+    try:
+        return [float(cell) if cell else None for cell in cells]
+    except ValueError:
+        return [cell if cell else None for cell in cells]
+
+
+def _csv_row(path, line, cells, header, header_line, needed, at, name_at):
     """The name and the numbers of one data row, or InputError naming its line and column."""
     if len(cells) != len(header):
         unclosed = " (a quote opened on this line is never closed?)" if any("\n" in c for c in cells) else ""
@@ -134,45 +175,127 @@ def _csv_row(path, line, cells, header, header_line, columns):
             f"{path}: line {line}: {len(cells)} field{'s' if len(cells) > 1 else ''}, but the header "
             f"(line {header_line}) has {len(header)}{unclosed}"
         )
-    for column in COLUMNS:
-        if not cells[columns[column]]:
+    for column, index in (("name", name_at), *zip(needed, at)):
+        if index is not None and not cells[index]:
             raise InputError(f"{path}: line {line}, column '{column}': empty cell")
-    name = cells[columns["name"]]
-    problem = name_problem(name)
-    if problem:
-        raise InputError(f"{path}: line {line}, column 'name': the school name {problem}")
-    numbers = {}
-    for column in NUMBER_COLUMNS:
-        cell = cells[columns[column]]
+    name = None
+    if name_at is not None:
+        name = cells[name_at]
+        problem = name_problem(name)
+        if problem:
+            raise InputError(f"{path}: line {line}, column 'name': the school name {problem}")
+    numbers = []
+    for column, index in zip(needed, at):
+        cell = cells[index]
         try:
-            numbers[column] = float(cell)
+            numbers.append(float(cell))
         except ValueError:
             raise InputError(f"{path}: line {line}, column '{column}': {cell!r} is not a number") from None
-        problem = _value_problem(column, numbers[column])
+        problem = _cell_problem(column, numbers[-1])
         if problem:
             raise InputError(f"{path}: line {line}, column '{column}': {problem}")
     return name, numbers
 
 
+_METAFOR_LAYOUTS = "; or metafor's " + " / ".join(",".join(layout.columns) for key, layout in LAYOUTS.items()
+                                                   if key != "y_sigma")
+
+
 def _csv_columns(path, line, header):
-    """Map each required column to its index in ``header``; InputError when one is missing or repeated."""
+    """(layout, indices of its columns, index of ``name`` or None, indices of the other columns) for
+    ``header``; InputError when a column is missing or repeated."""
     lowered = [cell.lower() for cell in header]
-    for column in COLUMNS:
-        if lowered.count(column) > 1:
+    for column in set(lowered):
+        if column and lowered.count(column) > 1:
             raise InputError(f"{path}: line {line}: column '{column}' appears more than once in the header")
-    missing = [column for column in COLUMNS if column not in lowered]
-    if missing:
+    layout, why = data_layouts.detect(lowered)
+    if layout is None and why:
+        raise InputError(f"{path}: line {line}: {why}")
+    if layout is None or (LAYOUTS[layout].name_required and "name" not in lowered):
+        layout = layout or data_layouts.nearest(lowered)
+        required = (("name",) if LAYOUTS[layout].name_required else ()) + LAYOUTS[layout].columns
+        missing = [column for column in required if column not in lowered]
         found = ", ".join(repr(cell) for cell in header)
         hint = "".join(_misspelling(column, lowered) for column in missing)
+        also = _METAFOR_LAYOUTS if layout == "y_sigma" else "; or name, y and sigma"
         raise InputError(
             f"{path}: line {line}: missing column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(repr(column) for column in missing)}; the header has {found} but needs "
-            f"name, y and sigma{hint}"
+            f"{data_layouts.column_list(required)}{hint} ({LAYOUTS[layout].what}{also})"
         )
-    return {column: lowered.index(column) for column in COLUMNS}
+    at = [lowered.index(column) for column in LAYOUTS[layout].columns]
+    name_at = lowered.index("name") if "name" in lowered else None
+    extra_at = [i for i, column in enumerate(lowered) if column and i not in at and i != name_at]
+    return layout, at, name_at, extra_at
 
 
-def _read_json(path, text):
+def _table(path, layout, measure, names, columns, covariates, where):
+    """The table of a file's validated columns: the effect sizes computed and checked (a problem names the
+    study by ``where(index)``), the names checked or defaulted."""
+    try:
+        measure = data_layouts.resolve_measure(layout, measure)
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from None
+    for index, problem in data_layouts.study_problems(layout, measure, columns)[:1]:
+        raise InputError(f"{path}: {where(index)}: {problem}")
+    y, sigma, corrected = data_layouts.effects(layout, measure, columns)
+    if layout != "y_sigma":
+        for column, values in (("y", y), ("sigma", sigma)):
+            for index, value in enumerate(values.tolist()):
+                problem = _value_problem(column, value)
+                if problem:
+                    raise InputError(f"{path}: {where(index)}: the computed {problem}")
+    names = default_names(y.size) if names is None else names
+    return {"names": list(names), "y": y.tolist(), "sigma": sigma.tolist(), "layout": layout, "measure": measure,
+            "zero_cell_corrected": None if corrected is None else corrected.tolist(), "covariates": covariates}
+
+
+def from_columns(columns, measure="", names=None, origin="data"):
+    """The table (as :func:`read_table` returns it) of Python columns: a dict of equal-length lists keyed by a
+    layout's column names (a built-in dataset, :mod:`jaxschools.core.datasets`), other keys kept as
+    covariates. Checked as a file is; errors start with ``origin``."""
+    layout, why = data_layouts.detect(columns)
+    if layout is None:
+        layout = data_layouts.nearest(columns)
+        raise InputError(f"{origin}: {why or 'no layout: needs ' + data_layouts.column_list(LAYOUTS[layout].columns)}")
+    needed = LAYOUTS[layout].columns
+    lengths = {len(columns[column]) for column in needed}
+    if len(lengths) != 1 or not lengths.pop():
+        raise InputError(f"{origin}: the columns {', '.join(needed)} must be non-empty and of one length")
+    values = {}
+    for column in needed:
+        values[column] = []
+        for index, value in enumerate(columns[column]):
+            if not _is_number(value):
+                raise InputError(f"{origin}: {column}[{index}] is {json.dumps(value)}, not a number")
+            problem = _cell_problem(column, float(value))
+            if problem:
+                raise InputError(f"{origin}: {column}[{index}]: {problem}")
+            values[column].append(float(value))
+    count = len(values[needed[0]])
+    if names is not None:
+        names = _check_names(names, count)
+    covariates = {key: [float(v) if _is_number(v) else v for v in value] for key, value in columns.items()
+                  if key not in needed and key != "name" and isinstance(value, list) and len(value) == count
+                  and all(v is None or _is_number(v) or isinstance(v, str) for v in value)}
+    return _table(origin, layout, measure, names, values, covariates, lambda i: f"study {i}")
+
+
+def read_data(path="", dataset="", measure=""):
+    """The table of the run's data: the file at ``path`` (:func:`read_table`), else the built-in ``dataset``
+    (:data:`jaxschools.core.datasets.BUILT_IN`, on ``measure`` or else its usual measure), else the eight
+    schools: ``data.path``, ``data.dataset`` and ``data.measure`` of a resolved config."""
+    if path:
+        return read_table(path, measure)
+    name = dataset or "eight_schools"
+    if name not in datasets.BUILT_IN:
+        raise InputError(f"unknown dataset {name!r}: the built-in ones are {', '.join(datasets.BUILT_IN)}")
+    columns = dict(datasets.BUILT_IN[name])
+    names, usual = columns.pop("names"), columns.pop("measure", "")
+    return from_columns(columns, measure or usual, names, origin=f"dataset {name}")
+
+
+def _read_json(path, text, measure):
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -182,23 +305,39 @@ def _read_json(path, text):
     if not isinstance(document, dict):
         raise InputError(f"{path}: expected {expected}, got {_json_kind(document)}")
     keys = ", ".join(repr(key) for key in document) or "none"
-    for key in COLUMNS:
+    layout, why = data_layouts.detect(document)
+    if why:
+        raise InputError(f"{path}: {why}")
+    layout = layout or data_layouts.nearest(document)
+    for key in ("name",) + LAYOUTS[layout].columns:
         if key in document:
             continue
         hint = _misspelling(key, document)
         # A missing name only falls back to default names when nothing looks like a misspelt one.
         if key != "name" or hint:
             raise InputError(f"{path}: the JSON object has no key {key!r} (its keys: {keys}){hint}")
-    y = _json_list(path, document, "y", _is_number, "a number")
-    sigma = _json_list(path, document, "sigma", _is_number, "a number")
+    columns = {key: _json_list(path, document, key, _is_number, "a number") for key in LAYOUTS[layout].columns}
     names = None
     if "name" in document:
         names = _json_list(path, document, "name", lambda value: isinstance(value, str), "a string")
-    try:
-        names, y, sigma = check_schools(y, sigma, names)
-    except InputError as error:
-        raise InputError(f"{path}: {error}") from None
-    return {"names": list(names), "y": y.tolist(), "sigma": sigma.tolist()}
+    lengths = {key: len(values) for key, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        first, *rest = lengths
+        other = next(key for key in rest if lengths[key] != lengths[first])
+        raise InputError(f"{path}: {first} has {lengths[first]} values but {other} has {lengths[other]}; give one "
+                         "of each per school")
+    if layout == "y_sigma":
+        try:
+            names, y, sigma = check_schools(columns["y"], columns["sigma"], names)
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from None
+    elif names is not None:
+        try:
+            names = _check_names(names, lengths[LAYOUTS[layout].columns[0]])
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from None
+    document = {key: value for key, value in document.items() if key != "name"}
+    return from_columns(document, measure, names, origin=str(path))
 
 
 def _json_list(path, document, key, accepts, kind):

@@ -332,6 +332,36 @@ def _warnings(s: results.Summary) -> str:
     return f'<div class="warn"><strong>Warning</strong><ul>{items}</ul></div>'
 
 
+# metafor's measures, as the report names them.
+MEASURE_NAMES = {"RR": "log risk ratios", "OR": "log odds ratios", "RD": "risk differences",
+                 "MD": "mean differences", "SMD": "standardised mean differences (Hedges' g)"}
+_LAYOUT_TEXT = {"counts": "2x2 counts (ai, bi events and non-events in group 1; ci, di in group 2)",
+                "means": "the two groups' means, sds and sizes", "yi_vi": "the file's yi and vi (sigma = √vi)",
+                "yi_sei": "the file's yi and sei"}
+
+
+def _measure_text(data: results.Data) -> str:
+    """What the effects are and how they were computed; "" for effects given without a measure."""
+    parts = []
+    if data.measure:
+        parts.append(f"The effects y_j are {MEASURE_NAMES[data.measure]} ({data.measure}).")
+    if data.layout in ("counts", "means"):
+        parts.append(f"They were computed from {_LAYOUT_TEXT[data.layout]} as R's metafor escalc computes them, "
+                     "and σ_j is the square root of its sampling variance.")
+    elif data.layout in _LAYOUT_TEXT:
+        parts.append(f"They are {_LAYOUT_TEXT[data.layout]}.")
+    corrected = [name for name, flag in zip(data.names, data.zero_cell_corrected or ()) if flag]
+    if corrected:
+        parts.append(f"1/2 was added to every cell of the {fmt(len(corrected))} "
+                     f"{'study' if len(corrected) == 1 else 'studies'} with a zero cell "
+                     f"({', '.join(corrected[:10])}{', ...' if len(corrected) > 10 else ''}).")
+    elif data.layout == "counts":
+        parts.append("No study has a zero cell, so no continuity correction was needed.")
+    if data.covariates:
+        parts.append(f"Study-level covariates in the file: {', '.join(data.covariates)} (in summary.json).")
+    return " ".join(parts)
+
+
 def _data_section(s: results.Summary) -> str:
     names, y, sigma = s.data.names, s.data.y, s.data.sigma
     lower, upper = s.separate.lower, s.separate.upper
@@ -346,11 +376,13 @@ def _data_section(s: results.Summary) -> str:
         ("degrees of freedom", pooled.df),
         ("p-value", pooled.p_value),
     ]
+    unit = "school" if s.data.layout == "y_sigma" else "study"
     return (
         _section("data", "Data and separate estimates",
-                 _p("Each school alone, with a flat prior: θ_j | y_j ~ N(y_j, σ_j²), 95% interval "
+                 _p(_measure_text(s.data)) if _measure_text(s.data) else "",
+                 _p(f"Each {unit} alone, with a flat prior: θ_j | y_j ~ N(y_j, σ_j²), 95% interval "
                     "y_j ± 1.96 σ_j."),
-                 _table(("school", "y", "σ", "separate 95% interval"), rows), note)
+                 _table((unit, "y", "σ", "separate 95% interval"), rows), note)
         + _section("pooled", "Complete pooling",
                    _p("One common effect for every school (BDA3 eq. 5.13), and the χ² test of "
                       "homogeneity on J − 1 degrees of freedom."),
@@ -805,10 +837,16 @@ def _footer(s: results.Summary) -> str:
 _EIGHT_SCHOOLS = (tuple("ABCDEFGH"), (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0))
 
 
+# How the report names the built-in datasets (their citations are the record's).
+_DATASET_TITLES = {"eight_schools": "the eight schools", "bcg": "the BCG vaccine trials",
+                   "normand1999": "Normand's stroke-care trials"}
+
+
 def _dataset_label(s: results.Summary) -> str:
-    path = s.config["data"]["path"]
-    if path:
-        return os.path.basename(path)
+    if s.data.source == "file":
+        return os.path.basename(s.config["data"]["path"])
+    if s.data.source == "dataset":
+        return f"{_DATASET_TITLES.get(s.data.dataset, s.data.dataset)} ({s.data.citation})"
     if (s.data.names, s.data.y) == _EIGHT_SCHOOLS:
         return "the eight schools (BDA3 §5.5, Rubin 1981)"
     return "a dataset given in Python"
