@@ -31,8 +31,8 @@ _LAYER_OF = {
         (
             "adaptation", "calibration", "classical", "data", "data_layouts", "datasets", "design", "diagnostics", "draw_sensitivity",
             "effect_sizes", "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments",
-            "posterior", "power_scaling", "predictive", "random_effects", "sampling", "sensitivity", "sharding",
-            "streaming", "validation",
+            "posterior", "power_scaling", "predictive", "prior_families", "random_effects", "sampling", "sensitivity", "sharding",
+            "streaming", "tau_priors", "validation",
         ),
         "core",
     ),

@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 from jaxschools.errors import InputError, JaxschoolsError
 from jaxschools.core.input_files import MAX_CONFIG_BYTES
 from jaxschools.core.moments import PARAMETERIZATIONS, PRIORS
+from jaxschools.core import prior_families
 from jaxschools.core.data_layouts import MEASURES
 from jaxschools.core.datasets import BUILT_IN
 from jaxschools.core.validation import MAX_MAGNITUDE, MIN_SIGMA, check_groups, read_text
@@ -59,6 +60,17 @@ class Check(NamedTuple):
 
 # A user's kernel: "module:function", a constructor returning a SamplingAlgorithm (docs/extending.md). Only its
 # form is checked here (no import: that would start JAX); jaxschools.app.inference imports it when the run starts.
+def _is_prior_kind(value: str) -> bool:
+    try:
+        spec = prior_families.spec(value)
+    except ValueError:
+        return False
+    return not spec.tau.startswith("user")  # a user's density exists in Python only
+
+
+# A prior kind string of jaxschools.core.prior_families ("normal+lomax:1.5"), besides the three names in PRIORS.
+PRIOR_KIND = Check(_is_prior_kind, 'a prior kind "<mu>+<tau>[:<shape>]" (docs/configuration.md, Priors)')
+
 USER_KERNEL = Check(lambda value: re.fullmatch(r"[^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*", value) is not None,
                     "a user kernel named 'module:function' (docs/extending.md)")
 
@@ -131,7 +143,12 @@ SCHEMA = {
         "measure": Spec(str, choices=("",) + MEASURES),
     },
     "model": {
-        "prior": Spec(str, choices=PRIORS),
+        # model.prior, or its two parts mu_prior and tau_prior (with tau_shape): load_config resolves them into
+        # model.prior, a kind string of jaxschools.core.prior_families.
+        "prior": Spec(str, choices=PRIORS, also=PRIOR_KIND, optional=True),
+        "mu_prior": Spec(str, choices=prior_families.MU_PRIORS, optional=True),
+        "tau_prior": Spec(str, choices=tuple(prior_families.FAMILIES), optional=True),
+        "tau_shape": Spec(float, check=POSITIVE, optional=True),
         "parameterization": Spec(str, choices=PARAMETERIZATIONS),
         "mu_loc": Spec(float, check=FINITE),
         "mu_scale": Spec(float, check=POSITIVE),
@@ -172,7 +189,7 @@ SCHEMA = {
         "kind": Spec(str, choices=SWEEP_KINDS),
         "key": Spec(str),
         "values": Spec(list[float], check=FINITE),
-        "priors": Spec(list[str], choices=PRIORS),
+        "priors": Spec(list[str], choices=PRIORS, also=PRIOR_KIND),
         "school": Spec(str, optional=True),
         "new_sigma": Spec(float, check=NEW_SIGMA, optional=True),
         "chunk_size": Spec(int, check=at_least(1)),
@@ -278,10 +295,32 @@ def load_config(path=None, sets=(), data=None):
         raise InputError(f"data.path ({config['data']['path']}) and data.dataset ({config['data']['dataset']!r}) "
                          "are both set: give one (a data file or a built-in dataset)")
 
+    _resolve_prior(config["model"])
     unset = [name for name, spec in _leaves(SCHEMA) if not spec.optional and _get(config, name) is None]
     if unset:
         raise JaxschoolsError(f"configs/default.toml gives no value for {', '.join(unset)}")
     return config
+
+
+def _resolve_prior(model: dict) -> None:
+    """model.prior from its parts: ``mu_prior`` (default flat, as bayesmeta's) and ``tau_prior`` (default
+    uniform) with ``tau_shape``, into one kind string, the parts then cleared (so the resolved config, written
+    back, means the same); model.prior alone is kept (default "flat"). Both at once is an error."""
+    parts = {key: model[key] for key in ("mu_prior", "tau_prior", "tau_shape") if model[key] is not None}
+    if model["prior"] is not None and parts:
+        raise InputError(f"model.prior ({model['prior']!r}) and model.{' / model.'.join(parts)} are both set: "
+                         "model.prior is a shorthand for the pair; give one or the other")
+    if not parts:
+        model["prior"] = model["prior"] or "flat"
+        return
+    try:
+        model["prior"] = prior_families.kind_of(model["mu_prior"] or "flat", model["tau_prior"] or "uniform",
+                                                model["tau_shape"])
+    except ValueError as error:
+        raise InputError(f"model: {error}") from None
+    if model["tau_shape"] is not None and not prior_families.FAMILIES[model["tau_prior"] or "uniform"].shape:
+        raise InputError(f"model.tau_shape is set, but the {model['tau_prior'] or 'uniform'} prior has no shape")
+    model.update(mu_prior=None, tau_prior=None, tau_shape=None)
 
 
 def output_dir(config):
@@ -330,7 +369,7 @@ def check_sensitivity(config):
     ``MAX_MAGNITUDE``), where their squares are still normal float64 numbers.
     """
     options, model = config["sensitivity"], config["model"]
-    if not options["enabled"] or model["prior"] == "flat":
+    if not options["enabled"] or not prior_families.spec(model["prior"]).has_prior_scales:
         return
     low, high = model["tau_scale"] / options["tau_scale_factor"], model["tau_scale"] * options["tau_scale_factor"]
     if not (MIN_SIGMA <= low and high <= MAX_MAGNITUDE):

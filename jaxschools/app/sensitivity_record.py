@@ -260,7 +260,8 @@ def build(config: dict, data, prior, query_school: int, threshold: float, query_
     options = config["sensitivity"]
     if not options["enabled"]:
         return None, None
-    proper = prior.kind != "flat"
+    # Prior scales to vary (mu_loc, mu_scale, tau_scale): a normal mu and a tau family with a scale.
+    proper = prior.spec.has_prior_scales
     num = data.num_schools
     not_applicable = None if proper else NOT_APPLICABLE_FLAT
     section = {"query_school": query_name, "threshold": threshold, "num_nodes": NUM_NODES, "note": None,

@@ -250,7 +250,7 @@ def _conditional(data: Schools, prior: Prior, log_tau, weight) -> _Conditional:
     log_prec, scale = -log_var, weight
     offset = jnp.where(weight > 0, 0.0, -jnp.inf)
     y_all = y
-    if prior.proper:
+    if prior.mu_normal:
         # The N(mu_loc, mu_scale^2) prior on mu is one more precision-weighted observation.
         log_prec = jnp.concatenate([log_prec, jnp.reshape(-2.0 * jnp.log(jnp.asarray(prior.mu_scale, dtype)), (1,))])
         scale = jnp.concatenate([scale, jnp.ones((1,), dtype)])
@@ -268,7 +268,7 @@ def _conditional(data: Schools, prior: Prior, log_tau, weight) -> _Conditional:
     log_b = _log_shrinkage(a, weight)  # B_j = sigma_j^2 / (sigma_j^2 + w_j tau^2); 1 when masked or w_j = 0
     return _Conditional(
         # The integrand is Gaussian in mu: its integral is its peak value times sqrt(2 pi V_mu).
-        log_h=log_lik + prior.log_prob(mu_hat, log_tau) + 0.5 * (_LOG_2PI - log_precision),
+        log_h=log_lik + prior.log_prob(mu_hat, log_tau, data) + 0.5 * (_LOG_2PI - log_precision),
         mu_hat=mu_hat,
         mu_var=jnp.exp(-log_precision),
         shrinkage=jnp.exp(log_b),
@@ -309,10 +309,16 @@ def _search_bracket(data: Schools, prior: Prior):
     spread = jnp.max(jnp.where(data.mask, data.y, -jnp.inf)) - jnp.min(jnp.where(data.mask, data.y, jnp.inf))
     log_lo = log_sigma_eff
     log_hi = jnp.maximum(log_sigma_max, jnp.log(spread))  # log(0) = -inf when all y are equal: harmless
-    if prior.proper:
+    spec = prior.spec
+    if spec.has_scale:
+        # The prior's scale: a prior narrower than the data (or wider) moves the mass there. The lognormal's and
+        # log-t_5's log tau spreads c/2 sds per unit; c/2 * 40 covers their e^-40 tails.
         log_tau_scale = jnp.log(jnp.asarray(prior.tau_scale, dtype))
-        log_lo = jnp.minimum(log_lo, log_tau_scale)
-        log_hi = jnp.maximum(jnp.maximum(log_hi, log_tau_scale), jnp.log(jnp.asarray(prior.mu_scale, dtype)))
+        reach = 20.0 * spec.shape if spec.tau in ("lognormal", "log_t5") else 0.0
+        log_lo = jnp.minimum(log_lo, log_tau_scale - reach)
+        log_hi = jnp.maximum(log_hi, log_tau_scale + reach)
+    if prior.mu_normal:
+        log_hi = jnp.maximum(log_hi, jnp.log(jnp.asarray(prior.mu_scale, dtype)))
     return log_lo - _TAIL, log_hi + _TAIL
 
 
@@ -323,6 +329,10 @@ def _integration_range(data: Schools, prior: Prior, weight):
     bracket comes from the schools with w_j > 0 only, so a weight of 0 gives exactly the masked rule."""
     data, prior, weight = jax.lax.stop_gradient((data, prior, weight))
     lo, hi = _search_bracket(data.replace(mask=weight > 0), prior)
+    if prior.spec.tau == "uniform_bounded":
+        # No mass above the bound: the rule ends there exactly, not at a jump inside a panel.
+        hi = jnp.minimum(hi, jnp.log(jnp.asarray(prior.tau_scale, data.y.dtype)))
+        lo = jnp.minimum(lo, hi - 2.0 * _TAIL)
     num = _num_coarse(data.y.shape[-1])
     grid = lo + (hi - lo) * jnp.linspace(0.0, 1.0, num, dtype=data.y.dtype)
     log_f = jax.vmap(lambda x: _log_h(data, prior, x, weight) + x)(grid)

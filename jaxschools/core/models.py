@@ -45,6 +45,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxschools.core import prior_families, tau_priors
 from jaxschools.core.data import Schools
 from jaxschools.core.moments import PARAMETERIZATIONS, PRIORS  # the one list of each
 
@@ -64,8 +65,6 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
-_LOG_PI = math.log(math.pi)
 
 
 def _normal_logpdf(x, loc, log_scale):
@@ -76,7 +75,11 @@ def _normal_logpdf(x, loc, log_scale):
 
 @jax.tree_util.register_pytree_node_class
 class Prior:
-    r"""The prior p(mu, tau) on the natural (mu, tau) scale (the log-tau Jacobian is added by the models).
+    r"""The prior p(mu, tau) = p(mu) p(tau) on the natural (mu, tau) scale (the log-tau Jacobian is added by the
+    models).
+
+    ``kind`` names it (:mod:`jaxschools.core.prior_families`): mu flat or N(mu_loc, mu_scale^2), and a tau family
+    with its static shape, e.g. ``"normal+lomax:1.5"``. The first releases' three names are kept:
 
     * ``flat``: p(mu, tau) \propto 1, the seed's (BDA3 eq. 5.18 with a uniform prior on tau).
       Improper; the posterior is proper for J >= 3.
@@ -84,45 +87,77 @@ class Prior:
       Stan / NumPyro eight schools with mu_loc = 0, mu_scale = 5, tau_scale = 5.
     * ``half_normal``: mu ~ N(mu_loc, mu_scale^2), tau ~ HalfNormal(tau_scale).
 
-    ``kind`` is static metadata; the scales are array leaves (sweeps can vmap over them).
+    :meth:`pair` builds any other from its parts, :meth:`custom` from a user's ``jnp`` log-density of tau.
+    ``kind`` (and a user's function) are static metadata; mu_loc, mu_scale and tau_scale are array leaves (sweeps
+    can vmap over them, and everything differentiates in them). Families that depend on the studies' sigmas
+    (``jeffreys``, ``dumouchel``, ``uniform_shrinkage``, ``uniform_i2``) read them from the data the density is
+    evaluated on (the studies in the likelihood, ``Schools.mask``), so they follow every perturbation of sigma.
     """
 
-    __slots__ = ("kind", "mu_loc", "mu_scale", "tau_scale")
+    __slots__ = ("kind", "mu_loc", "mu_scale", "tau_scale", "tau_log_density")
 
-    def __init__(self, kind="flat", mu_loc=0.0, mu_scale=5.0, tau_scale=5.0):
-        if kind not in PRIORS:
-            raise ValueError(f"unknown prior {kind!r}; expected one of {', '.join(PRIORS)}")
+    def __init__(self, kind="flat", mu_loc=0.0, mu_scale=5.0, tau_scale=5.0, *, tau_log_density=None):
+        spec = prior_families.spec(kind)  # ValueError naming an unknown kind
+        if spec.tau.startswith("user") != (tau_log_density is not None):
+            raise ValueError(f"prior {kind!r}: a user's tau family needs tau_log_density, and only it takes one "
+                             "(use Prior.custom)")
         self.kind = kind
         self.mu_loc = mu_loc
         self.mu_scale = mu_scale
         self.tau_scale = tau_scale
+        self.tau_log_density = tau_log_density
+
+    @classmethod
+    def pair(cls, mu_prior: str = "normal", tau_prior: str = "half_normal", *, mu_loc=0.0, mu_scale=5.0,
+             tau_scale=1.0, tau_shape=None) -> "Prior":
+        """p(mu) p(tau) from its parts: ``mu_prior`` ``flat`` or ``normal`` (mu_loc, mu_scale), ``tau_prior`` a
+        family of :data:`jaxschools.core.prior_families.FAMILIES` with its ``tau_scale`` and ``tau_shape``."""
+        return cls(prior_families.kind_of(mu_prior, tau_prior, tau_shape), mu_loc, mu_scale, tau_scale)
+
+    @classmethod
+    def custom(cls, tau_log_density: Callable, *, mu_prior: str = "normal", proper: bool = True,
+               tail_exponent: float = 0.0, mu_loc=0.0, mu_scale=5.0) -> "Prior":
+        """A prior on tau written by the user: ``tau_log_density(tau)``, a ``jnp`` function returning log p(tau)
+        (normalised if ``proper``, else up to a constant), elementwise and traceable. ``tail_exponent``: a with
+        p(tau) ~ tau^-a at infinity (``math.inf`` for a faster tail), from which the fewest studies for a proper
+        posterior and the moments that exist follow (0, the default, assumes the worst, a flat tail)."""
+        tau = "user_proper" if proper else "user_improper"
+        return cls(prior_families.kind_of(mu_prior, tau, tail_exponent), mu_loc, mu_scale, 1.0,
+                   tau_log_density=tau_log_density)
+
+    @property
+    def spec(self) -> prior_families.Spec:
+        return prior_families.spec(self.kind)
 
     @property
     def proper(self) -> bool:
-        """Whether p(mu, tau) integrates to one (so p(y) exists)."""
-        return self.kind != "flat"
+        """Whether p(mu, tau) integrates to one (so p(y) exists): a normal prior on mu and a proper tau family."""
+        return self.spec.joint_proper
 
-    def log_prob(self, mu, log_tau):
-        """log p(mu, tau) with respect to d mu d tau, evaluated at tau = exp(log_tau)."""
-        if self.kind == "flat":
-            return jnp.zeros_like(mu + log_tau)
-        log_mu = _normal_logpdf(mu, self.mu_loc, jnp.log(self.mu_scale))
-        log_s = jnp.log(self.tau_scale)
-        if self.kind == "half_cauchy":
-            # log(2 / (pi s (1 + (tau/s)^2))); log1p((tau/s)^2) written as a softplus of
-            # 2 (log tau - log s) so it cannot overflow for huge tau.
-            log_tau_prior = _LOG_2 - _LOG_PI - log_s - jnp.logaddexp(0.0, 2.0 * (log_tau - log_s))
-        else:  # half_normal
-            log_tau_prior = _LOG_2 + _normal_logpdf(jnp.exp(log_tau), 0.0, log_s)
-        return log_mu + log_tau_prior
+    @property
+    def mu_normal(self) -> bool:
+        """Whether mu has the N(mu_loc, mu_scale^2) prior (else flat)."""
+        return self.spec.mu == "normal"
+
+    def log_prob(self, mu, log_tau, data: Schools | None = None):
+        """log p(mu, tau) with respect to d mu d tau, evaluated at tau = exp(log_tau). ``data``: the studies
+        whose sigmas a sigma-dependent family reads (required by those families only)."""
+        spec = self.spec
+        log_mu = _normal_logpdf(mu, self.mu_loc, jnp.log(self.mu_scale)) if spec.mu == "normal" else 0.0
+        if spec.tau.startswith("user"):
+            log_tau_prior = self.tau_log_density(jnp.exp(log_tau))
+        else:
+            log_tau_prior = tau_priors.log_density(spec, log_tau, self.tau_scale, data)
+        return jnp.zeros_like(mu + log_tau) + log_mu + log_tau_prior
 
     def tree_flatten(self):
-        return (self.mu_loc, self.mu_scale, self.tau_scale), self.kind
+        aux = self.kind if self.tau_log_density is None else (self.kind, self.tau_log_density)
+        return (self.mu_loc, self.mu_scale, self.tau_scale), aux
 
     @classmethod
-    def tree_unflatten(cls, kind, leaves):
+    def tree_unflatten(cls, aux, leaves):
         obj = object.__new__(cls)
-        obj.kind = kind
+        obj.kind, obj.tau_log_density = (aux, None) if isinstance(aux, str) else aux
         obj.mu_loc, obj.mu_scale, obj.tau_scale = leaves
         return obj
 
@@ -139,7 +174,10 @@ def sample_prior(rng_key, prior: Prior, shape=(), dtype=None):
     (half-normal). The flat prior is improper: nothing can be drawn from it (ValueError).
     """
     if not prior.proper:
-        raise ValueError("the flat prior is improper: nothing can be drawn from it")
+        raise ValueError(f"the {prior.kind} prior is improper: nothing can be drawn from it")
+    if prior.kind not in ("half_cauchy", "half_normal"):
+        raise NotImplementedError(f"drawing from the {prior.kind} prior is not implemented (half_cauchy and "
+                                  "half_normal are)")
     dtype = dtype or jnp.result_type(float)
     key_mu, key_tau = jax.random.split(rng_key)
     mu = prior.mu_loc + prior.mu_scale * jax.random.normal(key_mu, shape, dtype)
@@ -275,14 +313,14 @@ def _case_weight_term(position, data: Schools, case_weights, parameterization: s
 
 def _marginal(position, data: Schools, prior: Prior):
     mu, log_tau = position[0], position[1]
-    return marginal_loglik(mu, log_tau, data) + prior.log_prob(mu, log_tau) + log_tau
+    return marginal_loglik(mu, log_tau, data) + prior.log_prob(mu, log_tau, data) + log_tau
 
 
 def _joint_centered(position, data: Schools, prior: Prior):
     mu, log_tau, theta = position[0], position[1], position[2:]
     log_population = jnp.sum(_normal_logpdf(theta, mu, log_tau))
     log_lik = jnp.sum(jnp.where(data.mask, _normal_logpdf(data.y, theta, jnp.log(data.sigma)), 0.0))
-    return log_population + log_lik + prior.log_prob(mu, log_tau) + log_tau
+    return log_population + log_lik + prior.log_prob(mu, log_tau, data) + log_tau
 
 
 def _joint_noncentered(position, data: Schools, prior: Prior):
@@ -290,7 +328,7 @@ def _joint_noncentered(position, data: Schools, prior: Prior):
     theta = mu + jnp.exp(log_tau) * eta
     log_population = jnp.sum(-0.5 * _LOG_2PI - 0.5 * eta * eta)
     log_lik = jnp.sum(jnp.where(data.mask, _normal_logpdf(data.y, theta, jnp.log(data.sigma)), 0.0))
-    return log_population + log_lik + prior.log_prob(mu, log_tau) + log_tau
+    return log_population + log_lik + prior.log_prob(mu, log_tau, data) + log_tau
 
 
 _DENSITIES = {

@@ -63,6 +63,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from jaxschools.core import prior_families
+
 __all__ = [
     "PRIORS",
     "PARAMETERIZATIONS",
@@ -84,16 +86,14 @@ QUANTITIES = ("mu", "tau", "log_tau", "theta", "theta_out", "shrinkage")
 # The summaries that are moments, and the order of the absolute moment each needs (sd needs E[x^2]).
 STATISTICS = {"mean": 1, "sd": 2}
 
-# p(tau | y) ~ tau^-(J + offset) at large tau; None for a tail faster than any power (half-normal).
-_TAU_TAIL_OFFSET = {"flat": -1, "half_cauchy": 2, "half_normal": None}
-# The prior families, the one list of their names (``config.PRIORS`` is this tuple): a new prior starts with
-# the tail of its p(tau | y) above (then ``models.Prior`` and its exact form in ``exact``).
-PRIORS = tuple(_TAU_TAIL_OFFSET)
+# The prior families, the one list of the first releases' names (``config.PRIORS`` is this tuple); every other
+# prior is a kind string of ``jaxschools.core.prior_families`` ("normal+lomax:1.5"), whose tail decides the rule.
+PRIORS = tuple(prior_families.LEGACY)
 # The parameterizations a model can be sampled in, the one list of their names (``models`` and ``config`` take it
 # from here, pure Python, so that the config is checked before JAX starts): the marginal (mu, log tau), and the
 # joint (mu, log tau, theta) centred or non-centred.
 PARAMETERIZATIONS = ("marginal", "centered", "noncentered")
-# Quantities whose k-th moment exists with tau's k-th under the flat prior (their conditional spread ~ tau).
+# Quantities whose k-th moment exists with tau's k-th under a flat prior on mu (their conditional spread ~ tau).
 _LIKE_TAU_WHEN_FLAT = ("mu", "tau", "theta_out")
 _LIKE_TAU_ALWAYS = ("tau", "theta_out")
 
@@ -107,31 +107,42 @@ class Missing(NamedTuple):
     needs: int
 
 
-def _kind(prior) -> str:
-    kind = getattr(prior, "kind", prior)
-    if kind not in _TAU_TAIL_OFFSET:
-        raise ValueError(f"unknown prior {kind!r}; expected one of {', '.join(_TAU_TAIL_OFFSET)}")
-    return kind
+def _spec(prior) -> prior_families.Spec:
+    return prior_families.spec(prior)
+
+
+def _offset(spec: prior_families.Spec):
+    """c with p(tau | y) ~ tau^-(J + c) at large tau: the prior's tail a, one less under a flat prior on mu
+    (integrating mu out leaves V_mu^(1/2) ~ tau / sqrt(J)); None for a tail faster than any power."""
+    if math.isinf(spec.tail):
+        return None
+    return spec.tail - (1.0 if spec.mu_flat else 0.0)
 
 
 def tail_exponent(prior, num_schools) -> float:
-    """a such that p(tau | y) ~ c tau^-a as tau -> inf (``math.inf`` for the half-normal's Gaussian tail)."""
-    offset = _TAU_TAIL_OFFSET[_kind(prior)]
+    """a such that p(tau | y) ~ c tau^-a as tau -> inf (``math.inf`` for a tail faster than any power, the
+    half-normal's Gaussian tail)."""
+    offset = _offset(_spec(prior))
     return math.inf if offset is None else num_schools + offset
+
+
+def _fewest(offset: float, order: int, tail_log: bool) -> int:
+    # E[tau^k] < inf iff J + offset > k + 1 (or >= with the log-t_5's extra log factor); never fewer than 0.
+    bound = order + 1 - offset
+    return max(math.ceil(bound) if tail_log else math.floor(bound) + 1, 0)
 
 
 def min_schools(prior, quantity: str, order: int) -> int:
     """The fewest schools in the likelihood for E[|quantity|^order | y] to be finite (order 0: the posterior
-    is proper). ``prior`` is a name or a :class:`jaxschools.core.models.Prior`. See the module docstring."""
-    kind = _kind(prior)
+    is proper). ``prior`` is a kind string or a :class:`jaxschools.core.models.Prior`. See the module docstring."""
+    spec = _spec(prior)
     if quantity not in QUANTITIES:
         raise ValueError(f"unknown quantity {quantity!r}; expected one of {', '.join(QUANTITIES)}")
-    offset = _TAU_TAIL_OFFSET[kind]
-    # E[tau^k] < inf iff J + offset > k + 1, i.e. J >= k + 2 - offset; never less than 0 schools.
-    proper = 0 if offset is None else max(2 - offset, 0)
-    like_tau = _LIKE_TAU_WHEN_FLAT if kind == "flat" else _LIKE_TAU_ALWAYS
+    offset = _offset(spec)
+    proper = 0 if offset is None else _fewest(offset, 0, spec.tail_log)
+    like_tau = _LIKE_TAU_WHEN_FLAT if spec.mu_flat else _LIKE_TAU_ALWAYS
     if quantity in like_tau and offset is not None:
-        return max(order + 2 - offset, proper)
+        return max(_fewest(offset, order, spec.tail_log), proper)
     return proper
 
 
@@ -205,7 +216,7 @@ _LABELS = {
 def messages(prior, num_schools: int, quantities=("mu", "tau", "log_tau", "theta")) -> list[str]:
     """One sentence per (statistic, condition) naming the moments that do not exist and what they need, e.g.
     ``"sd(mu) and sd(tau) do not exist for the flat prior with J = 4 schools (need J >= 5)"``."""
-    kind = _kind(prior)
+    kind = _spec(prior) and getattr(prior, "kind", prior)
     groups: dict[tuple[str, int], list[str]] = {}
     for missing in nonexistent(kind, num_schools, quantities):
         groups.setdefault((missing.statistic, missing.needs), []).append(missing.quantity)

@@ -160,29 +160,32 @@ class PowerScaledPrior(Prior):
     def __init__(self, prior, power):
         prior = make_prior(prior)
         if not prior.proper:
-            raise ValueError("the flat prior has no power-scaling: p(mu, tau)^alpha ∝ 1 for every alpha")
+            raise ValueError(f"the {prior.kind} prior is improper: power-scaling needs a proper p(mu, tau) (the flat "
+                             "prior's p^alpha ∝ 1 for every alpha)")
         base_scale = prior.mu_scale
         if isinstance(prior, PowerScaledPrior):
             base_scale = prior.mu_scale * jnp.sqrt(prior.power)
             power = prior.power * power
         self.kind = prior.kind
+        self.tau_log_density = prior.tau_log_density
         self.mu_loc = prior.mu_loc
         self.tau_scale = prior.tau_scale
         self.power = power
         self.mu_scale = base_scale / jnp.sqrt(power)
 
-    def log_prob(self, mu, log_tau):
+    def log_prob(self, mu, log_tau, data=None):
         """alpha log p(mu, tau) of the base prior (density with respect to d mu d tau)."""
-        base = Prior(self.kind, self.mu_loc, self.mu_scale * jnp.sqrt(self.power), self.tau_scale)
-        return self.power * base.log_prob(mu, log_tau)
+        aux = Prior.tree_flatten(self)[1]
+        base = Prior.tree_unflatten(aux, (self.mu_loc, self.mu_scale * jnp.sqrt(self.power), self.tau_scale))
+        return self.power * base.log_prob(mu, log_tau, data)
 
     def tree_flatten(self):
-        return (self.mu_loc, self.mu_scale, self.tau_scale, self.power), self.kind
+        return (self.mu_loc, self.mu_scale, self.tau_scale, self.power), Prior.tree_flatten(self)[1]
 
     @classmethod
-    def tree_unflatten(cls, kind, leaves):
+    def tree_unflatten(cls, aux, leaves):
         obj = object.__new__(cls)
-        obj.kind = kind
+        obj.kind, obj.tau_log_density = (aux, None) if isinstance(aux, str) else aux
         obj.mu_loc, obj.mu_scale, obj.tau_scale, obj.power = leaves
         return obj
 

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtr
 
-from jaxschools.core import exact, moments
+from jaxschools.core import exact, moments, prior_families
 from jaxschools.core._jit import filter_jit
 from jaxschools.core.data import Schools
 from jaxschools.core.models import Prior, make_prior
@@ -183,7 +183,7 @@ def _jacobian(inputs, mask, kind, query_school, threshold, num_nodes, mode):
     f = lambda x: headline(x, mask, kind, query_school, threshold, num_nodes)
     jac = (jax.jacfwd if mode == "forward" else jax.jacrev)(f)(inputs)
     value = f(inputs)
-    return value, _nan_rows(value, jac, kind != "flat")
+    return value, _nan_rows(value, jac, prior_families.spec(kind).has_prior_scales)
 
 
 def _threshold(data: Schools, query_school: int, threshold):

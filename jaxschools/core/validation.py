@@ -526,19 +526,21 @@ def check_groups(num_schools, prior):
     exist for J >= 2), one UserWarning per condition names them, since their Monte Carlo estimates never
     settle and summary.json reports them as null.
     """
-    if prior not in MIN_SCHOOLS:
-        known = ", ".join(repr(name) for name in MIN_SCHOOLS)
-        raise InputError(f"unknown prior {prior!r}; expected one of {known}")
-    needed = MIN_SCHOOLS[prior]
+    if prior in MIN_SCHOOLS:
+        needed = MIN_SCHOOLS[prior]
+    else:
+        try:
+            needed = max(min_schools(prior, "tau", 0), 2)
+        except ValueError as error:
+            known = ", ".join(repr(name) for name in MIN_SCHOOLS)
+            raise InputError(f"{error} (or one of {known})") from None
     if num_schools < needed:
-        why = (
-            "the posterior is improper (p(tau | y) is not integrable)"
-            if prior == "flat"
-            else "the pooled chi-squared test needs 2"
-        )
+        improper = min_schools(prior, "tau", 0) > num_schools
+        why = ("the posterior is improper (p(tau | y) is not integrable)" if improper
+               else "the pooled chi-squared test needs 2")
         raise InputError(
             f"the {prior} prior needs at least {needed} schools, got J={num_schools}: {why}"
-            + ("; use a proper prior such as half_cauchy" if prior == "flat" else "")
+            + ("; use a proper prior such as half_cauchy" if improper else "")
         )
     for message in moment_messages(prior, num_schools, ("mu", "tau", "log_tau", "theta", "theta_out")):
         warnings.warn(

@@ -103,12 +103,12 @@ def _sample_stats(stats, num_chains: int, num_draws: int) -> dict:
     return out
 
 
-def _log_prior(positions, prior, dims) -> dict:
+def _log_prior(positions, prior, dims, data) -> dict:
     """log p(mu) and log p(tau) at the draws (the ``log_prior`` group): mu's normal prior, and tau's as the rest
     of ``prior.log_prob`` (the one definition of the prior's density)."""
     mu, log_tau = positions[..., 0], positions[..., 1]
     log_mu = norm.logpdf(mu, prior.mu_loc, prior.mu_scale)
-    log_tau_prior = prior.log_prob(mu, log_tau) - log_mu
+    log_tau_prior = prior.log_prob(mu, log_tau, data) - log_mu
     return {"mu": (dims, np.asarray(log_mu, float)), "tau": (dims, np.asarray(log_tau_prior, float))}
 
 
@@ -187,7 +187,7 @@ def to_inference_data(
         "constant_data": dataset({"sigma": (("school",), as_np(data.sigma))}),
     }
     if prior is not None and models.make_prior(prior).proper:
-        groups["log_prior"] = dataset(_log_prior(positions, models.make_prior(prior), draws_dims))
+        groups["log_prior"] = dataset(_log_prior(positions, models.make_prior(prior), draws_dims, data))
     sample_stats = _sample_stats(stats, num_chains, num_draws)
     if sample_stats:
         groups["sample_stats"] = dataset(sample_stats)
