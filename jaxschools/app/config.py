@@ -354,6 +354,11 @@ def check_sampler(config):
     dimensions), so adapting it needs ``sampler.target_accept``.
     """
     sampler = config["sampler"]
+    if sampler["kernel"] in ("hmc", "nuts") and prior_families.spec(config["model"]["prior"]).tau == "uniform_bounded":
+        # Its density jumps to 0 at the bound: leapfrog trajectories cross it into infinite energy and diverge.
+        raise InputError(f"model.prior {config['model']['prior']!r}: the bounded uniform prior on tau has no gradient "
+                         f"across its bound, so sampler.kernel = {sampler['kernel']!r} cannot sample it; use "
+                         "'rwmh' (the exact posterior is unaffected)")
     if is_user_kernel(sampler["kernel"]) and adapts(sampler) and sampler["target_accept"] is None:
         raise InputError(
             f"sampler.target_accept is not set: warm-up adapts the user kernel {sampler['kernel']!r} toward it "
