@@ -395,3 +395,23 @@ def test_data_names_a_built_in_dataset(tmp_path, monkeypatch):
     assert (data["source"], data["dataset"], data["measure"], data["layout"]) == ("dataset", "normand1999", "MD", "means")
     assert data["citation"].startswith("Normand (1999)") and data["y"][0] == -20.0
     assert "Normand" in (out / "report.html").read_text()
+
+
+def test_a_prior_in_two_parts_runs_end_to_end(tmp_path):
+    """model.mu_prior / tau_prior / tau_shape through the whole run (sampling, exact, sensitivity, report): the
+    resolved kind is recorded, and the exact posterior is the independent quadrature of test_prior_families."""
+    from test_prior_families import EIGHT_SIGMA, EIGHT_Y, oracle, oracle_log_prior
+
+    out = tmp_path / "out"
+    sets = ["--set", "model.mu_prior='normal'", "--set", "model.tau_prior='lomax'", "--set", "model.tau_shape=1.5",
+            "--set", "model.mu_loc=2.0", "--set", "model.mu_scale=20.0", "--set", "output.figures=false"]
+    assert main(["run", "--out", str(out)] + SMALL + sets) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["model"]["prior"] == "normal+lomax:1.5"
+    expected = oracle(EIGHT_Y, EIGHT_SIGMA, "normal", oracle_log_prior("lomax", 5.0, 1.5, EIGHT_SIGMA))
+    exact = summary["exact"]
+    for got, key in ((exact["mu"]["mean"], "mu_mean"), (exact["mu"]["sd"], "mu_sd"), (exact["tau"]["mean"], "tau_mean"),
+                     (exact["tau"]["sd"], "tau_sd")):
+        assert got == pytest.approx(expected[key], rel=1e-8), key
+    assert summary["sensitivity"]["prior_scales_note"] is None  # a normal mu and a scaled tau family: it has them
+    assert "normal+lomax:1.5" in (out / "report.html").read_text()

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -366,3 +367,42 @@ def test_input_layer_does_not_import_jax():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("sets, kind", [
+    ([], "flat"),
+    (["model.prior='half_cauchy'"], "half_cauchy"),
+    (["model.mu_prior='normal'", "model.tau_prior='half_normal'"], "half_normal"),  # the shorthand's pair
+    (["model.mu_prior='normal'", "model.tau_prior='lomax'", "model.tau_shape=1.5"], "normal+lomax:1.5"),
+    (["model.tau_prior='jeffreys'"], "flat+jeffreys"),  # mu flat by default, as bayesmeta's
+    (["model.prior='normal+log_t5:2.59'"], "normal+log_t5:2.59"),  # a resolved config reads back
+])
+def test_the_prior_in_two_parts_resolves_to_one_kind(sets, kind):
+    model = load_config(sets=sets)["model"]
+    assert model["prior"] == kind and model["mu_prior"] is None and model["tau_prior"] is None
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["model.prior='flat'", "model.tau_prior='sqrt'"], "model.prior ('flat') and model.tau_prior are both set"),
+    (["model.tau_prior='lomax'"], "the lomax prior needs tau_shape"),
+    (["model.tau_prior='sqrt'", "model.tau_shape=2"], "model.tau_shape is set, but the sqrt prior has no shape"),
+    (["model.tau_prior='gamma'"], "model.tau_prior"),
+    (["model.prior='normal+gamma'"], "a prior kind"),
+    (["model.mu_prior='normal'", "model.tau_prior='uniform_bounded'", "sampler.kernel='nuts'"],
+     "no gradient across its bound"),
+])
+def test_bad_prior_parts_are_refused(sets, message):
+    from jaxschools.app.config import check_sampler
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_sampler(load_config(sets=sets))
+
+
+@pytest.mark.parametrize("kind, num_schools", [("flat", 2), ("flat+sqrt", 1), ("flat+jeffreys", 1)])
+def test_an_improper_prior_with_too_few_studies_is_refused(kind, num_schools):
+    """One study fewer than the prior's tail allows (moments.min_schools): refused before JAX, naming the rule."""
+    from jaxschools.core.validation import check_groups
+
+    with pytest.raises(InputError, match=f"the {re.escape(kind)} prior needs at least .* the posterior is improper"):
+        check_groups(num_schools, kind)
+    check_groups(num_schools + 1, kind)

@@ -263,7 +263,9 @@ def build(config: dict, data, prior, query_school: int, threshold: float, query_
     # Prior scales to vary (mu_loc, mu_scale, tau_scale): a normal mu and a tau family with a scale.
     proper = prior.spec.has_prior_scales
     num = data.num_schools
-    not_applicable = None if proper else NOT_APPLICABLE_FLAT
+    not_applicable = None if proper else NOT_APPLICABLE_FLAT if prior.kind == "flat" else (
+        f"not applicable: the {prior.kind} prior does not have the three scales mu_loc, mu_scale and tau_scale to "
+        "vary (a normal prior on mu and a tau family with a scale has them)")
     section = {"query_school": query_name, "threshold": threshold, "num_nodes": NUM_NODES, "note": None,
                "headline": None, "theta": None, "prior_scales_note": not_applicable, "influence": None,
                "prior_curves": None, "prior_curves_note": not_applicable,
