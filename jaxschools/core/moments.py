@@ -34,6 +34,12 @@ half_normal   Gaussian tail          always     always               always
 
 (In general E[tau^k] needs J >= k + 3 under the flat prior and J >= k under the half-Cauchy.)
 
+**Any tau family** (:mod:`jaxschools.core.prior_families`): with p(tau) ~ tau^-a at infinity, p(tau | y) ~
+tau^-(J + a - 1) under a flat prior on mu and tau^-(J + a) under a normal one, by the same argument; so
+E[tau^k] < inf iff J + a - f > k + 1 (f = 1 for a flat mu, else 0), the offset c = a - f below. The log-t_5
+family's extra 1 / log^6 tau factor makes the boundary case J + c = k + 1 integrable too. A family whose tail is
+faster than any power (half-normal, exponential, lognormal, bounded uniform) has every moment.
+
 **mu.** Given tau, mu | tau, y ~ N(mu_hat, V_mu) (BDA3 eq. 5.20). Under the flat prior mu_hat is a weighted
 mean of the y_j (bounded) and V_mu ~ tau^2 / J, so E[|mu|^k | tau, y] grows exactly like tau^k: mu's k-th
 moment exists iff tau's does. Under a normal prior on mu, the prior is one more observation with precision
