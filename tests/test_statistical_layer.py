@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 from oracle import eight_schools_oracle
 from statistical import assert_matches_exact, check_against_exact, exact_reference
+from test_prior_families import CASES as PRIOR_CASES, MU_LOC, MU_SCALE
 
 import jaxschools as js
 from jaxschools.core import exact, laplace, models, posterior, sampling
@@ -403,13 +404,6 @@ def test_reference_quantiles_match_the_scipy_oracle(store):
 # on the marginal and NUTS on the non-centered joint, and HMC on three of them, against each family's exact
 # posterior. The bounded uniform is for the random walk only (its density has no gradient across the bound; the
 # config refuses hmc and nuts with it). Slow: one compilation of each kernel per family.
-PRIOR_FAMILY_CASES = [
-    ("flat", "uniform", 1.0, None), ("normal", "uniform_bounded", 30.0, None), ("normal", "half_normal", 5.0, None),
-    ("normal", "half_cauchy", 5.0, None), ("normal", "half_student_t", 5.0, 3.0), ("normal", "exponential", 8.0, None),
-    ("normal", "lognormal", 6.0, 1.5), ("normal", "log_t5", 6.0, 1.2), ("normal", "lomax", 5.0, 1.5),
-    ("flat", "sqrt", 1.0, None), ("flat", "jeffreys", 1.0, None), ("normal", "dumouchel", 1.0, None),
-    ("normal", "uniform_shrinkage", 1.0, None), ("normal", "uniform_i2", 1.0, None),
-]
 _FAMILY_KERNELS = {"rwmh": (_rwmh_seed, "marginal", NUM_SAMPLES, BURN_IN),
                    "nuts-noncentered": (_gradient("nuts"), "noncentered", GRADIENT_SAMPLES, GRADIENT_WARMUP),
                    "hmc-marginal": (_gradient("hmc"), "marginal", GRADIENT_SAMPLES, GRADIENT_WARMUP)}
@@ -417,7 +411,7 @@ _FAMILY_KERNELS = {"rwmh": (_rwmh_seed, "marginal", NUM_SAMPLES, BURN_IN),
 
 def _family_params():
     params = []
-    for mu, tau, scale, shape in PRIOR_FAMILY_CASES:
+    for mu, tau, scale, shape in PRIOR_CASES:  # test_prior_families.py's: both layers check the same priors
         for kernel in _FAMILY_KERNELS:
             if kernel != "rwmh" and tau == "uniform_bounded":
                 continue
@@ -430,7 +424,7 @@ def _family_params():
 
 @pytest.mark.parametrize("mu_prior, tau_prior, scale, shape, kernel", _family_params())
 def test_every_prior_family_through_the_kernels(mu_prior, tau_prior, scale, shape, kernel):
-    prior = models.Prior.pair(mu_prior, tau_prior, mu_loc=2.0, mu_scale=20.0, tau_scale=scale, tau_shape=shape)
+    prior = models.Prior.pair(mu_prior, tau_prior, mu_loc=MU_LOC, mu_scale=MU_SCALE, tau_scale=scale, tau_shape=shape)
     build, parameterization, num_samples, burn_in = _FAMILY_KERNELS[kernel]
     target = make_target(f"eight_schools, {prior.kind}", js.data.eight_schools(), prior, parameterization,
                          NUM_CHAINS)

@@ -255,15 +255,14 @@ def provenance() -> dict:
 
 def _data_description(config: dict, table: dict | None) -> dict:
     """summary.json's description of the data beside y and sigma (see docs/summary.md)."""
-    path, dataset = config["data"]["path"], config["data"]["dataset"] or "eight_schools"
-    source = {"source": "python", "dataset": None, "citation": None}
-    if table is not None:
-        source = ({"source": "file", "dataset": None, "citation": None} if path else
-                  {"source": "dataset", "dataset": dataset, "citation": datasets.CITATIONS[dataset]})
     if table is None:
         return {"layout": "y_sigma", "measure": config["data"]["measure"] or None, "zero_cell_corrected": None,
-                "covariates": {}, **source}
-    return {**{key: table[key] for key in ("layout", "measure", "zero_cell_corrected", "covariates")}, **source}
+                "covariates": {}, "source": "python", "dataset": None, "citation": None}
+    described = {key: table[key] for key in ("layout", "measure", "zero_cell_corrected", "covariates")}
+    if config["data"]["path"]:
+        return {**described, "source": "file", "dataset": None, "citation": None}
+    dataset = config["data"]["dataset"] or "eight_schools"
+    return {**described, "source": "dataset", "dataset": dataset, "citation": datasets.CITATIONS[dataset]}
 
 
 def analyze(config: dict, data: Schools, *, table: dict | None = None, progress: Callable | None = None,

@@ -28,15 +28,7 @@ __all__ = ["build"]
 @functools.partial(jax.jit, static_argnames=("methods", "level"))
 def _fits(y, sigma, mask, methods: tuple[str, ...], level: float):
     data = Schools(y, sigma, names=(), mask=mask)
-
-    def without(drop, method):
-        return random_effects.fit(Schools(y, sigma, names=(), mask=mask & ~drop), method, level)
-
-    # Leave-one-out by lax.map in blocks of 32 studies (not one vmap over all J): memory O(32 J), not O(J^2),
-    # which at J = 5,000 went past the run's memory estimate (jaxschools.app.resources).
-    drops = jnp.eye(y.shape[-1], dtype=bool)
-    return {method: (random_effects.fit(data, method, level),
-                     jax.lax.map(lambda drop, method=method: without(drop, method), drops, batch_size=32))
+    return {method: (random_effects.fit(data, method, level), random_effects.leave_one_out(data, method, level))
             for method in methods}
 
 

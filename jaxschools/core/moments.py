@@ -222,7 +222,8 @@ _LABELS = {
 def messages(prior, num_schools: int, quantities=("mu", "tau", "log_tau", "theta")) -> list[str]:
     """One sentence per (statistic, condition) naming the moments that do not exist and what they need, e.g.
     ``"sd(mu) and sd(tau) do not exist for the flat prior with J = 4 schools (need J >= 5)"``."""
-    kind = _spec(prior) and getattr(prior, "kind", prior)
+    _spec(prior)  # ValueError for an unknown kind
+    kind = getattr(prior, "kind", prior)
     groups: dict[tuple[str, int], list[str]] = {}
     for missing in nonexistent(kind, num_schools, quantities):
         groups.setdefault((missing.statistic, missing.needs), []).append(missing.quantity)

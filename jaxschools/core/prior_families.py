@@ -149,7 +149,7 @@ def spec(kind) -> Spec:
         mu, _, rest = kind.partition("+")
         tau, _, shape_text = rest.partition(":")
         if mu not in MU_PRIORS or (tau not in FAMILIES and tau not in _USER):
-            names = ", ".join([*LEGACY, *(f"<mu>+{name}" for name in FAMILIES)])
+            names = ", ".join([*map(repr, LEGACY), *(f"<mu>+{name}" for name in FAMILIES)])
             raise ValueError(f"unknown prior {kind!r}; expected one of {names} (<mu>: flat or normal)")
     try:
         shape = float(shape_text) if shape_text else math.nan

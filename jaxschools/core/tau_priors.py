@@ -48,10 +48,14 @@ def _log1p_square(x_log):
     return jnp.logaddexp(0.0, 2.0 * x_log)
 
 
+def _required(data, family: str):
+    if data is None:
+        raise ValueError(f"the {family} prior depends on the studies' sigmas: evaluate it with the data")
+    return data
+
+
 def _sigma_sums(data):
     """log S1 and log S2, S_r = sum over the studies in the likelihood of sigma_j^(-2r), and k."""
-    if data is None:
-        raise ValueError("this tau prior depends on the studies' sigmas: evaluate it with the data")
     log_prec = jnp.where(data.mask, -2.0 * jnp.log(data.sigma), -jnp.inf)
     k = jnp.sum(data.mask)
     return jax.nn.logsumexp(log_prec, axis=-1), jax.nn.logsumexp(2.0 * log_prec, axis=-1), k
@@ -60,7 +64,7 @@ def _sigma_sums(data):
 def reference_scale(spec: prior_families.Spec, data):
     """log of the scale s0 (or s) of a sigma-dependent proper family: sqrt of the harmonic mean of sigma^2
     (``dumouchel``, ``uniform_shrinkage``), or of the typical within-study variance (``uniform_i2``)."""
-    log_s1, log_s2, k = _sigma_sums(data)
+    log_s1, log_s2, k = _sigma_sums(_required(data, spec.tau))
     if spec.tau == "uniform_i2":
         # s^2 = (k - 1) S1 / (S1^2 - S2); S1^2 - S2 = S1^2 (1 - S2 / S1^2) > 0 for k >= 2 studies.
         log_var = jnp.log(k - 1.0) + log_s1 - 2.0 * log_s1 - jnp.log1p(-jnp.exp(log_s2 - 2.0 * log_s1))
@@ -78,9 +82,8 @@ def log_density(spec: prior_families.Spec, log_tau, tau_scale, data=None):
     if family == "sqrt":
         return -0.5 * t
     if family == "jeffreys":
-        log_sigma2 = jnp.where(data.mask, 2.0 * jnp.log(data.sigma), 0.0) if data is not None else None
-        if log_sigma2 is None:
-            raise ValueError("the jeffreys prior depends on the studies' sigmas: evaluate it with the data")
+        data = _required(data, family)
+        log_sigma2 = jnp.where(data.mask, 2.0 * jnp.log(data.sigma), 0.0)
         # log(tau / (sigma_j^2 + tau^2)) per study, summed in squares over the studies in the likelihood.
         terms = t[..., None] - jnp.logaddexp(log_sigma2, 2.0 * t[..., None])
         return 0.5 * jax.nn.logsumexp(jnp.where(data.mask, 2.0 * terms, -jnp.inf), axis=-1)

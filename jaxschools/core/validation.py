@@ -526,16 +526,13 @@ def check_groups(num_schools, prior):
     exist for J >= 2), one UserWarning per condition names them, since their Monte Carlo estimates never
     settle and summary.json reports them as null.
     """
-    if prior in MIN_SCHOOLS:
-        needed = MIN_SCHOOLS[prior]
-    else:
-        try:
-            needed = max(min_schools(prior, "tau", 0), 2)
-        except ValueError as error:
-            known = ", ".join(repr(name) for name in MIN_SCHOOLS)
-            raise InputError(f"{error} (or one of {known})") from None
+    try:
+        fewest = min_schools(prior, "tau", 0)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    needed = max(fewest, 2)
     if num_schools < needed:
-        improper = min_schools(prior, "tau", 0) > num_schools
+        improper = fewest > num_schools
         why = ("the posterior is improper (p(tau | y) is not integrable)" if improper
                else "the pooled chi-squared test needs 2")
         raise InputError(

@@ -377,9 +377,10 @@ def _data_section(s: results.Summary) -> str:
         ("p-value", pooled.p_value),
     ]
     unit = "school" if s.data.layout == "y_sigma" else "study"
+    measure = _measure_text(s.data)
     return (
         _section("data", "Data and separate estimates",
-                 _p(_measure_text(s.data)) if _measure_text(s.data) else "",
+                 _p(measure) if measure else "",
                  _p(f"Each {unit} alone, with a flat prior: θ_j | y_j ~ N(y_j, σ_j²), 95% interval "
                     "y_j ± 1.96 σ_j."),
                  _table((unit, "y", "σ", "separate 95% interval"), rows), note)
