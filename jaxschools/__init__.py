@@ -29,8 +29,8 @@ __version__ = "0.1.0"
 _LAYER_OF = {
     **dict.fromkeys(
         (
-            "adaptation", "calibration", "classical", "data", "data_layouts", "datasets", "design", "diagnostics", "draw_sensitivity",
-            "effect_sizes", "empirical_bayes", "exact", "input_files", "kernels", "laplace", "models", "moments",
+            "adaptation", "bayes_factors", "calibration", "classical", "data", "data_layouts", "datasets", "design", "diagnostics", "draw_sensitivity",
+            "effect_sizes", "empirical_bayes", "exact", "input_files", "kernels", "laplace", "meta_quantities", "models", "moments",
             "posterior", "power_scaling", "predictive", "prior_families", "random_effects", "sampling", "sensitivity", "sharding",
             "streaming", "tau_priors", "validation",
         ),
@@ -38,11 +38,11 @@ _LAYER_OF = {
     ),
     "inference_data": "interop",
     **dict.fromkeys(
-        ("analysis", "classical_record", "config", "exact_check", "experiments", "inference", "output_folder", "resources", "results",
+        ("analysis", "classical_record", "config", "exact_check", "experiments", "inference", "meta_record", "output_folder", "resources", "results",
          "sensitivity_record"),
         "app",
     ),
-    **dict.fromkeys(("experiment_plots", "plots", "report", "sensitivity_plots"), "presentation"),
+    **dict.fromkeys(("experiment_plots", "meta_plots", "plots", "report", "sensitivity_plots"), "presentation"),
     "cli": None,
     "errors": None,
 }

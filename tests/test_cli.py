@@ -43,7 +43,8 @@ def test_outputs_exist(default_run):
 
 def test_summary_has_the_contract_keys(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
-    assert summary["schema_version"] == 5  # CHANGELOG.md: typed keys since 3, sensitivity since 4, classical since 5
+    assert summary["schema_version"] == 6  # CHANGELOG.md: typed keys since 3, sensitivity since 4, classical since 5,
+    # the exact section's Bayes factors, heterogeneity, prediction, shortest intervals and predictive check since 6
     for section, keys in CONTRACT_KEYS.items():
         assert keys <= set(summary[section]), section
     for name in ("mu", "log_tau", "tau"):
@@ -382,6 +383,23 @@ def test_a_file_of_2x2_counts_is_analysed_on_its_measure(tmp_path):
     assert data["covariates"] == {"trial": [f"t{i}" for i in rows], "ablat": [10.0 + i for i in rows]}
     report = (out / "report.html").read_text()
     assert "log risk ratios (RR)" in report and "1/2 was added to every cell of the 1 study with a zero cell (H)" in report
+    # What a meta-analyst expects of a dataset of counts (issue 16): the figures, each with its caption, the
+    # Bayes factors (undefined under the default flat prior, and said so), the classical table, the ratio scale.
+    import html
+
+    report = html.unescape(report)
+    for name, words in (("meta_forest", "prediction for a new study"), ("funnel", "Egger's regression line"),
+                        ("leave_one_out", "left out in turn"), ("tau_posterior", "p(τ | y)"),
+                        ("i2_posterior", "posterior of I²")):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0, name
+        assert words in report, name
+    assert "The prior is improper (it does not integrate to one), so it is not drawn." in report
+    assert "undefined: the flat prior on mu is improper" in report
+    assert "Classical random-effects meta-analysis" in report and "Egger's regression test" in report
+    assert "exp(μ), the average risk ratio" in report
+    exact = summary["exact"]
+    assert exact["bayes_factors"]["tau0"] is None and exact["bayes_factors"]["undefined"]["tau0"]
+    assert summary["classical"]["egger"]["df"] == 6
 
 
 def test_data_names_a_built_in_dataset(tmp_path, monkeypatch):

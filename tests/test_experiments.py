@@ -174,3 +174,42 @@ def test_small_simulation_study_reports_coverage_and_failures(eight):
     assert set(proper["failures"]) == {"laplace_not_converged", "not_mixed"}
     ranks = arrays["arrays"]["half_normal"]["rank"]
     assert ranks.shape == (40, 10) and ranks.min() >= 0 and ranks.max() <= 19
+
+
+@pytest.mark.slow
+def test_the_meta_analysis_experiment_puts_priors_and_classical_fits_in_one_table(tmp_path):
+    """experiments/meta_analysis.toml on the BCG trials: each prior's cell holds the exact posterior and the Bayes
+    factors (equal to computing them directly; undefined for the improper priors, and said so), and the report's
+    table has a row per prior and per classical estimator."""
+    import html
+    import pathlib
+
+    from jaxschools.cli import main
+    from jaxschools.core import bayes_factors, exact, models
+
+    config = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "meta_analysis.toml"
+    out = tmp_path / "out"
+    sets = [a for item in SAMPLER_SETS + ["output.figures=false"] for a in ("--set", item)]
+    assert main(["run", str(config), "--out", str(out), "--quiet"] + sets) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["sweep"]
+    model = summary["config"]["model"]
+    for row in rows:
+        prior = models.make_prior(row["value"], mu_loc=model["mu_loc"], mu_scale=model["mu_scale"],
+                                  tau_scale=model["tau_scale"])
+        got = row["exact"]["bayes_factors"]
+        if prior.proper:
+            schools = js.data.Schools(jnp.asarray(summary["data"]["y"]), jnp.asarray(summary["data"]["sigma"]))
+            expected = bayes_factors.bayes_factors(schools, prior)
+            assert got["tau0"] == pytest.approx(float(expected["tau0"]), rel=1e-10)
+            assert got["log_mu0"] == pytest.approx(float(expected["log_mu0"]), rel=1e-10)
+            assert row["exact"]["mu_median"] == pytest.approx(float(exact.summary(schools, prior)["mu"]["q50"]),
+                                                              rel=1e-10)
+        else:
+            assert got["tau0"] is None and got["undefined"]["tau0"]
+    page = html.unescape((out / "report.html").read_text())
+    assert "The priors side by side" in page
+    for row in rows:
+        assert f"Bayes, prior {row['value']}" in page
+    for name in ("REML", "DerSimonian-Laird", "Paule-Mandel"):
+        assert f"classical, {name}" in page

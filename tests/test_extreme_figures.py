@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from jaxschools.presentation import plots, report, sensitivity_plots
+from jaxschools.presentation import meta_plots, plots, report, sensitivity_plots
 from jaxschools.core import validation
 from jaxschools.errors import InputError
 
@@ -138,6 +138,7 @@ def test_write_outputs_skips_figures_that_fail_and_names_them(tmp_path, monkeypa
              plots.FigureSpec("forest", fine(), "caption of forest")]
     monkeypatch.setattr(plots, "make_figures", lambda record: specs)
     monkeypatch.setattr(sensitivity_plots, "make_figures", lambda record: [])  # the stand-in has no summary
+    monkeypatch.setattr(meta_plots, "make_figures", lambda record: [])
     # A stand-in result without numbers: the page is its figures section (what write_outputs decides).
     monkeypatch.setattr(report, "render_html", lambda summary, figures, drawn, not_drawn:
                         report._figures_section(figures, drawn, not_drawn))

@@ -206,3 +206,26 @@ def test_bad_shapes_and_names_are_refused():
         Prior.pair("normal", "gamma")
     with pytest.raises(ValueError, match="unknown mu prior"):
         Prior.pair("cauchy", "half_normal")
+
+
+@pytest.mark.parametrize("mu_prior, tau_prior, scale, shape", [c for c in CASES if prior_families.spec(
+    prior_families.kind_of(c[0], c[1], c[3])).joint_proper], ids=[i for i, c in zip(IDS, CASES) if prior_families.spec(
+    prior_families.kind_of(c[0], c[1], c[3])).joint_proper])
+def test_draws_from_each_proper_family_follow_its_density(eight, mu_prior, tau_prior, scale, shape):
+    """models.sample_prior's tau: at the draws' deciles, the oracle CDF (scipy quad of the density written from the
+    family's definition) is within 4.5 binomial sds of the decile's probability."""
+    from jaxschools.core import models
+
+    prior = Prior.pair(mu_prior, tau_prior, mu_loc=MU_LOC, mu_scale=MU_SCALE, tau_scale=scale, tau_shape=shape)
+    n = 20_000
+    mu, tau = models.sample_prior(jax.random.key(5), prior, (n,), jnp.float64, data=eight)
+    tau = np.asarray(tau)
+    assert np.all(tau >= 0) and np.all(np.isfinite(tau))
+    assert abs(np.mean(mu) - MU_LOC) < 4.5 * MU_SCALE / math.sqrt(n)
+    log_prior = oracle_log_prior(tau_prior, scale, shape, EIGHT_SIGMA)
+    for p in np.arange(1, 10) / 10:
+        t = float(np.quantile(tau, p))
+        # In log tau (the density is smooth there): F(t) = integral up to log t of p(tau) tau d log tau.
+        cdf = integrate.quad(lambda x: math.exp(log_prior(math.exp(x)) + x), -200.0, math.log(t), limit=400,
+                             epsabs=1e-12, epsrel=1e-10, points=[math.log(t) - 5.0])[0]
+        assert abs(cdf - p) < 4.5 * math.sqrt(p * (1 - p) / n), (p, cdf)

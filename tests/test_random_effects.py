@@ -93,3 +93,14 @@ def test_the_config_knows_every_estimator():
     from jaxschools.app import config
 
     assert config.CLASSICAL_METHODS == random_effects.METHODS
+
+
+def test_egger_equals_metafors_regtest(padded):
+    """Egger's test against metafor's regtest(model = "lm") on the three datasets, padded (masked) to one width."""
+    data, _ = padded
+    got = jax.jit(random_effects.egger)(data)
+    for row, name in enumerate(DATASETS):
+        expected = FIXTURES["fits"][name]["egger"]
+        for field, key in (("intercept", "intercept"), ("intercept_se", "intercept_se"), ("t", "t"),
+                           ("p_value", "p"), ("df", "df"), ("limit", "limit")):
+            _close(np.asarray(getattr(got, field))[row], expected[key])

@@ -22,7 +22,8 @@ from sizes import SAMPLER_SETS, THREE_SCHOOL_SETS  # noqa: E402
 
 MALICIOUS = "<script>alert(1)</script>"
 HOSTILE_NAMES = (MALICIOUS, 'a $x$ & "b"', "School with a rather long name indeed")
-FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "ppc", "p_greater"]
+FIGURE_NAMES = ["contour", "trace", "autocorrelation", "marginals", "shrinkage", "forest", "ppc", "p_greater",
+                "meta_forest", "funnel", "leave_one_out", "tau_posterior", "i2_posterior"]
 # The Sensitivity section's figures under the flat prior (no prior-sensitivity curves: it has no scale).
 SENSITIVITY_FIGURES = ["influence_matrix", "influence_loo"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -161,9 +162,9 @@ def test_figures_false_writes_tables_only(eight_analysis, tmp_path):
 
 
 def test_make_figures_three_schools_one_chain(hostile_analysis):
-    from jaxschools.presentation import plots
+    from jaxschools.presentation import meta_plots, plots
 
-    specs = plots.make_figures(hostile_analysis.record)
+    specs = plots.make_figures(hostile_analysis.record) + meta_plots.make_figures(hostile_analysis.record)
     assert [spec.name for spec in specs] == FIGURE_NAMES
     for spec in specs:
         assert spec.caption

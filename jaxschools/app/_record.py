@@ -22,7 +22,7 @@ from jaxschools.app.results import Z975 as _Z975
 from jaxschools.app.results import finite as _finite
 from jaxschools.app.results import finite_rows as _finite_rows
 from jaxschools.app.results import valid_cov as _valid_cov
-from jaxschools.core import diagnostics, exact
+from jaxschools.core import bayes_factors, diagnostics, exact
 from jaxschools.core._jit import filter_jit
 
 __all__ = ["summary_record", "analysis_figures", "sweep_figures", "simulation_figures", "shrinkage_curve", "PPC_LABELS",
@@ -249,6 +249,44 @@ def _exact_log_tau(data, prior, draws, mode, cov):
     return (grid, density), ""
 
 
+# Points of the p(tau | y) and p(I^2 | y) curves.
+DENSITY_GRID = 400
+
+
+@filter_jit
+def _tau_prior_density(data, prior, tau):
+    """p(tau) on ``tau`` (the prior with a flat mu part: its log p(mu, tau) is log p(tau))."""
+    tau_prior = bayes_factors.with_parts(prior, mu="flat")
+    return jnp.exp(jax.vmap(lambda t: tau_prior.log_prob(0.0, jnp.log(t), data))(tau))
+
+
+def tau_curves(summary: results.Summary, data, prior):
+    """(tau grid, p(tau | y), p(tau) or None for an improper prior) and (I^2 grid, p(I^2 | y)) for the figures,
+    or (None, None). p(I^2 | y) = p(tau | y) d tau / d I^2 with tau = s sqrt(I^2 / (1 - I^2)), so
+    d tau / d I^2 = s / (2 sqrt(I^2) (1 - I^2)^(3/2)). Infinite values (a density with a pole at tau = 0, the sqrt
+    prior's) are NaN, not drawn."""
+    ex = summary.exact
+    top = max(v for v in (ex.tau.q975, ex.shortest.tau.upper, 0.0) if _finite(v))
+    s2 = ex.heterogeneity.typical_variance
+    if not (top > 0 and _finite(s2) and s2 > 0):
+        return None, None
+    tau = np.linspace(0.0, 1.6 * top, DENSITY_GRID)
+    i2 = np.linspace(0.0, 1.0, DENSITY_GRID + 1)[1:-1]
+    s = math.sqrt(s2)
+    dtype = data.y.dtype
+    both = np.concatenate([tau, s * np.sqrt(i2 / (1.0 - i2))])
+    density = np.array(exact.tau_density(data, prior, jnp.asarray(both, dtype)), float)
+    density[~np.isfinite(density)] = np.nan
+    post, i2_density = density[: tau.size], density[tau.size:] * s / (2.0 * np.sqrt(i2) * (1.0 - i2) ** 1.5)
+    if not np.any(np.isfinite(post)):
+        return None, None
+    prior_density = None
+    if prior.spec.proper:
+        prior_density = np.array(_tau_prior_density(data.without_names(), prior, jnp.asarray(tau, dtype)), float)
+        prior_density[~np.isfinite(prior_density)] = np.nan
+    return (tau, post, prior_density), (i2, i2_density)
+
+
 def shrinkage_curve(sigma, log_tau_draws):
     """(sigma grid (200,), E[sigma^2 / (sigma^2 + tau^2) | y] on it) from draws of log tau, or None.
 
@@ -360,6 +398,10 @@ def analysis_figures(summary: results.Summary, *, data, prior, logdensity, fit, 
     except Exception as error:  # noqa: BLE001 - only this figure is lost, and the report says why
         contour, contour_note = None, results.failure_note(error)
     exact_curve, exact_note = _exact_log_tau(data, prior, draws, mode, cov)
+    try:
+        tau_density, i2_density = tau_curves(summary, data, prior)
+    except Exception:  # noqa: BLE001 - only these two figures are lost; the report lists them as not drawn
+        tau_density, i2_density = None, None
     num_draws = positions.shape[1]
     lags = max(0, min(MAX_LAG, num_draws - 1)) + 1
     rho = np.asarray(_autocorrelation(samples.positions), float)[..., :lags]
@@ -380,6 +422,8 @@ def analysis_figures(summary: results.Summary, *, data, prior, logdensity, fit, 
         ppc=(np.asarray(check.observed, float), np.asarray(check.replicated, float), np.asarray(check.p_value, float)),
         new_school=(np.asarray(predictive.new_school.theta, float), np.asarray(predictive.new_school.y, float)),
         forest_schools=forest_schools(summary.data.y, summary.data.sigma, summary.pooled.mean),
+        tau_density=tau_density,
+        i2_density=i2_density,
     )
 
 
@@ -397,14 +441,15 @@ def _prior_predictive(config: dict, data, priors) -> tuple:
     from jaxschools.core import models
 
     model, out = config["model"], []
-    proper = [kind for kind in priors if kind != "flat"]
+    made = {kind: models.make_prior(kind, mu_loc=model["mu_loc"], mu_scale=model["mu_scale"],
+                                    tau_scale=model["tau_scale"]) for kind in priors}
+    proper = [kind for kind in priors if made[kind].proper]
     for index, kind in enumerate(proper):
-        prior = models.make_prior(kind, mu_loc=model["mu_loc"], mu_scale=model["mu_scale"],
-                                  tau_scale=model["tau_scale"])
+        prior = made[kind]
         key = jax.random.fold_in(jax.random.key(config["sampler"]["seed"]), 100 + index)
         k1, k2, k3 = jax.random.split(key, 3)
         dtype, n = data.y.dtype, PRIOR_PREDICTIVE_DRAWS
-        mu, tau = models.sample_prior(k1, prior, (n,), dtype)
+        mu, tau = models.sample_prior(k1, prior, (n,), dtype, data=data)
         theta = mu[:, None] + tau[:, None] * jax.random.normal(k2, (n, data.num_schools), dtype)
         y = np.asarray(theta + data.sigma * jax.random.normal(k3, theta.shape, dtype))
         out.append(results.PriorPredictive(prior=kind, y_first=y[:, 0], sd=np.std(y, axis=1, ddof=1)))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxschools.core import classical, datasets, diagnostics, exact, laplace, models, moments, posterior, sampling
-from jaxschools.app import _record, classical_record, exact_check, inference, results, sensitivity_record
+from jaxschools.app import _record, classical_record, exact_check, inference, meta_record, results, sensitivity_record
 from jaxschools.app.inference import Chains
 from jaxschools.core import predictive as predictive_checks
 from jaxschools.core.data import Schools
@@ -355,6 +355,8 @@ def analyze(config: dict, data: Schools, *, table: dict | None = None, progress:
     num_draws = min(EXACT_DRAWS, max(1_000, EXACT_NUMBERS // data.num_schools))
     reference = exact.summary(data, prior, query_school=school, threshold=threshold, rng_key=exact_key,
                               num_draws=num_draws)
+    # Bayes factors, I^2 and H^2, the new study, shortest intervals and predictive p-values (issue 16).
+    reference = {**reference, **meta_record.build(data, prior, jax.random.fold_in(exact_key, 1))}
     timings["exact_s"] = time.perf_counter() - t0
     if config["sensitivity"]["enabled"]:
         _stage(progress, "sensitivity: exact derivatives, leave-one-out and prior curves")

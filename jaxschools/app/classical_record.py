@@ -4,7 +4,7 @@
 Paule-Mandel, Sidik-Jonkman, Hedges, empirical Bayes: :mod:`jaxschools.core.random_effects`, which owns the
 formulas and their references), with intervals at ``classical.level``, and leaves each study out in turn. The
 result is the typed :class:`jaxschools.app.results.Classical` record, summary.json's ``classical`` section,
-which the report's classical table renders.
+which the report's classical table renders, with Egger's regression test of funnel-plot asymmetry.
 
 One compiled call: every configured estimator and its leave-one-out fits are computed by one jitted function
 of the data's arrays (the method names and the level are static), so data of the same number of studies share
@@ -28,8 +28,9 @@ __all__ = ["build"]
 @functools.partial(jax.jit, static_argnames=("methods", "level"))
 def _fits(y, sigma, mask, methods: tuple[str, ...], level: float):
     data = Schools(y, sigma, names=(), mask=mask)
-    return {method: (random_effects.fit(data, method, level), random_effects.leave_one_out(data, method, level))
+    fits = {method: (random_effects.fit(data, method, level), random_effects.leave_one_out(data, method, level))
             for method in methods}
+    return fits, random_effects.egger(data)
 
 
 def _interval(pair):
@@ -58,11 +59,12 @@ def build(config: dict, data: Schools) -> results.Classical | None:
     if not methods:
         return None
     num_studies = int(jnp.sum(data.mask))
-    fits = _fits(data.y, data.sigma, data.mask, methods, float(section["level"]))
+    fits, egger = _fits(data.y, data.sigma, data.mask, methods, float(section["level"]))
     return results.Classical.build({
         "level": section["level"],
         "num_studies": num_studies,
         "fits": {method: _fit_entry(*fits[method], num_studies) for method in methods},
+        "egger": None if num_studies < 3 else {**egger._asdict(), "df": num_studies - 2},
     })
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxschools.app import _record, analysis, inference, results
 from jaxschools.core import calibration, diagnostics, exact, models, posterior, sharding
-from jaxschools.core import moments
+from jaxschools.core import bayes_factors, meta_quantities, moments
 from jaxschools.core._jit import filter_jit
 from jaxschools.core.data import Schools
 
@@ -360,6 +360,7 @@ def _rows(column, values, out, names, num_draws):
         rhat = [value for value in row["rhat"].values() if value is not None]
         row["rhat_max"] = max(rhat) if rhat else None
         row["loo"] = None  # a prior sweep's cells: the exact leave-one-out comparison
+        row["exact"] = None  # and the exact posterior with its Bayes factors
         rows.append(row)
     return rows
 
@@ -415,10 +416,26 @@ def _run_prior_sweep(config, data, store, progress, school, threshold):
         row = _ran(config, _rows("model.prior", [kind], out, data.names, num_draws))[0]
         row["cell"] = index
         row["loo"] = analysis.to_json(exact_loo(data, prior))
+        row["exact"] = analysis.to_json(exact_by_prior(data, prior))
         rows.append(row)
     timing = {"per_prior": timings}
     return rows, {"kind": "prior", "column": "model.prior", "values": list(config["sweep"]["priors"]),
                   "names": data.names}, timing
+
+
+def exact_by_prior(data: Schools, prior: models.Prior) -> dict:
+    """A prior sweep cell's exact summary: mu and tau (median, central 95%), the median of I^2 and the Bayes
+    factors (:mod:`jaxschools.core.bayes_factors`), for the report's table of priors beside the classical fits."""
+    summary = exact.summary(data, prior)
+    post = exact.posterior(data, prior)
+    i2 = meta_quantities.summary(data, prior, post)["i2"]
+    return {
+        "mu_median": summary["mu"]["q50"], "mu_lower": summary["mu"]["q025"], "mu_upper": summary["mu"]["q975"],
+        "tau_median": summary["tau"]["q50"], "tau_lower": summary["tau"]["q025"],
+        "tau_upper": summary["tau"]["q975"], "i2_median": i2["q50"],
+        "bayes_factors": {**bayes_factors.bayes_factors(data, prior, post=post),
+                          "undefined": bayes_factors.undefined(prior)},
+    }
 
 
 def exact_loo(data: Schools, prior: models.Prior) -> dict:
@@ -448,7 +465,7 @@ def _simulate(rng_key, data: Schools, prior: models.Prior, num_datasets: int, fi
     key_params, key_theta, key_y = jax.random.split(rng_key, 3)
     dtype = data.y.dtype
     if prior.proper:
-        mu, tau = models.sample_prior(key_params, prior, (num_datasets,), dtype)
+        mu, tau = models.sample_prior(key_params, prior, (num_datasets,), dtype, data=data)
     else:
         mu = jnp.full((num_datasets,), fixed_mu, dtype)
         tau = jnp.full((num_datasets,), fixed_tau, dtype)

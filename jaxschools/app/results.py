@@ -31,10 +31,11 @@ import numpy as np
 __all__ = [
     "SCHEMA_VERSION", "SchemaError", "Unplottable", "span", "central_range", "failure_note", "finite", "finite_rows", "valid_cov",
     "school_label", "Z975", "NOT_MIXED_REASONS", "Record", "key_paths",
-    "Summary", "Data", "Separate", "Pooled", "Interval", "ClassicalLeaveOneOut", "ClassicalFit", "Classical", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
+    "Summary", "Data", "Separate", "Pooled", "Interval", "ClassicalLeaveOneOut", "ClassicalFit", "EggerTest", "Classical", "Laplace", "Mcmc", "Flags", "Limits", "MuLogTau", "Contrast",
     "Mean", "ContrastPosterior", "Stats", "Posterior", "Theta", "PExceeds", "Queries", "Moments", "NewSchool",
-    "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
-    "Provenance", "SweepTheta", "SweepPosterior", "SweepQueries", "Loo", "SweepRow", "Coverage", "Failures",
+    "PpcEntry", "Predictive", "ExactStats", "ExactTheta", "BayesFactors", "ExactDistribution", "Heterogeneity",
+    "ExactPrediction", "Shortest", "ExactPredictiveCheck", "Exact", "ExactRow", "ExactCheck", "LaplaceVsExact",
+    "Provenance", "SweepTheta", "SweepPosterior", "SweepQueries", "Loo", "SweepExact", "SweepRow", "Coverage", "Failures",
     "Sbc", "Study", "AnalysisFigures", "ContourGrid", "DivergencePanel", "SweepFigures", "SimulationFigures", "StudyFigures",
     "PriorPredictive", "RunRecord", "PriorScales", "Derivatives", "SchoolPriorScales", "ThetaDerivatives",
     "InfluenceEntry", "PriorCurve", "PriorCurves", "PowerScalingRow", "PowerScaling", "SensitivitySection",
@@ -42,8 +43,9 @@ __all__ = [
 ]
 
 # 3 (issue 14): the typed result; 4 (issue 15): the sensitivity section; 5 (issue 16): the classical section and
-# the data's measure. CHANGELOG.md lists the changes of keys.
-SCHEMA_VERSION = 5
+# the data's measure; 6 (issue 16): the exact section's Bayes factors, heterogeneity, prediction, shortest intervals
+# and predictive check. CHANGELOG.md lists the changes of keys.
+SCHEMA_VERSION = 6
 
 Real = Optional[float]  # a JSON number, or null where the value does not exist or is undefined
 # Phi^-1(0.975): the half-width of a central 95% normal interval in sds.
@@ -404,11 +406,24 @@ class ClassicalFit(Record):
 
 
 @record
+class EggerTest(Record):
+    """Egger's regression test of funnel-plot asymmetry (:func:`jaxschools.core.random_effects.egger`)."""
+    intercept: Real
+    intercept_se: Real
+    t: Real
+    df: int
+    p_value: Real
+    limit: Real
+
+
+@record
 class Classical(Record):
-    """The classical section (``jaxschools.app.classical_record``): one fit per configured estimator."""
+    """The classical section (``jaxschools.app.classical_record``): one fit per configured estimator, and Egger's
+    test (null with fewer than 3 studies)."""
     level: float
     num_studies: int
     fits: dict[str, ClassicalFit]
+    egger: Optional[EggerTest]
 
 
 @record
@@ -612,8 +627,76 @@ class ExactTheta(Record):
 
 
 @record
+class BayesFactors(Record):
+    """The marginal likelihood and the Bayes factors for tau = 0 and mu = 0, actual and minimum
+    (:mod:`jaxschools.core.bayes_factors`); null where the prior leaves one undefined, and ``undefined`` says why."""
+    log_marginal_likelihood: Real
+    tau0: Real
+    mu0: Real
+    min_tau0: Real
+    min_mu0: Real
+    log_tau0: Real
+    log_mu0: Real
+    log_min_tau0: Real
+    log_min_mu0: Real
+    tau_ml: Real
+    mu_ml: Real
+    undefined: dict[str, str]
+
+
+@record
+class ExactDistribution(Record):
+    """A posterior (or predictive) distribution's exact summary with its shortest interval."""
+    mean: Real
+    sd: Real
+    q025: Real
+    q25: Real
+    q50: Real
+    q75: Real
+    q975: Real
+    shortest_lower: Real
+    shortest_upper: Real
+
+
+@record
+class Heterogeneity(Record):
+    """I^2 and H^2 with Higgins and Thompson's typical within-study variance (:mod:`jaxschools.core.meta_quantities`)."""
+    typical_variance: Real
+    i2: ExactDistribution
+    h2: ExactDistribution
+
+
+@record
+class ExactPrediction(Record):
+    """theta and y of a new study with standard error ``sigma_new``, exact."""
+    sigma_new: Real
+    theta_new: ExactDistribution
+    y_new: ExactDistribution
+
+
+@record
+class Shortest(Record):
+    """The shortest intervals of mass ``level``; ``theta_lower``/``theta_upper`` null past 200 studies."""
+    level: float
+    mu: Interval
+    tau: Interval
+    theta_lower: Optional[tuple[Real, ...]]
+    theta_upper: Optional[tuple[Real, ...]]
+
+
+@record
+class ExactPredictiveCheck(Record):
+    """Posterior predictive p-values: Cochran's Q (Monte Carlo from exact draws) and each study's y (exact)."""
+    q: Real
+    q_p_value: Real
+    q_mcse: Real
+    num_draws: int
+    study_p_values: tuple[Real, ...]
+
+
+@record
 class Exact(Record):
-    """The exact posterior by quadrature (:mod:`jaxschools.core.exact`)."""
+    """The exact posterior by quadrature (:mod:`jaxschools.core.exact`) and the meta-analytic quantities on it."""
     log_evidence: Real
     log_tau: ExactStats
     mu: ExactStats
@@ -626,6 +709,11 @@ class Exact(Record):
     theta: ExactTheta
     threshold: Real
     nonexistent_moments: Optional[str]
+    bayes_factors: BayesFactors
+    heterogeneity: Heterogeneity
+    prediction: ExactPrediction
+    shortest: Shortest
+    predictive_check: ExactPredictiveCheck
 
 
 @record
@@ -718,6 +806,20 @@ class Loo(Record):
 
 
 @record
+class SweepExact(Record):
+    """A prior sweep cell's exact posterior (:mod:`jaxschools.core.exact`): mu and tau by median and central 95%
+    interval, the median of I^2, and the Bayes factors under that prior."""
+    mu_median: Real
+    mu_lower: Real
+    mu_upper: Real
+    tau_median: Real
+    tau_lower: Real
+    tau_upper: Real
+    i2_median: Real
+    bayes_factors: BayesFactors
+
+
+@record
 class SweepRow(Record):
     """One cell of a sweep: the swept value, what ran (kernel and parameterization) and its summaries."""
     cell: int
@@ -737,6 +839,7 @@ class SweepRow(Record):
     queries: SweepQueries
     ess_per_1000_draws: MuLogTau
     loo: Optional[Loo]
+    exact: Optional[SweepExact]
 
 
 @record
@@ -974,7 +1077,8 @@ class AnalysisFigures(Record):
     or None; ``divergence_panels`` empty without divergences; ``ppc`` the check's statistics
     ``(observed (S,), replicated (chain, draw, S), p_value (S,))`` and ``new_school`` its
     ``(theta draws, y draws)``; ``forest_schools`` the indices of the schools the forest plot shows, in data
-    order.
+    order; ``tau_density`` ``(tau grid, p(tau | y), p(tau) or None for an improper prior)`` and ``i2_density``
+    ``(I^2 grid, p(I^2 | y))``, exact, or None where they could not be evaluated.
     """
     positions: np.ndarray
     contour: Optional[ContourGrid]
@@ -991,6 +1095,8 @@ class AnalysisFigures(Record):
     ppc: tuple[np.ndarray, ...]
     new_school: tuple[np.ndarray, ...]
     forest_schools: np.ndarray
+    tau_density: Optional[tuple[Optional[np.ndarray], ...]] = None
+    i2_density: Optional[tuple[np.ndarray, ...]] = None
 
 
 @record

@@ -167,25 +167,56 @@ class Prior:
         return f"Prior({self.kind!r}, mu_loc={self.mu_loc}, mu_scale={self.mu_scale}, tau_scale={self.tau_scale})"
 
 
-def sample_prior(rng_key, prior: Prior, shape=(), dtype=None):
+def sample_prior(rng_key, prior: Prior, shape=(), dtype=None, data: Schools | None = None):
     """Draws (mu, tau) from a proper prior, each shaped ``shape``.
 
-    mu ~ N(mu_loc, mu_scale^2); tau = tau_scale |C| with C standard Cauchy (half-Cauchy) or standard normal
-    (half-normal). The flat prior is improper: nothing can be drawn from it (ValueError).
+    mu ~ N(mu_loc, mu_scale^2), and tau from its family (s = tau_scale, c = the shape, U uniform on (0, 1)):
+    uniform(0, s): s U; half-normal, half-Cauchy, half-Student-t(c): s |Z|, s |C|, s |T_c|; exponential:
+    s E; log-normal and log-t_5 on tau^2: tau = s exp(c Z / 2), s exp(c T_5 / 2); Lomax(c, s): s (U^(-1/c) - 1);
+    DuMouchel (a Lomax with shape 1 and the data's scale s0): s0 (1 / U - 1); uniform shrinkage and uniform I^2
+    (B = s0^2 / (s0^2 + tau^2) uniform): s0 sqrt(U / (1 - U)), s0 from ``data`` (required by those three). An
+    improper prior (flat mu or an improper tau family) has nothing to draw (ValueError), nor does a user's
+    density (NotImplementedError).
     """
+    spec = prior.spec
     if not prior.proper:
         raise ValueError(f"the {prior.kind} prior is improper: nothing can be drawn from it")
-    if prior.kind not in ("half_cauchy", "half_normal"):
-        raise NotImplementedError(f"drawing from the {prior.kind} prior is not implemented (half_cauchy and "
-                                  "half_normal are)")
+    if spec.tau.startswith("user"):
+        raise NotImplementedError(f"drawing from a user's tau density ({prior.kind}) is not implemented")
     dtype = dtype or jnp.result_type(float)
     key_mu, key_tau = jax.random.split(rng_key)
     mu = prior.mu_loc + prior.mu_scale * jax.random.normal(key_mu, shape, dtype)
-    if prior.kind == "half_cauchy":
-        magnitude = jnp.abs(jax.random.cauchy(key_tau, shape, dtype))
+    family, c = spec.tau, spec.shape
+    if spec.uses_sigma:
+        if data is None:
+            raise ValueError(f"the {family} prior takes its scale from the studies' sigmas: pass data=")
+        scale = jnp.exp(tau_priors.reference_scale(spec, data)).astype(dtype)
     else:
+        scale = jnp.asarray(prior.tau_scale, dtype)
+    u = jax.random.uniform(key_tau, shape, dtype, minval=jnp.finfo(dtype).tiny)
+    if family == "uniform_bounded":
+        magnitude = u
+    elif family == "half_normal":
         magnitude = jnp.abs(jax.random.normal(key_tau, shape, dtype))
-    return mu, prior.tau_scale * magnitude
+    elif family == "half_cauchy":
+        magnitude = jnp.abs(jax.random.cauchy(key_tau, shape, dtype))
+    elif family == "half_student_t":
+        magnitude = jnp.abs(jax.random.t(key_tau, c, shape, dtype))
+    elif family == "exponential":
+        magnitude = jax.random.exponential(key_tau, shape, dtype)
+    elif family == "lognormal":
+        magnitude = jnp.exp(0.5 * c * jax.random.normal(key_tau, shape, dtype))
+    elif family == "log_t5":
+        magnitude = jnp.exp(0.5 * c * jax.random.t(key_tau, 5.0, shape, dtype))
+    elif family == "lomax":
+        magnitude = jnp.expm1(-jnp.log(u) / c)
+    elif family == "dumouchel":
+        magnitude = 1.0 / u - 1.0
+    elif family in ("uniform_shrinkage", "uniform_i2"):
+        magnitude = jnp.sqrt(u / (1.0 - u))
+    else:
+        raise NotImplementedError(f"drawing from the {family} prior on tau is not implemented")
+    return mu, scale * magnitude
 
 
 def make_prior(prior="flat", *, mu_loc=0.0, mu_scale=5.0, tau_scale=5.0) -> Prior:

@@ -29,6 +29,15 @@ typical within-study variance s^2 = (k - 1) S_1 / (S_1^2 - S_2): I^2 = tau^2 / (
 metafor prints it) and H^2 = (tau^2 + s^2) / s^2. The Q-profile interval of tau^2 (Viechtbauer 2007) solves
 Q(t) = chi^2_{k-1} quantiles; the I^2 and H^2 intervals are its ends mapped by the same formulas.
 
+**Egger's regression test** of funnel-plot asymmetry (Egger et al. 1997; metafor's ``regtest(model = "lm")``):
+the least-squares regression of the standardised effect y_i / sigma_i on the precision 1 / sigma_i,
+
+.. math:: y_i / \sigma_i = b_0 + b_1 / \sigma_i + e_i,
+
+equivalently y_i = b_1 + b_0 sigma_i weighted by 1 / v_i. Small studies reporting larger effects tilt the
+funnel: b_0 != 0. The test is t = b_0 / se(b_0) on k - 2 degrees of freedom (se from the residual variance of
+the unweighted fit), two-sided; b_1 is the "limit" effect of a study of infinite precision.
+
 Masked studies (``Schools.mask``) are left out everywhere: k = the number unmasked.
 """
 
@@ -42,7 +51,7 @@ from jax.scipy.special import betainc, gammainc, gammaincc, ndtri
 
 from jaxschools.core.data import Schools
 
-__all__ = ["METHODS", "Fit", "fit", "tau2", "leave_one_out", "generalised_q"]
+__all__ = ["METHODS", "Fit", "Egger", "fit", "tau2", "leave_one_out", "generalised_q", "egger"]
 
 METHODS = ("DL", "REML", "ML", "PM", "SJ", "HE", "EB")
 # Halvings of a bracket [0, U]: U / 2^200 is far below any double's resolution of an estimate.
@@ -251,6 +260,38 @@ def leave_one_out(data: Schools, method: str = "REML", level: float = 0.95) -> F
     # lax.map in blocks of 32 studies rather than one vmap over all J: memory O(32 J), not O(J^2) (at J = 5,000
     # the vmap took a run's peak past its memory estimate, jaxschools.app.resources).
     return jax.lax.map(without, eye, batch_size=32)
+
+
+class Egger(NamedTuple):
+    """Egger's regression test (module docstring): each field a scalar, or batched like the data."""
+
+    intercept: jax.Array  # b_0, the asymmetry
+    intercept_se: jax.Array
+    t: jax.Array
+    df: jax.Array  # k - 2
+    p_value: jax.Array  # two-sided, t_{k-2}
+    limit: jax.Array  # b_1, the effect at sigma -> 0
+
+
+def _egger_one(y, v, m):
+    sigma = jnp.sqrt(v)
+    z, x = m * y / sigma, m / sigma  # masked studies contribute nothing to the sums below
+    k = jnp.sum(m)
+    x_mean, z_mean = jnp.sum(x) / k, jnp.sum(z) / k
+    sxx = jnp.sum(m * (x - x_mean) ** 2)
+    slope = jnp.sum(m * (x - x_mean) * (z - z_mean)) / sxx
+    intercept = z_mean - slope * x_mean
+    residual = jnp.sum(m * (z - intercept - slope * x) ** 2) / (k - 2)
+    se = jnp.sqrt(residual * (1.0 / k + x_mean**2 / sxx))
+    t = intercept / se
+    df = k - 2
+    # Two-sided p = I_{df / (df + t^2)}(df / 2, 1 / 2).
+    return Egger(intercept, se, t, df, betainc(0.5 * df, 0.5, df / (df + t * t)), slope)
+
+
+def egger(data: Schools) -> Egger:
+    """Egger's regression test of funnel-plot asymmetry (module docstring); needs k >= 3 studies (NaN else)."""
+    return _batched(_egger_one, data)
 
 
 def __dir__():

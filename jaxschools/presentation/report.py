@@ -22,6 +22,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import pathlib
 from typing import Iterable, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 from jaxschools.app import exact_check, results
 from jaxschools.app.results import finite as _finite
 from jaxschools.app.results import school_label as _school
-from jaxschools.presentation import experiment_plots, plots, sensitivity_plots
+from jaxschools.presentation import experiment_plots, meta_plots, plots, sensitivity_plots
 
 __all__ = ["write_outputs", "render_html", "fmt", "DPI", "MAX_TABLE_ROWS"]
 
@@ -423,8 +424,111 @@ def _classical_section(s: results.Summary) -> str:
              "fit with each study left out in turn.")
     headers = ("estimator", "τ²", "μ", "se(μ)", f"{level} Wald", f"{level} Knapp-Hartung", f"{level} prediction",
                f"{level} τ² (Q-profile)", "I² (%)", f"{level} I²")
+    egger = section.egger
+    egger_text = "" if egger is None else _p(
+        f"Egger's regression test of funnel-plot asymmetry (Egger et al. 1997): regressing y_j / σ_j on 1 / σ_j, "
+        f"the intercept is {fmt(egger.intercept)} (se {fmt(egger.intercept_se)}), t = {fmt(egger.t)} on "
+        f"{egger.df} degrees of freedom, p = {fmt(egger.p_value)}; a small p says the small studies report "
+        "systematically different effects (publication bias is one cause; with few studies the test has little "
+        "power). The funnel plot among the figures shows it.")
     return _section("classical", "Classical random-effects meta-analysis", _p(intro), _table(headers, rows),
-                    _p(test))
+                    _p(test), egger_text)
+
+
+# Bayes factors' hypotheses, as the meta-analysis table words them.
+_HYPOTHESES = (("tau0", "min_tau0", "τ = 0 (no heterogeneity: the common-effect model)"),
+               ("mu0", "min_mu0", "μ = 0 (no effect on average)"))
+_RATIO_MEASURES = ("RR", "OR")
+
+
+def _bayes_factor_cell(value, key: str, undefined: dict) -> str:
+    return fmt(value) if key not in undefined else f"undefined: {undefined[key]}"
+
+
+def _meta_section(s: results.Summary) -> str:
+    """The exact Bayesian meta-analysis: heterogeneity, prediction, shortest intervals, Bayes factors and
+    predictive p-values (:mod:`jaxschools.core.bayes_factors`, :mod:`jaxschools.core.meta_quantities`)."""
+    ex = s.exact
+    het, pred, short = ex.heterogeneity, ex.prediction, ex.shortest
+    level = f"{100 * short.level:g}%"
+
+    def row(label, d, shortest=None):
+        low, high = shortest if shortest is not None else (d.shortest_lower, d.shortest_upper)
+        return (label, d.mean, d.sd, d.q50, _interval(d.q025, d.q975), _interval(low, high))
+
+    rows = [
+        row("μ", ex.mu, (short.mu.lower, short.mu.upper)),
+        row("τ", ex.tau, (short.tau.lower, short.tau.upper)),
+        row("I² = τ² / (τ² + s²)", het.i2),
+        row("H² = 1 + τ² / s²", het.h2),
+        row("θ_new, a new study's effect", pred.theta_new),
+        row(f"y_new, its estimate (σ = {fmt(pred.sigma_new, '.3g')})", pred.y_new),
+    ]
+    intro = ("The exact posterior (one-dimensional quadrature over log τ) as a meta-analyst reads it, as R's "
+             "bayesmeta reports it: the heterogeneity also as I², the share of the variance between studies, "
+             f"with Higgins & Thompson's typical within-study variance s² = {fmt(het.typical_variance)}, and as "
+             "H²; the prediction for a new study, θ_new ~ N(μ, τ²) and its estimate y_new ~ N(θ_new, σ²); the "
+             "central interval beside the shortest one (the highest-density interval of a unimodal density, "
+             "which for τ and I² starts at 0 when the density falls from there).")
+    factors = ex.bayes_factors
+    undefined = factors.undefined
+    bf_rows = [(label, _bayes_factor_cell(getattr(factors, key), key, undefined),
+                _bayes_factor_cell(getattr(factors, minimum), minimum, undefined))
+               for key, minimum, label in _HYPOTHESES]
+    evidence = (f"log p(y) = {fmt(factors.log_marginal_likelihood)}." if "log_marginal_likelihood" not in undefined
+                else f"The marginal likelihood p(y) is undefined: {undefined['log_marginal_likelihood']}.")
+    bf_text = ("A Bayes factor here is p(y | hypothesis) / p(y), the evidence for the hypothesis against the "
+               "model with μ and τ free: below 1 the data favour the model, above 1 the hypothesis (Kass & "
+               "Raftery 1995). It needs proper priors on both, and depends on them strongly (Lindley's "
+               "paradox). The minimum Bayes factor is the smallest over all priors on the tested parameter, "
+               "the most the data can say against the hypothesis (Spiegelhalter et al. 2004, section 4.4); it "
+               "needs a proper prior on the other parameter. " + evidence)
+    check = ex.predictive_check
+    names = s.data.names
+    shown, note = _capped(len(names))
+    study_rows = []
+    for j in range(shown):
+        p = check.study_p_values[j]
+        study_rows.append((str(names[j]), s.data.y[j], _flag_cell(fmt(p), _finite(p) and min(p, 1 - p) < 0.025)))
+    ppp = (f"Cochran's Q = {fmt(check.q)}: P(Q(y_rep) ≥ Q(y) | y) = {_pm(check.q_p_value, check.q_mcse)} "
+           f"(± its Monte Carlo sd, {fmt(check.num_draws)} exact draws), with y_rep_j ~ N(θ_j, σ_j²) the same "
+           "studies measured again. Per study, P(y_rep_j ≥ y_j | y), exact (red beyond 0.025 or 0.975: a study "
+           "the model rarely reproduces; conservative, as y_j is in the posterior too).")
+    parts = [_p(intro),
+             _table(("", "mean", "sd", "median", f"{level} central", f"{level} shortest"), rows),
+             "<h3>Bayes factors</h3>", _p(bf_text),
+             _table(("hypothesis", "Bayes factor", "minimum Bayes factor"), bf_rows)]
+    if s.data.measure in _RATIO_MEASURES:
+        parts += ["<h3>On the ratio scale</h3>", _ratio_scale(s)]
+    parts += ["<h3>Posterior predictive p-values</h3>", _p(ppp),
+              _table(("study", "y", "P(y_rep ≥ y | y)"), study_rows, "narrow"), note]
+    return _section("meta", "Bayesian meta-analysis (exact)", *parts)
+
+
+def _ratio_scale(s: results.Summary) -> str:
+    """exp of the effects for a ratio measure: quantiles map through exp (the shortest intervals do not)."""
+
+    def back(x):
+        return math.exp(x) if _finite(x) and x < 709 else None
+
+    ex, pred = s.exact, s.exact.prediction
+    measure = "risk ratio" if s.data.measure == "RR" else "odds ratio"
+    rows = [(f"exp(μ), the average {measure}", back(ex.mu.q50), _interval(back(ex.mu.q025), back(ex.mu.q975))),
+            (f"exp(θ_new), a new study's {measure}", back(pred.theta_new.q50),
+             _interval(back(pred.theta_new.q025), back(pred.theta_new.q975)))]
+    shown, note = _capped(len(s.data.names))
+    study_rows = []
+    for j in range(shown):
+        y, sigma = s.data.y[j], s.data.sigma[j]
+        study_rows.append((str(s.data.names[j]), back(y),
+                           _interval(back(y - results.Z975 * sigma), back(y + results.Z975 * sigma)),
+                           back(ex.theta.q50[j]), _interval(back(ex.theta.q025[j]), back(ex.theta.q975[j]))))
+    return (_p(f"The effects are log {measure}s; exponentiated, medians and central intervals carry over "
+               "(exp is increasing), means and shortest intervals do not. Per study: the study's own "
+               f"{measure} with its 95% interval, and the posterior median and central 95% interval of exp(θ_j).")
+            + _table(("", "median", "central 95%"), rows, "narrow")
+            + _table(("study", f"{measure}", "separate 95%", "exp(θ) median", "posterior 95%"), study_rows)
+            + note)
 
 
 def _laplace_section(s: results.Summary) -> str:
@@ -897,7 +1001,7 @@ _PAGE = """<!DOCTYPE html>
 </html>
 """
 
-_NAV = (("data", "data"), ("pooled", "pooling"), ("classical", "classical"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
+_NAV = (("data", "data"), ("pooled", "pooling"), ("classical", "classical"), ("meta", "meta-analysis"), ("laplace", "Laplace"), ("mcmc", "MCMC"), ("posterior", "posterior"),
         ("schools", "schools"), ("query", "question"), ("exact", "vs exact"), ("ppc", "predictive check"), ("sensitivity", "sensitivity"),
         ("sweep", "sweep"), ("simulation", "simulation"), ("figures", "figures"),
         ("provenance", "config"))
@@ -922,6 +1026,7 @@ def render_html(summary: results.Summary | dict, figures: Sequence[tuple[str, st
     body = "".join((
         _data_section(s),
         _classical_section(s),
+        _meta_section(s),
         _laplace_section(s),
         _mcmc_section(s),
         _posterior_section(s),
@@ -963,7 +1068,7 @@ def write_outputs(result, out_dir, figures: bool = True) -> pathlib.Path:
     if figures:
         figure_dir = out_dir / "figures"
         figure_dir.mkdir(exist_ok=True)
-        for spec in (plots.make_figures(record) + sensitivity_plots.make_figures(record)
+        for spec in (plots.make_figures(record) + meta_plots.make_figures(record) + sensitivity_plots.make_figures(record)
                      + experiment_plots.make_figures(record)):
             if spec.figure is None:  # could not be built for these data: listed in the report instead
                 not_drawn.append((spec.name, spec.not_drawn))
@@ -1012,7 +1117,37 @@ def _sweep_section(s: results.Summary) -> str:
     intro = (f"{len(rows)} cells, varying {column}, each the whole inference (Laplace fit, "
              f"{s.mcmc.num_chains} chains of {' / '.join(ran)}, summaries), vmapped in one compiled computation "
              "per chunk and with common random numbers, so differences between cells come from what was varied.")
-    return _section("sweep", "Sweep", _p(intro), _table(headers, table_rows))
+    return _section("sweep", "Sweep", _p(intro), _table(headers, table_rows), _priors_table(s))
+
+
+def _priors_table(s: results.Summary) -> str:
+    """A prior sweep's exact posteriors and Bayes factors, one row per prior, with the classical fits below: the
+    whole sensitivity to the prior in one table."""
+    rows = [row for row in s.sweep if row.exact is not None]
+    if not rows:
+        return ""
+    table = []
+    for row in rows:
+        ex, bf = row.exact, row.exact.bayes_factors
+        cell = lambda key: "undefined" if key in bf.undefined else fmt(getattr(bf, key))  # noqa: E731
+        table.append((f"Bayes, prior {row.value}", ex.mu_median, _interval(ex.mu_lower, ex.mu_upper),
+                      ex.tau_median, _interval(ex.tau_lower, ex.tau_upper),
+                      None if ex.i2_median is None else 100 * ex.i2_median,
+                      cell("tau0"), cell("mu0"), cell("min_tau0"), cell("min_mu0")))
+    if s.classical is not None:
+        for method, fit in s.classical.fits.items():
+            table.append((f"classical, {_ESTIMATORS.get(method, method)}", fit.mu, _interval(fit.ci.lower, fit.ci.upper),
+                          fit.tau, _interval(*(None if v is None else math.sqrt(max(v, 0.0))
+                                               for v in (fit.tau2_ci.lower, fit.tau2_ci.upper))),
+                          fit.i2, _DASH, _DASH, _DASH, _DASH))
+    headers = ("analysis", "μ", "95% interval", "τ", "95% interval", "I² (%)", "BF τ = 0", "BF μ = 0",
+               "min BF τ = 0", "min BF μ = 0")
+    text = ("The same data under each prior, exactly (quadrature): the median and central 95% interval of μ and τ, "
+            "the median of I², and the Bayes factors for τ = 0 and μ = 0 (p(y | hypothesis) / p(y): below 1 the "
+            "data favour the model with the parameter free) with the minimum Bayes factors over all priors on the "
+            "tested parameter; \"undefined\" where an improper prior leaves p(y) arbitrary. Below, the classical "
+            "random-effects fits: the estimate of μ with its Wald interval, τ with its Q-profile interval.")
+    return "<h3>The priors side by side</h3>" + _p(text) + _table(headers, table)
 
 
 def _simulation_section(s: results.Summary) -> str:
