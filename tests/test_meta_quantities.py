@@ -166,6 +166,7 @@ def test_undefined_bayes_factors_say_why():
     assert bayes_factors.undefined("half_normal") == {}
 
 
+@pytest.mark.slow  # scipy quadratures of many expectations: ~10 s a dataset
 def test_i2_and_h2_equal_quadrature(case):
     oracle, got = case["oracle"], case["got"]
     s2 = meta_quantities.typical_variance(case["data"])
@@ -180,6 +181,7 @@ def test_i2_and_h2_equal_quadrature(case):
     assert got["i2"]["q975"] == pytest.approx(q * q / (q * q + float(s2)), rel=1e-8)
 
 
+@pytest.mark.slow  # scipy quadratures of many expectations: ~10 s a dataset
 def test_new_study_and_study_p_values_equal_quadrature(case):
     oracle, got = case["oracle"], case["got"]
     sigma_new = float(got["sigma_new"])
@@ -202,6 +204,7 @@ def test_new_study_and_study_p_values_equal_quadrature(case):
         assert got["study_p_values"][j] == pytest.approx(oracle.expect(upper), abs=1e-9)
 
 
+@pytest.mark.slow  # scipy quadratures of many expectations: ~10 s a dataset
 def test_shortest_intervals_equal_quadrature(case):
     """The shortest interval of a unimodal density holds 95% of the mass and has equal density at both ends
     (or starts at the support's end where the density falls from there): both checked by quadrature."""

@@ -208,9 +208,12 @@ def test_bad_shapes_and_names_are_refused():
         Prior.pair("cauchy", "half_normal")
 
 
-@pytest.mark.parametrize("mu_prior, tau_prior, scale, shape", [c for c in CASES if prior_families.spec(
-    prior_families.kind_of(c[0], c[1], c[3])).joint_proper], ids=[i for i, c in zip(IDS, CASES) if prior_families.spec(
-    prior_families.kind_of(c[0], c[1], c[3])).joint_proper])
+PROPER = [(case, name) for case, name in zip(CASES, IDS)
+          if prior_families.spec(prior_families.kind_of(case[0], case[1], case[3])).joint_proper]
+
+
+@pytest.mark.slow  # one compilation of the draws per family
+@pytest.mark.parametrize("mu_prior, tau_prior, scale, shape", [c for c, _ in PROPER], ids=[i for _, i in PROPER])
 def test_draws_from_each_proper_family_follow_its_density(eight, mu_prior, tau_prior, scale, shape):
     """models.sample_prior's tau: at the draws' deciles, the oracle CDF (scipy quad of the density written from the
     family's definition) is within 4.5 binomial sds of the decile's probability."""

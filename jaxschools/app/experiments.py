@@ -424,15 +424,17 @@ def _run_prior_sweep(config, data, store, progress, school, threshold):
 
 
 def exact_by_prior(data: Schools, prior: models.Prior) -> dict:
-    """A prior sweep cell's exact summary: mu and tau (median, central 95%), the median of I^2 and the Bayes
-    factors (:mod:`jaxschools.core.bayes_factors`), for the report's table of priors beside the classical fits."""
-    summary = exact.summary(data, prior)
+    """A prior sweep cell's exact summary: mu and tau (median, central 95%), the median of I^2 (I^2 increases
+    with tau, so its median is that of tau mapped through it) and the Bayes factors
+    (:mod:`jaxschools.core.bayes_factors`), for the report's table of priors beside the classical fits."""
     post = exact.posterior(data, prior)
-    i2 = meta_quantities.summary(data, prior, post)["i2"]
+    q = exact.quantiles(post, [0.025, 0.5, 0.975], theta=False)
+    tau_median = float(q["tau"][1])
+    s2 = float(meta_quantities.typical_variance(data))
     return {
-        "mu_median": summary["mu"]["q50"], "mu_lower": summary["mu"]["q025"], "mu_upper": summary["mu"]["q975"],
-        "tau_median": summary["tau"]["q50"], "tau_lower": summary["tau"]["q025"],
-        "tau_upper": summary["tau"]["q975"], "i2_median": i2["q50"],
+        "mu_median": q["mu"][1], "mu_lower": q["mu"][0], "mu_upper": q["mu"][2],
+        "tau_median": tau_median, "tau_lower": q["tau"][0], "tau_upper": q["tau"][2],
+        "i2_median": tau_median**2 / (tau_median**2 + s2),
         "bayes_factors": {**bayes_factors.bayes_factors(data, prior, post=post),
                           "undefined": bayes_factors.undefined(prior)},
     }
