@@ -645,15 +645,8 @@ class BayesFactors(Record):
 
 
 @record
-class ExactDistribution(Record):
-    """A posterior (or predictive) distribution's exact summary with its shortest interval."""
-    mean: Real
-    sd: Real
-    q025: Real
-    q25: Real
-    q50: Real
-    q75: Real
-    q975: Real
+class ExactDistribution(ExactStats):
+    """A posterior (or predictive) distribution's exact summary (:class:`ExactStats`) with its shortest interval."""
     shortest_lower: Real
     shortest_upper: Real
 

@@ -54,7 +54,8 @@ from jaxschools.core import prior_families
 from jaxschools.core._jit import filter_jit
 from jaxschools.core.data import Schools
 # The quadrature rule and the closed forms given tau are the exact module's; this module only combines them.
-from jaxschools.core.exact import _DEFAULT_NODES, _case_weights, _check_num_nodes, _log_h, _posterior, _search_bracket
+from jaxschools.core.exact import (_DEFAULT_NODES, _NEGLIGIBLE_LOG_WEIGHT, _case_weights, _check_num_nodes, _log_h,
+                                   _posterior, _search_bracket)
 from jaxschools.core.models import Prior, make_prior
 
 __all__ = ["BAYES_FACTORS", "bayes_factors", "undefined", "with_parts"]
@@ -118,8 +119,9 @@ def _grid_max(f, lo, hi, num):
     k = jnp.argmax(values)
     best = _golden_max(f, grid[jnp.maximum(k - 1, 0)], grid[jnp.minimum(k + 1, num - 1)])
     # Keep the grid point if the refinement did not improve on it (a maximum at the bracket's end).
-    better = f(best) > values[k]
-    return jnp.where(better, best, grid[k]), jnp.maximum(f(best), values[k]), k == 0
+    at_best = f(best)
+    better = at_best > values[k]
+    return jnp.where(better, best, grid[k]), jnp.maximum(at_best, values[k]), k == 0
 
 
 def _log_mixture_pdf(log_weights, loc, var, x):
@@ -151,33 +153,32 @@ def _bayes_factors(data: Schools, prior: Prior, num_nodes: int, log_norm) -> dic
     tau_ml = jnp.where(at_zero, 0.0, jnp.exp(log_tau_ml))
     log_lik_tau_max = jnp.maximum(log_lik_tau_max, log_lik_tau0)
 
-    # p(y | mu) = Z_flat p_flat(mu | y): the posterior under a flat mu prior and the same tau prior.
-    flat = _posterior(data, with_parts(prior, mu="flat"), num_nodes, weight)
-    live = flat.log_weights > -45.0
-    spread = 8.0 * jnp.sqrt(flat.mu_var)
-    mu_lo = jnp.min(jnp.where(live, flat.mu_hat - spread, jnp.inf))
-    mu_hi = jnp.max(jnp.where(live, flat.mu_hat + spread, -jnp.inf))
+    log_tau0 = log_mu0 = log_min_mu0 = log_evidence = mu_ml = nan
+    if spec.proper:  # p(y | mu) integrates tau against its prior: nothing to compute for an improper one
+        # p(y | mu) = Z_flat p_flat(mu | y): the posterior under a flat mu prior and the same tau prior.
+        flat = _posterior(data, with_parts(prior, mu="flat"), num_nodes, weight)
+        live = flat.log_weights > _NEGLIGIBLE_LOG_WEIGHT
+        spread = 8.0 * jnp.sqrt(flat.mu_var)
+        mu_lo = jnp.min(jnp.where(live, flat.mu_hat - spread, jnp.inf))
+        mu_hi = jnp.max(jnp.where(live, flat.mu_hat + spread, -jnp.inf))
 
-    def log_lik_mu(mu):
-        return flat.log_norm + _log_mixture_pdf(flat.log_weights, flat.mu_hat, flat.mu_var, mu)
+        def log_lik_mu(mu):
+            return flat.log_norm + _log_mixture_pdf(flat.log_weights, flat.mu_hat, flat.mu_var, mu)
 
-    log_lik_mu0 = log_lik_mu(jnp.zeros((), dtype))
-    mu_ml, log_lik_mu_max, _ = _grid_max(log_lik_mu, mu_lo, mu_hi, _MU_GRID)
-
-    if spec.joint_proper:
-        log_evidence = _posterior(data, prior, num_nodes, weight).log_norm if log_norm is None else log_norm
-        log_tau0, log_mu0 = log_lik_tau0 - log_evidence, log_lik_mu0 - log_evidence
-    else:
-        log_evidence = log_tau0 = log_mu0 = nan
+        log_lik_mu0 = log_lik_mu(jnp.zeros((), dtype))
+        mu_ml, log_lik_mu_max, _ = _grid_max(log_lik_mu, mu_lo, mu_hi, _MU_GRID)
+        log_min_mu0 = log_lik_mu0 - log_lik_mu_max
+        if spec.joint_proper:
+            log_evidence = _posterior(data, prior, num_nodes, weight).log_norm if log_norm is None else log_norm
+            log_tau0, log_mu0 = log_lik_tau0 - log_evidence, log_lik_mu0 - log_evidence
     log_min_tau0 = log_lik_tau0 - log_lik_tau_max if spec.mu == "normal" else nan
-    log_min_mu0 = log_lik_mu0 - log_lik_mu_max if spec.proper else nan
     logs = {"tau0": log_tau0, "mu0": log_mu0, "min_tau0": log_min_tau0, "min_mu0": log_min_mu0}
     return {
         "log_marginal_likelihood": log_evidence,
         **{key: jnp.exp(value) for key, value in logs.items()},
         **{f"log_{key}": value for key, value in logs.items()},
         "tau_ml": tau_ml,
-        "mu_ml": jnp.where(spec.proper, mu_ml, nan),
+        "mu_ml": mu_ml,
     }
 
 
